@@ -1,0 +1,104 @@
+// Package store defines how meshfs keeps blocks: the block and CID model shared
+// by every layer, and the BlockStore interface that the LevelDB repository,
+// the in-memory store and (later) the network store all implement.
+//
+// A dataset is stored as plain blocks keyed by CID plus one leaf entry per
+// (tree CID, index) that names the block at that position and keeps its Merkle
+// inclusion proof, so that the block can be served to peers with its proof
+// and found again by position without loading the manifest's tree.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+)
+
+// Errors every implementation returns (wrapped with context) so that callers
+// can tell them apart with errors.Is.
+var (
+	// ErrNotFound: the block or leaf is not held by this store.
+	ErrNotFound = errors.New("block not found")
+	// ErrQuotaExceeded: storing the block would take the store over its quota.
+	// Nothing of the failed call is written.
+	ErrQuotaExceeded = errors.New("storage quota exceeded")
+	// ErrInvalidBlock: the bytes do not hash to the CID they are stored under.
+	ErrInvalidBlock = errors.New("block does not match its CID")
+	// ErrClosed: the store has been closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// Block is an immutable piece of content and the CID its bytes hash to.
+// Callers must not modify Data after handing a Block to a store or receiving
+// one from it.
+type Block struct {
+	CID  cid.Cid
+	Data []byte
+}
+
+// Leaf is the store's record of one position in a dataset tree: which block
+// sits at index Index of tree Tree, and the encoded Merkle proof for it.
+type Leaf struct {
+	Tree  cid.Cid
+	Index uint64
+	Block cid.Cid
+	Proof []byte
+}
+
+// Usage is a snapshot of what a store holds.
+type Usage struct {
+	Blocks     uint64 // distinct blocks stored
+	UsedBytes  uint64 // bytes of block data stored
+	QuotaBytes uint64 // 0 means unlimited
+}
+
+// BlockStore keeps blocks by CID and leaf entries by (tree CID, index).
+//
+// Contract, checked by the conformance suite in store/storetest:
+//   - Put is idempotent: storing a block that is already held succeeds and
+//     changes nothing. It verifies that Data hashes to CID (ErrInvalidBlock).
+//   - A Put that would take the bytes of block data held over the quota
+//     fails with ErrQuotaExceeded and writes nothing. Leaf entries are
+//     metadata and do not count against the quota.
+//   - PutLeaf records a leaf whose block is already held (ErrNotFound
+//     otherwise). Each distinct leaf counts as one reference to its block;
+//     recording the same leaf again changes nothing.
+//   - DeleteLeaf removes a leaf and drops its reference; a block whose last
+//     reference goes away is deleted with it.
+//   - Delete removes a block that no leaf references; a referenced block is
+//     kept (the call succeeds, the leaves still own it). Deleting what is not
+//     held is not an error.
+//   - Reads return ErrNotFound for what is not held. Every method honours ctx.
+type BlockStore interface {
+	Get(ctx context.Context, c cid.Cid) (Block, error)
+	Has(ctx context.Context, c cid.Cid) (bool, error)
+	Put(ctx context.Context, b Block) error
+	Delete(ctx context.Context, c cid.Cid) error
+
+	// GetLeaf returns the leaf entry at (tree, index) and the block it names.
+	GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error)
+	HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, error)
+	PutLeaf(ctx context.Context, leaf Leaf) error
+	DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) error
+
+	// ForEach calls fn with the CID of every block of the given codec held,
+	// in no particular order, and stops at fn's first error.
+	ForEach(ctx context.Context, codec uint64, fn func(cid.Cid) error) error
+
+	Usage(ctx context.Context) (Usage, error)
+	Close() error
+}
+
+// Verify checks that b.Data hashes to b.CID.
+func Verify(b Block) error {
+	want, err := b.CID.Prefix().Sum(b.Data)
+	if err != nil {
+		return fmt.Errorf("hash block %s: %w", b.CID, err)
+	}
+	if !want.Equals(b.CID) {
+		return fmt.Errorf("%w: %s", ErrInvalidBlock, b.CID)
+	}
+	return nil
+}
