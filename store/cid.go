@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/ipfs/go-cid"
+	multibase "github.com/multiformats/go-multibase"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -82,4 +83,15 @@ func ParseCID(s string, codecs ...uint64) (cid.Cid, error) {
 		}
 	}
 	return cid.Undef, fmt.Errorf("CID %q has codec %s, not a %s", s, CodecName(c.Type()), CodecName(codecs[0]))
+}
+
+// CIDText prints c the way Codex and meshfs users see CIDs: base58btc
+// (`zDv…` manifests, `zDx…` blocks, `zDz…` trees). go-cid's String prints
+// CIDv1 in base32, which would name the same content differently.
+func CIDText(c cid.Cid) string {
+	s, err := c.StringOfBase(multibase.Base58BTC)
+	if err != nil {
+		return c.String()
+	}
+	return s
 }
