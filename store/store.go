@@ -64,9 +64,12 @@ type Usage struct {
 //     metadata and do not count against the quota.
 //   - PutLeaf records a leaf whose block is already held (ErrNotFound
 //     otherwise). Each distinct leaf counts as one reference to its block;
-//     recording the same leaf again changes nothing.
+//     recording the same leaf again changes nothing but its proof. A leaf
+//     recorded at a position already held replaces it, and the old block
+//     loses its reference.
 //   - DeleteLeaf removes a leaf and drops its reference; a block whose last
-//     reference goes away is deleted with it.
+//     reference goes away is deleted with it. Deleting a leaf not held is
+//     not an error.
 //   - Delete removes a block that no leaf references; a referenced block is
 //     kept (the call succeeds, the leaves still own it). Deleting what is not
 //     held is not an error.

@@ -1,0 +1,261 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+)
+
+// Memory is a BlockStore held in maps, for tests and as a cache in front of
+// slower stores. It is safe for concurrent use. Block data is kept as handed
+// in, not copied: the Block contract already forbids changing it.
+type Memory struct {
+	mu     sync.RWMutex
+	closed bool
+	quota  uint64
+	used   uint64
+	blocks map[string]*memBlock // by CID bytes
+	leaves map[memLeafKey]memLeaf
+}
+
+type memBlock struct {
+	cid  cid.Cid
+	data []byte
+	refs uint64
+}
+
+type memLeafKey struct {
+	tree  string // CID bytes
+	index uint64
+}
+
+type memLeaf struct {
+	block cid.Cid
+	proof []byte
+}
+
+var _ BlockStore = (*Memory)(nil)
+
+// NewMemory returns an empty store holding at most quotaBytes of block data
+// (0 means unlimited).
+func NewMemory(quotaBytes uint64) *Memory {
+	return &Memory{
+		quota:  quotaBytes,
+		blocks: map[string]*memBlock{},
+		leaves: map[memLeafKey]memLeaf{},
+	}
+}
+
+// enter is the common entry check; callers hold mu.
+func (m *Memory) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Get implements BlockStore.
+func (m *Memory) Get(ctx context.Context, c cid.Cid) (Block, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.enter(ctx); err != nil {
+		return Block{}, fmt.Errorf("memory: get %s: %w", c, err)
+	}
+	b, ok := m.blocks[c.KeyString()]
+	if !ok {
+		return Block{}, fmt.Errorf("memory: get %s: %w", c, ErrNotFound)
+	}
+	return Block{CID: c, Data: b.data}, nil
+}
+
+// Has implements BlockStore.
+func (m *Memory) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.enter(ctx); err != nil {
+		return false, fmt.Errorf("memory: has %s: %w", c, err)
+	}
+	_, ok := m.blocks[c.KeyString()]
+	return ok, nil
+}
+
+// Put implements BlockStore.
+func (m *Memory) Put(ctx context.Context, b Block) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory: put %s: %w", b.CID, err)
+	}
+	if !b.CID.Defined() {
+		return fmt.Errorf("memory: put: undefined CID: %w", ErrInvalidBlock)
+	}
+	if err := Verify(b); err != nil { // outside the lock: hashing is the slow part
+		return fmt.Errorf("memory: put: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.enter(ctx); err != nil {
+		return fmt.Errorf("memory: put %s: %w", b.CID, err)
+	}
+	k := b.CID.KeyString()
+	if _, ok := m.blocks[k]; ok {
+		return nil
+	}
+	size := uint64(len(b.Data))
+	if m.quota > 0 && m.used+size > m.quota {
+		return fmt.Errorf("memory: put %s: %d bytes with %d of %d used: %w",
+			b.CID, size, m.used, m.quota, ErrQuotaExceeded)
+	}
+	m.blocks[k] = &memBlock{cid: b.CID, data: b.Data}
+	m.used += size
+	return nil
+}
+
+// Delete implements BlockStore.
+func (m *Memory) Delete(ctx context.Context, c cid.Cid) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.enter(ctx); err != nil {
+		return fmt.Errorf("memory: delete %s: %w", c, err)
+	}
+	k := c.KeyString()
+	if b, ok := m.blocks[k]; ok && b.refs == 0 {
+		m.drop(k, b)
+	}
+	return nil
+}
+
+func (m *Memory) drop(k string, b *memBlock) {
+	delete(m.blocks, k)
+	m.used -= uint64(len(b.data))
+}
+
+// GetLeaf implements BlockStore.
+func (m *Memory) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.enter(ctx); err != nil {
+		return Leaf{}, Block{}, fmt.Errorf("memory: get leaf %s[%d]: %w", tree, index, err)
+	}
+	l, ok := m.leaves[memLeafKey{tree.KeyString(), index}]
+	if !ok {
+		return Leaf{}, Block{}, fmt.Errorf("memory: get leaf %s[%d]: %w", tree, index, ErrNotFound)
+	}
+	b := m.blocks[l.block.KeyString()] // held while a leaf references it
+	leaf := Leaf{Tree: tree, Index: index, Block: l.block, Proof: bytes.Clone(l.proof)}
+	return leaf, Block{CID: l.block, Data: b.data}, nil
+}
+
+// HasLeaf implements BlockStore.
+func (m *Memory) HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.enter(ctx); err != nil {
+		return false, fmt.Errorf("memory: has leaf %s[%d]: %w", tree, index, err)
+	}
+	_, ok := m.leaves[memLeafKey{tree.KeyString(), index}]
+	return ok, nil
+}
+
+// PutLeaf implements BlockStore. A different leaf at a position already held
+// replaces it, moving the reference from the old block to the new one.
+func (m *Memory) PutLeaf(ctx context.Context, leaf Leaf) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.enter(ctx); err != nil {
+		return fmt.Errorf("memory: put leaf %s[%d]: %w", leaf.Tree, leaf.Index, err)
+	}
+	b, ok := m.blocks[leaf.Block.KeyString()]
+	if !ok {
+		return fmt.Errorf("memory: put leaf %s[%d]: block %s: %w", leaf.Tree, leaf.Index, leaf.Block, ErrNotFound)
+	}
+	k := memLeafKey{leaf.Tree.KeyString(), leaf.Index}
+	old, held := m.leaves[k]
+	if held && old.block.Equals(leaf.Block) {
+		old.proof = bytes.Clone(leaf.Proof)
+		m.leaves[k] = old
+		return nil
+	}
+	if held {
+		m.release(old.block)
+	}
+	b.refs++
+	// Cloned because, unlike block data, proofs are not covered by the
+	// contract's no-modification rule.
+	m.leaves[k] = memLeaf{block: leaf.Block, proof: bytes.Clone(leaf.Proof)}
+	return nil
+}
+
+// DeleteLeaf implements BlockStore. Deleting a leaf that is not held is not
+// an error.
+func (m *Memory) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.enter(ctx); err != nil {
+		return fmt.Errorf("memory: delete leaf %s[%d]: %w", tree, index, err)
+	}
+	k := memLeafKey{tree.KeyString(), index}
+	if l, ok := m.leaves[k]; ok {
+		delete(m.leaves, k)
+		m.release(l.block)
+	}
+	return nil
+}
+
+// release drops one reference to c, and c with its last. Callers hold mu.
+func (m *Memory) release(c cid.Cid) {
+	k := c.KeyString()
+	b := m.blocks[k]
+	if b.refs--; b.refs == 0 {
+		m.drop(k, b)
+	}
+}
+
+// ForEach implements BlockStore. fn runs without the lock held, over the
+// blocks held when the call started, so it may call back into the store.
+func (m *Memory) ForEach(ctx context.Context, codec uint64, fn func(cid.Cid) error) error {
+	m.mu.RLock()
+	if err := m.enter(ctx); err != nil {
+		m.mu.RUnlock()
+		return fmt.Errorf("memory: list %s: %w", CodecName(codec), err)
+	}
+	var cids []cid.Cid
+	for _, b := range m.blocks {
+		if b.cid.Type() == codec {
+			cids = append(cids, b.cid)
+		}
+	}
+	m.mu.RUnlock()
+	for _, c := range cids {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("memory: list %s: %w", CodecName(codec), err)
+		}
+		if err := fn(c); err != nil {
+			return fmt.Errorf("memory: list %s: %w", CodecName(codec), err)
+		}
+	}
+	return nil
+}
+
+// Usage implements BlockStore.
+func (m *Memory) Usage(ctx context.Context) (Usage, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.enter(ctx); err != nil {
+		return Usage{}, fmt.Errorf("memory: usage: %w", err)
+	}
+	return Usage{Blocks: uint64(len(m.blocks)), UsedBytes: m.used, QuotaBytes: m.quota}, nil
+}
+
+// Close implements BlockStore. It is idempotent and frees the contents.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.blocks, m.leaves = nil, nil
+	return nil
+}

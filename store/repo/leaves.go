@@ -1,0 +1,163 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+	"github.com/syndtr/goleveldb/leveldb"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+// GetLeaf implements store.BlockStore. The leaf and its block are read from
+// one snapshot, so a concurrent DeleteLeaf cannot leave a leaf without data.
+func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.Leaf, store.Block, error) {
+	fail := func(err error) (store.Leaf, store.Block, error) {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("repo: get leaf %s[%d]: %w", tree, index, err)
+	}
+	if err := s.enter(ctx); err != nil {
+		return fail(err)
+	}
+	snap, err := s.db.GetSnapshot()
+	if err != nil {
+		return fail(dbErr(err))
+	}
+	defer snap.Release()
+	v, err := snap.Get(leafKey(tree, index), nil)
+	if err != nil {
+		return fail(dbErr(err))
+	}
+	bc, proof, err := decodeLeaf(v)
+	if err != nil {
+		return fail(err)
+	}
+	data, err := snap.Get(dataKey(bc), nil)
+	if err != nil {
+		return fail(fmt.Errorf("block %s: %w", bc, dbErr(err)))
+	}
+	leaf := store.Leaf{Tree: tree, Index: index, Block: bc, Proof: proof}
+	return leaf, store.Block{CID: bc, Data: data}, nil
+}
+
+// HasLeaf implements store.BlockStore.
+func (s *Store) HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, error) {
+	if err := s.enter(ctx); err != nil {
+		return false, fmt.Errorf("repo: has leaf %s[%d]: %w", tree, index, err)
+	}
+	ok, err := s.db.Has(leafKey(tree, index), nil)
+	if err != nil {
+		return false, fmt.Errorf("repo: has leaf %s[%d]: %w", tree, index, dbErr(err))
+	}
+	return ok, nil
+}
+
+// PutLeaf implements store.BlockStore. Recording a different leaf at a
+// position already held replaces it: the old block loses its reference
+// (and is deleted if that was its last) and the new one gains one.
+func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
+	fail := func(err error) error {
+		return fmt.Errorf("repo: put leaf %s[%d]: %w", leaf.Tree, leaf.Index, err)
+	}
+	if err := s.enter(ctx); err != nil {
+		return fail(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	x, err := s.index(leaf.Block)
+	if err != nil {
+		return fail(fmt.Errorf("block %s: %w", leaf.Block, err))
+	}
+	lk := leafKey(leaf.Tree, leaf.Index)
+	batch := new(leveldb.Batch)
+	next := s.usage
+	old, err := s.db.Get(lk, nil)
+	switch {
+	case errors.Is(err, leveldb.ErrNotFound):
+		x.refs++
+		batch.Put(indexKey(leaf.Block), x.encode())
+	case err != nil:
+		return fail(dbErr(err))
+	default:
+		oldBlock, oldProof, err := decodeLeaf(old)
+		if err != nil {
+			return fail(err)
+		}
+		if oldBlock.Equals(leaf.Block) {
+			if bytes.Equal(oldProof, leaf.Proof) {
+				return nil
+			}
+			break // same reference, new proof
+		}
+		if err := s.release(batch, oldBlock, &next); err != nil {
+			return fail(err)
+		}
+		x.refs++
+		batch.Put(indexKey(leaf.Block), x.encode())
+	}
+	batch.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
+	if err := s.commit(batch, next); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// DeleteLeaf implements store.BlockStore. Deleting a leaf that is not held
+// is not an error.
+func (s *Store) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) error {
+	fail := func(err error) error {
+		return fmt.Errorf("repo: delete leaf %s[%d]: %w", tree, index, err)
+	}
+	if err := s.enter(ctx); err != nil {
+		return fail(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	lk := leafKey(tree, index)
+	v, err := s.db.Get(lk, nil)
+	if errors.Is(err, leveldb.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fail(dbErr(err))
+	}
+	bc, _, err := decodeLeaf(v)
+	if err != nil {
+		return fail(err)
+	}
+	batch := new(leveldb.Batch)
+	batch.Delete(lk)
+	next := s.usage
+	if err := s.release(batch, bc, &next); err != nil {
+		return fail(err)
+	}
+	if err := s.commit(batch, next); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// release adds to b the dropping of one reference to block c, and the block
+// itself when that was the last. Callers hold mu.
+func (s *Store) release(b *leveldb.Batch, c cid.Cid, u *usage) error {
+	x, err := s.index(c)
+	if errors.Is(err, store.ErrNotFound) {
+		// Only a damaged database gets here; the leaf goes anyway.
+		s.log.Warn("repo: leaf names a block that is not held", "block", c)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("block %s: %w", c, err)
+	}
+	if x.refs <= 1 {
+		dropBlock(b, c, x, u)
+		return nil
+	}
+	x.refs--
+	b.Put(indexKey(c), x.encode())
+	return nil
+}

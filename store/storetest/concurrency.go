@@ -1,0 +1,127 @@
+package storetest
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+const workers = 8
+
+var concurrencyCases = []testCase{
+	{name: "ConcurrentPutGet", run: func(t *testing.T, s store.BlockStore) {
+		// Worker w puts blocks [16w, 16w+24): the last 8 are also the next
+		// worker's first 8, so identical Puts race with each other.
+		const per, overlap = 16, 8
+		blocks := make([]store.Block, workers*per+overlap)
+		for i := range blocks {
+			blocks[i] = newBlock(store.CodecBlock, uint64(i))
+		}
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				mine := blocks[w*per : w*per+per+overlap]
+				for i, b := range mine {
+					if err := s.Put(t.Context(), b); err != nil {
+						t.Errorf("worker %d: Put: %v", w, err)
+						return
+					}
+					got, err := s.Get(t.Context(), b.CID)
+					if err != nil || !bytes.Equal(got.Data, b.Data) {
+						t.Errorf("worker %d: Get of own block %d: %v or bytes differ", w, i, err)
+						return
+					}
+					// Read another worker's block, which may not be there yet.
+					o := blocks[(w*per+i+3*per)%len(blocks)]
+					got, err = s.Get(t.Context(), o.CID)
+					if err == nil && !bytes.Equal(got.Data, o.Data) {
+						t.Errorf("worker %d: Get of %s: bytes differ", w, o.CID)
+					} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+						t.Errorf("worker %d: Get of %s: %v", w, o.CID, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		for _, b := range blocks {
+			checkBlock(t, s, b)
+		}
+		checkUsage(t, s, usageOf(0, blocks...))
+	}},
+	{name: "ConcurrentPutsRespectQuota", quota: 10 * blockSize, run: func(t *testing.T, s store.BlockStore) {
+		const per = 4 // 32 distinct blocks compete for room for 10
+		var stored, refused atomic.Int64
+		var mu sync.Mutex
+		var held []store.Block
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := range per {
+					b := newBlock(store.CodecBlock, uint64(w*per+i))
+					switch err := s.Put(t.Context(), b); {
+					case err == nil:
+						stored.Add(1)
+						mu.Lock()
+						held = append(held, b)
+						mu.Unlock()
+					case errors.Is(err, store.ErrQuotaExceeded):
+						refused.Add(1)
+					default:
+						t.Errorf("Put: %v", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if stored.Load() != 10 || refused.Load() != workers*per-10 {
+			t.Fatalf("%d Puts stored and %d refused; want 10 and %d", stored.Load(), refused.Load(), workers*per-10)
+		}
+		for _, b := range held {
+			checkBlock(t, s, b)
+		}
+		checkUsage(t, s, usageOf(10*blockSize, held...))
+	}},
+	{name: "ConcurrentLeaves", run: func(t *testing.T, s store.BlockStore) {
+		shared := newBlock(store.CodecBlock, 1)
+		mustPut(t, s, shared)
+		pin := store.Leaf{Tree: tree(1000), Index: 0, Block: shared.CID}
+		mustPutLeaf(t, s, pin)
+
+		const per = 16
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := range uint64(per) {
+					l := store.Leaf{Tree: tree(uint64(w)), Index: i, Block: shared.CID, Proof: []byte{byte(w), byte(i)}}
+					if err := s.PutLeaf(t.Context(), l); err != nil {
+						t.Errorf("worker %d: PutLeaf: %v", w, err)
+						return
+					}
+					// Referenced all along: Delete must never take it.
+					if err := s.Delete(t.Context(), shared.CID); err != nil {
+						t.Errorf("worker %d: Delete: %v", w, err)
+					}
+					got, b, err := s.GetLeaf(t.Context(), l.Tree, i)
+					if err != nil || !bytes.Equal(got.Proof, l.Proof) || !bytes.Equal(b.Data, shared.Data) {
+						t.Errorf("worker %d: GetLeaf %d: %v or proof/bytes differ", w, i, err)
+					}
+				}
+				for i := range uint64(per) {
+					if err := s.DeleteLeaf(t.Context(), tree(uint64(w)), i); err != nil {
+						t.Errorf("worker %d: DeleteLeaf: %v", w, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		checkBlock(t, s, shared)
+		checkUsage(t, s, usageOf(0, shared))
+		deleteLeaf(t, s, pin.Tree, pin.Index)
+		checkAbsent(t, s, shared.CID)
+		checkUsage(t, s, usageOf(0))
+	}},
+}

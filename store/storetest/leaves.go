@@ -1,0 +1,155 @@
+package storetest
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+// checkLeaf asserts that s holds want and its block with the given bytes.
+func checkLeaf(t *testing.T, s store.BlockStore, want store.Leaf, block store.Block) {
+	t.Helper()
+	ok, err := s.HasLeaf(t.Context(), want.Tree, want.Index)
+	if err != nil || !ok {
+		t.Fatalf("HasLeaf %s[%d] = %v, %v; want true, nil", want.Tree, want.Index, ok, err)
+	}
+	leaf, b, err := s.GetLeaf(t.Context(), want.Tree, want.Index)
+	if err != nil {
+		t.Fatalf("GetLeaf %s[%d]: %v", want.Tree, want.Index, err)
+	}
+	if !leaf.Tree.Equals(want.Tree) || leaf.Index != want.Index || !leaf.Block.Equals(want.Block) || !bytes.Equal(leaf.Proof, want.Proof) {
+		t.Fatalf("GetLeaf %s[%d] = %+v; want %+v", want.Tree, want.Index, leaf, want)
+	}
+	if !b.CID.Equals(block.CID) || !bytes.Equal(b.Data, block.Data) {
+		t.Fatalf("GetLeaf %s[%d] returned block %s, not the bytes of %s", want.Tree, want.Index, b.CID, block.CID)
+	}
+}
+
+func checkNoLeaf(t *testing.T, s store.BlockStore, tree cid.Cid, index uint64) {
+	t.Helper()
+	ok, err := s.HasLeaf(t.Context(), tree, index)
+	if err != nil || ok {
+		t.Fatalf("HasLeaf %s[%d] = %v, %v; want false, nil", tree, index, ok, err)
+	}
+	if _, _, err := s.GetLeaf(t.Context(), tree, index); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetLeaf %s[%d]: %v; want ErrNotFound", tree, index, err)
+	}
+}
+
+func deleteLeaf(t *testing.T, s store.BlockStore, tree cid.Cid, index uint64) {
+	t.Helper()
+	if err := s.DeleteLeaf(t.Context(), tree, index); err != nil {
+		t.Fatalf("DeleteLeaf %s[%d]: %v", tree, index, err)
+	}
+}
+
+var leafCases = []testCase{
+	{name: "LeafRoundTrip", run: func(t *testing.T, s store.BlockStore) {
+		b := newBlock(store.CodecBlock, 1)
+		mustPut(t, s, b)
+		leaves := []store.Leaf{
+			{Tree: tree(1), Index: 0, Block: b.CID, Proof: []byte("proof of 0")},
+			{Tree: tree(1), Index: 1<<40 + 7, Block: b.CID, Proof: bytes.Repeat([]byte{0xAB}, 1500)},
+			{Tree: tree(2), Index: 0, Block: b.CID, Proof: []byte{}},
+		}
+		mustPutLeaf(t, s, leaves...)
+		for _, l := range leaves {
+			checkLeaf(t, s, l, b)
+		}
+		checkNoLeaf(t, s, tree(1), 1)
+		checkNoLeaf(t, s, tree(3), 0)
+		checkUsage(t, s, usageOf(0, b))
+	}},
+	{name: "LeafProofIsUpdated", run: func(t *testing.T, s store.BlockStore) {
+		b := newBlock(store.CodecBlock, 1)
+		mustPut(t, s, b)
+		l := store.Leaf{Tree: tree(1), Index: 3, Block: b.CID, Proof: []byte("old")}
+		mustPutLeaf(t, s, l)
+		l.Proof = []byte("new proof")
+		mustPutLeaf(t, s, l)
+		checkLeaf(t, s, l, b)
+		// Still one reference: one DeleteLeaf frees the block.
+		deleteLeaf(t, s, l.Tree, l.Index)
+		checkAbsent(t, s, b.CID)
+	}},
+	{name: "LeafOnMissingBlock", run: func(t *testing.T, s store.BlockStore) {
+		missing := newBlock(store.CodecBlock, 1)
+		err := s.PutLeaf(t.Context(), store.Leaf{Tree: tree(1), Index: 0, Block: missing.CID, Proof: []byte("p")})
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("PutLeaf naming a block not held: %v; want ErrNotFound", err)
+		}
+		checkNoLeaf(t, s, tree(1), 0)
+		checkUsage(t, s, usageOf(0))
+	}},
+	{name: "SameLeafTwiceIsOneReference", run: func(t *testing.T, s store.BlockStore) {
+		b := newBlock(store.CodecBlock, 1)
+		mustPut(t, s, b)
+		l := store.Leaf{Tree: tree(1), Index: 0, Block: b.CID, Proof: []byte("p")}
+		mustPutLeaf(t, s, l, l)
+		deleteLeaf(t, s, l.Tree, l.Index)
+		checkNoLeaf(t, s, l.Tree, l.Index)
+		checkAbsent(t, s, b.CID)
+		checkUsage(t, s, usageOf(0))
+	}},
+	{name: "RefcountAcrossTrees", run: func(t *testing.T, s store.BlockStore) {
+		shared, other := newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2)
+		mustPut(t, s, shared, other)
+		l1 := store.Leaf{Tree: tree(1), Index: 5, Block: shared.CID, Proof: []byte("p1")}
+		l2 := store.Leaf{Tree: tree(2), Index: 9, Block: shared.CID, Proof: []byte("p2")}
+		mustPutLeaf(t, s, l1, l2)
+
+		// Referenced: Delete succeeds and keeps it.
+		if err := s.Delete(t.Context(), shared.CID); err != nil {
+			t.Fatalf("Delete of a referenced block: %v", err)
+		}
+		checkBlock(t, s, shared)
+		checkLeaf(t, s, l1, shared)
+
+		deleteLeaf(t, s, l1.Tree, l1.Index)
+		checkNoLeaf(t, s, l1.Tree, l1.Index)
+		checkLeaf(t, s, l2, shared)
+		checkUsage(t, s, usageOf(0, shared, other))
+
+		deleteLeaf(t, s, l2.Tree, l2.Index)
+		checkNoLeaf(t, s, l2.Tree, l2.Index)
+		checkAbsent(t, s, shared.CID)
+		checkBlock(t, s, other)
+		checkUsage(t, s, usageOf(0, other))
+
+		// Deleting a leaf that is gone is not an error and changes nothing.
+		deleteLeaf(t, s, l2.Tree, l2.Index)
+		checkUsage(t, s, usageOf(0, other))
+	}},
+	{name: "RefcountWithinTree", run: func(t *testing.T, s store.BlockStore) {
+		// Runs of identical data (zeros) give one block at many positions.
+		b := newBlock(store.CodecBlock, 1)
+		mustPut(t, s, b)
+		for i := range uint64(3) {
+			mustPutLeaf(t, s, store.Leaf{Tree: tree(1), Index: i, Block: b.CID})
+		}
+		for i := range uint64(2) {
+			deleteLeaf(t, s, tree(1), i)
+			checkBlock(t, s, b)
+		}
+		deleteLeaf(t, s, tree(1), 2)
+		checkAbsent(t, s, b.CID)
+		checkUsage(t, s, usageOf(0))
+	}},
+	{name: "LeafReplacedMovesReference", run: func(t *testing.T, s store.BlockStore) {
+		a, b := newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2)
+		mustPut(t, s, a, b)
+		mustPutLeaf(t, s, store.Leaf{Tree: tree(1), Index: 0, Block: a.CID, Proof: []byte("a")})
+		repl := store.Leaf{Tree: tree(1), Index: 0, Block: b.CID, Proof: []byte("b")}
+		mustPutLeaf(t, s, repl)
+		checkLeaf(t, s, repl, b)
+		checkAbsent(t, s, a.CID) // its only reference went away
+		checkUsage(t, s, usageOf(0, b))
+		deleteLeaf(t, s, repl.Tree, repl.Index)
+		checkAbsent(t, s, b.CID)
+		checkUsage(t, s, usageOf(0))
+	}},
+}

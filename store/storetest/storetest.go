@@ -1,0 +1,136 @@
+// Package storetest is the conformance suite that every store.BlockStore
+// implementation runs, so that the LevelDB repository, the in-memory store
+// and the network store are held to one contract.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+// Opener returns a new, empty store with the given quota (0 = unlimited).
+// It should close the store in t.Cleanup; the suite may close it earlier,
+// which the contract makes harmless.
+type Opener func(t *testing.T, quotaBytes uint64) store.BlockStore
+
+type testCase struct {
+	name  string
+	quota uint64
+	run   func(t *testing.T, s store.BlockStore)
+}
+
+// Run runs every conformance test against stores made by open.
+func Run(t *testing.T, open Opener) {
+	var cases []testCase
+	cases = append(cases, blockCases...)
+	cases = append(cases, leafCases...)
+	cases = append(cases, listCases...)
+	cases = append(cases, lifecycleCases...)
+	cases = append(cases, concurrencyCases...)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.run(t, open(t, tc.quota))
+		})
+	}
+}
+
+// blockSize is a Codex block; several tests size quotas in blocks.
+const blockSize = 64 << 10
+
+// newBlock returns a deterministic block of blockSize bytes of codec; equal
+// seeds give equal blocks.
+func newBlock(codec uint64, seed uint64) store.Block {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	data := make([]byte, blockSize)
+	rand.NewChaCha8(key).Read(data)
+	return store.NewBlock(codec, data)
+}
+
+// tree is a made-up tree CID: leaves need one, and nothing checks that a
+// tree exists.
+func tree(seed uint64) cid.Cid {
+	return store.NewBlock(store.CodecRoot, binary.LittleEndian.AppendUint64(nil, seed)).CID
+}
+
+func mustPut(t *testing.T, s store.BlockStore, blocks ...store.Block) {
+	t.Helper()
+	for _, b := range blocks {
+		if err := s.Put(t.Context(), b); err != nil {
+			t.Fatalf("Put %s: %v", b.CID, err)
+		}
+	}
+}
+
+func mustPutLeaf(t *testing.T, s store.BlockStore, leaves ...store.Leaf) {
+	t.Helper()
+	for _, l := range leaves {
+		if err := s.PutLeaf(t.Context(), l); err != nil {
+			t.Fatalf("PutLeaf %s[%d]: %v", l.Tree, l.Index, err)
+		}
+	}
+}
+
+// checkBlock asserts that s holds b with exactly its bytes.
+func checkBlock(t *testing.T, s store.BlockStore, b store.Block) {
+	t.Helper()
+	ok, err := s.Has(t.Context(), b.CID)
+	if err != nil || !ok {
+		t.Fatalf("Has %s = %v, %v; want true, nil", b.CID, ok, err)
+	}
+	got, err := s.Get(t.Context(), b.CID)
+	if err != nil {
+		t.Fatalf("Get %s: %v", b.CID, err)
+	}
+	if !got.CID.Equals(b.CID) || !bytes.Equal(got.Data, b.Data) {
+		t.Fatalf("Get %s returned %s with %d bytes differing from the %d put", b.CID, got.CID, len(got.Data), len(b.Data))
+	}
+}
+
+// checkAbsent asserts that s does not hold c.
+func checkAbsent(t *testing.T, s store.BlockStore, c cid.Cid) {
+	t.Helper()
+	ok, err := s.Has(t.Context(), c)
+	if err != nil || ok {
+		t.Fatalf("Has %s = %v, %v; want false, nil", c, ok, err)
+	}
+	if _, err := s.Get(t.Context(), c); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get %s: %v; want ErrNotFound", c, err)
+	}
+}
+
+// checkUsage asserts the store's usage, quota included.
+func checkUsage(t *testing.T, s store.BlockStore, want store.Usage) {
+	t.Helper()
+	got, err := s.Usage(t.Context())
+	if err != nil {
+		t.Fatalf("Usage: %v", err)
+	}
+	if got != want {
+		t.Fatalf("Usage = %+v; want %+v", got, want)
+	}
+}
+
+// usageOf is the usage of holding exactly blocks under quota.
+func usageOf(quota uint64, blocks ...store.Block) store.Usage {
+	u := store.Usage{QuotaBytes: quota}
+	for _, b := range blocks {
+		u.Blocks++
+		u.UsedBytes += uint64(len(b.Data))
+	}
+	return u
+}
+
+func cancelled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
