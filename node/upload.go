@@ -1,0 +1,263 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/meshfs/meshfs/node/erasure"
+	"github.com/meshfs/meshfs/node/manifest"
+	"github.com/meshfs/meshfs/node/merkle"
+	"github.com/meshfs/meshfs/store"
+)
+
+// UploadOptions describe one upload. Zero values take the node's defaults,
+// except EcM where a negative value means "the node's default" so that 0 can
+// ask for an unprotected dataset.
+type UploadOptions struct {
+	Filename  string
+	Mimetype  string
+	BlockSize uint64
+	EcK, EcM  int
+}
+
+// manifestVersion is Codex's enum position for CIDv1 (not the CID version).
+const manifestVersion = 2
+
+// uploader carries the state of one upload so that a failure at any step can
+// undo exactly what this upload added and nothing else.
+type uploader struct {
+	st        store.BlockStore
+	blockSize uint64
+	added     []cid.Cid // blocks this upload put that were not held before
+	leaves    []store.Leaf
+}
+
+// Upload cuts r into blocks, protects them with Reed-Solomon parity in
+// Codex's stepped layout when ecM > 0, stores blocks, leaves and the
+// manifest, and returns the manifest CID. Memory stays bounded by one block
+// (or one codeword) plus 32 bytes of digest per block. The same bytes and
+// options always give the same CID. On any error — a read error, a
+// cancelled context, a full quota — everything this upload stored is removed
+// again, so no half dataset is left behind.
+func Upload(ctx context.Context, st store.BlockStore, r io.Reader, opts UploadOptions) (cid.Cid, error) {
+	if opts.BlockSize == 0 || opts.BlockSize%64 != 0 {
+		return cid.Undef, fmt.Errorf("upload: block size %d is not a positive multiple of 64", opts.BlockSize)
+	}
+	u := &uploader{st: st, blockSize: opts.BlockSize}
+	c, err := u.run(ctx, r, opts)
+	if err != nil {
+		u.rollback()
+		return cid.Undef, fmt.Errorf("upload: %w", err)
+	}
+	return c, nil
+}
+
+func (u *uploader) run(ctx context.Context, r io.Reader, opts UploadOptions) (cid.Cid, error) {
+	digests, size, err := u.chunk(ctx, r)
+	if err != nil {
+		return cid.Undef, err
+	}
+	tree, err := merkle.New(digests)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("build tree: %w", err)
+	}
+	m := &manifest.Manifest{
+		TreeCID:     tree.CID(),
+		BlockSize:   u.blockSize,
+		DatasetSize: size,
+		Codec:       store.CodecBlock,
+		HCodec:      mh.SHA2_256,
+		Version:     manifestVersion,
+		Filename:    opts.Filename,
+		Mimetype:    opts.Mimetype,
+	}
+	// An empty file has nothing to protect, and a protected manifest of size
+	// 0 is invalid in Codex's format: it is stored unprotected.
+	if opts.EcM > 0 && size > 0 {
+		layout, err := erasure.NewLayout(opts.EcK, opts.EcM, uint64(len(digests)))
+		if err != nil {
+			return cid.Undef, err
+		}
+		protected, err := u.protect(ctx, layout, digests)
+		if err != nil {
+			return cid.Undef, err
+		}
+		m.Protected = true
+		m.EcK, m.EcM = opts.EcK, opts.EcM
+		m.Strategy = manifest.Stepped
+		m.OriginalTreeCID = m.TreeCID
+		m.OriginalDatasetSize = size
+		m.DatasetSize = layout.Total() * u.blockSize
+		digests = protected
+		if tree, err = merkle.New(digests); err != nil {
+			return cid.Undef, fmt.Errorf("build protected tree: %w", err)
+		}
+		m.TreeCID = tree.CID()
+	}
+	if err := u.putLeaves(ctx, tree, digests); err != nil {
+		return cid.Undef, err
+	}
+	mb, err := m.Block()
+	if err != nil {
+		return cid.Undef, err
+	}
+	// The manifest goes last: a dataset is listed once its manifest is held,
+	// so a crash before this point leaves no dataset, only unreferenced blocks.
+	if err := u.put(ctx, mb); err != nil {
+		return cid.Undef, fmt.Errorf("store manifest: %w", err)
+	}
+	return mb.CID, nil
+}
+
+// chunk reads r block by block, stores each block and returns the digests
+// of all blocks and the byte count. The last block is zero-padded (Codex's
+// rule). An empty input gives one all-zero block so that the dataset still
+// has a tree; its size of 0 tells readers there is nothing in it.
+func (u *uploader) chunk(ctx context.Context, r io.Reader) ([]merkle.Digest, uint64, error) {
+	var (
+		digests []merkle.Digest
+		size    uint64
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		// A fresh buffer per block: the store may keep the slice it is given.
+		buf := make([]byte, u.blockSize)
+		n, err := io.ReadFull(r, buf)
+		if n == 0 && len(digests) > 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return nil, 0, fmt.Errorf("read input after %d bytes: %w", size, err)
+		}
+		size += uint64(n)
+		b := store.NewBlock(store.CodecBlock, buf)
+		if err := u.put(ctx, b); err != nil {
+			return nil, 0, fmt.Errorf("store block %d: %w", len(digests), err)
+		}
+		digests = append(digests, sha256.Sum256(buf))
+		if err != nil { // short read: that was the last block
+			break
+		}
+	}
+	return digests, size, nil
+}
+
+// protect computes the parity of every codeword and returns the leaf digests
+// of the protected dataset: data, then padding, then parity rows.
+func (u *uploader) protect(ctx context.Context, layout erasure.Layout, data []merkle.Digest) ([]merkle.Digest, error) {
+	coder, err := erasure.NewCoder(layout.K, layout.M)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]merkle.Digest, layout.Total())
+	copy(out, data)
+	for i := layout.N; i < layout.Rounded(); i++ {
+		out[i] = erasure.PaddingDigest
+	}
+	zero := make([]byte, u.blockSize)
+	shards := make([][]byte, layout.K+layout.M)
+	for col := uint64(0); col < layout.Steps(); col++ {
+		idx := layout.Indices(col)
+		for row := 0; row < layout.K; row++ {
+			i := idx[row]
+			if layout.IsPadding(i) {
+				shards[row] = zero
+				continue
+			}
+			b, err := u.st.Get(ctx, store.CIDFromDigest(store.CodecBlock, data[i]))
+			if err != nil {
+				return nil, fmt.Errorf("read block %d back for parity: %w", i, err)
+			}
+			shards[row] = b.Data
+		}
+		for j := layout.K; j < len(shards); j++ {
+			shards[j] = make([]byte, u.blockSize)
+		}
+		if err := coder.Encode(shards); err != nil {
+			return nil, fmt.Errorf("encode codeword %d: %w", col, err)
+		}
+		for j := layout.K; j < len(shards); j++ {
+			b := store.NewBlock(store.CodecBlock, shards[j])
+			if err := u.put(ctx, b); err != nil {
+				return nil, fmt.Errorf("store parity of codeword %d: %w", col, err)
+			}
+			out[idx[j]] = sha256.Sum256(shards[j])
+		}
+	}
+	return out, nil
+}
+
+// putLeaves records every stored leaf with its proof; padding leaves are
+// synthesised by readers and never stored.
+func (u *uploader) putLeaves(ctx context.Context, tree *merkle.Tree, digests []merkle.Digest) error {
+	treeCID := tree.CID()
+	for i, d := range digests {
+		if d == erasure.PaddingDigest {
+			continue
+		}
+		p, err := tree.Proof(i)
+		if err != nil {
+			return fmt.Errorf("proof of leaf %d: %w", i, err)
+		}
+		leaf := store.Leaf{Tree: treeCID, Index: uint64(i), Block: store.CIDFromDigest(store.CodecBlock, d), Proof: p.Marshal()}
+		// The same bytes uploaded before give the same tree: its leaves
+		// belong to the earlier dataset and must survive our rollback.
+		had, err := u.st.HasLeaf(ctx, treeCID, leaf.Index)
+		if err != nil {
+			return err
+		}
+		if had {
+			continue
+		}
+		if err := u.st.PutLeaf(ctx, leaf); err != nil {
+			return fmt.Errorf("store leaf %d: %w", i, err)
+		}
+		u.leaves = append(u.leaves, leaf)
+	}
+	return nil
+}
+
+// put stores b and remembers it for rollback when it was not held before.
+func (u *uploader) put(ctx context.Context, b store.Block) error {
+	had, err := u.st.Has(ctx, b.CID)
+	if err != nil {
+		return err
+	}
+	if had {
+		return nil
+	}
+	if err := u.st.Put(ctx, b); err != nil {
+		return err
+	}
+	u.added = append(u.added, b.CID)
+	return nil
+}
+
+// rollback removes what a failed upload stored. It runs on its own context
+// because the upload's may be the reason for the failure.
+func (u *uploader) rollback() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var errs []error
+	for _, l := range u.leaves {
+		errs = append(errs, u.st.DeleteLeaf(ctx, l.Tree, l.Index))
+	}
+	for _, c := range u.added {
+		errs = append(errs, u.st.Delete(ctx, c))
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Leftovers are unreferenced blocks: harmless for correctness and
+		// swept by garbage collection, so the upload's own error wins.
+		slog.Default().Warn("rollback of failed upload incomplete", "err", err)
+	}
+}
