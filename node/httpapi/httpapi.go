@@ -1,0 +1,383 @@
+// Package httpapi serves Codex's REST API (/api/codex/v1) over a meshfs node,
+// with the same paths and JSON shapes so that Codex clients work unchanged.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshfs/meshfs/node"
+	"github.com/meshfs/meshfs/node/manifest"
+	"github.com/meshfs/meshfs/store"
+)
+
+// Node is what the API needs of a node.
+type Node interface {
+	ID() peer.ID
+	DataDir() string
+	Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error)
+	// SpaceNeeded is how many bytes of quota an upload of size bytes takes.
+	SpaceNeeded(size uint64) uint64
+	// OpenLocal opens a dataset from the local store only; Open may also
+	// go to the network.
+	OpenLocal(ctx context.Context, c cid.Cid) (*node.Dataset, error)
+	Open(ctx context.Context, c cid.Cid) (*node.Dataset, error)
+	Has(ctx context.Context, c cid.Cid) (bool, error)
+	List(ctx context.Context) ([]node.Entry, error)
+	Delete(ctx context.Context, c cid.Cid) error
+	Space(ctx context.Context) (store.Usage, error)
+	Fetch(ctx context.Context, c cid.Cid) (*node.Dataset, error)
+	Addrs() []string
+}
+
+// Version is reported by /debug/info; set by the binary.
+var Version = "dev"
+
+// Options tune the server.
+type Options struct {
+	// FetchTimeout bounds finding a manifest; streaming itself is bounded by
+	// the client's connection, not by a deadline.
+	FetchTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Server is the REST API handler.
+type Server struct {
+	n    Node
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+const prefix = "/api/codex/v1"
+
+// New builds the API handler for n.
+func New(n Node, opts Options) *Server {
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{n: n, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST "+prefix+"/data", s.upload)
+	s.mux.HandleFunc("GET "+prefix+"/data", s.list)
+	s.mux.HandleFunc("GET "+prefix+"/data/{cid}", s.downloadLocal)
+	s.mux.HandleFunc("DELETE "+prefix+"/data/{cid}", s.delete)
+	s.mux.HandleFunc("GET "+prefix+"/data/{cid}/exists", s.exists)
+	s.mux.HandleFunc("GET "+prefix+"/data/{cid}/network/stream", s.downloadNetwork)
+	s.mux.HandleFunc("GET "+prefix+"/data/{cid}/network/manifest", s.manifest)
+	s.mux.HandleFunc("POST "+prefix+"/data/{cid}/network", s.fetch)
+	s.mux.HandleFunc("GET "+prefix+"/space", s.space)
+	s.mux.HandleFunc("GET "+prefix+"/peerid", s.peerID)
+	s.mux.HandleFunc("GET "+prefix+"/debug/info", s.debugInfo)
+	s.mux.HandleFunc("GET "+prefix+"/connect/{peerId}", s.connect)
+	s.mux.Handle("GET /metrics", promhttp.Handler())
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// fail writes a one-line plain-text error, as Codex does.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, err error) {
+	if status >= 500 {
+		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		s.log.Debug("api request rejected", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, strings.ReplaceAll(err.Error(), "\n", " "))
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		s.log.Debug("write json response", "err", err)
+	}
+}
+
+// status maps an error from the node to an HTTP status.
+func status(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrQuotaExceeded):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, context.Canceled):
+		return 499 // the client went away; nobody reads this
+	}
+	return http.StatusInternalServerError
+}
+
+func (s *Server) cidParam(w http.ResponseWriter, r *http.Request) (cid.Cid, bool) {
+	c, err := store.ParseCID(r.PathValue("cid"), store.CodecManifest)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err)
+		return cid.Undef, false
+	}
+	return c, true
+}
+
+func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
+	filename, mimetype, err := uploadMeta(r.Header)
+	if err != nil {
+		s.fail(w, r, http.StatusUnprocessableEntity, err)
+		return
+	}
+	if r.ContentLength > 0 {
+		u, err := s.n.Space(r.Context())
+		if err != nil {
+			s.fail(w, r, http.StatusInternalServerError, err)
+			return
+		}
+		need := s.n.SpaceNeeded(uint64(r.ContentLength))
+		if u.QuotaBytes > 0 && u.UsedBytes+need > u.QuotaBytes {
+			s.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Errorf("upload of %d bytes needs %d bytes of storage, %d of the %d byte quota are free: %w",
+				r.ContentLength, need, u.QuotaBytes-min(u.UsedBytes, u.QuotaBytes), u.QuotaBytes, store.ErrQuotaExceeded))
+			return
+		}
+	}
+	c, err := s.n.Upload(r.Context(), r.Body, filename, mimetype)
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, store.CIDText(c))
+}
+
+// uploadMeta takes the filename and media type of an upload from its
+// headers; a header that is present but unusable is an error (422), not
+// silently dropped, so the user learns why the name is missing.
+func uploadMeta(h http.Header) (filename, mimetype string, err error) {
+	if cd := h.Get("Content-Disposition"); cd != "" {
+		_, params, err := mime.ParseMediaType(cd)
+		if err != nil {
+			return "", "", fmt.Errorf("bad Content-Disposition %q: %w", cd, err)
+		}
+		filename = params["filename"]
+		if err := checkFilename(filename); err != nil {
+			return "", "", err
+		}
+	}
+	if ct := h.Get("Content-Type"); ct != "" {
+		mt, params, err := mime.ParseMediaType(ct)
+		if err != nil {
+			return "", "", fmt.Errorf("bad Content-Type %q: %w", ct, err)
+		}
+		// A form post's default type says nothing about the file.
+		if mt != "application/x-www-form-urlencoded" {
+			mimetype = mime.FormatMediaType(mt, params)
+		}
+	}
+	return filename, mimetype, nil
+}
+
+func checkFilename(name string) error {
+	switch {
+	case len(name) > 255:
+		return fmt.Errorf("filename is %d bytes long, at most 255 allowed", len(name))
+	case !utf8.ValidString(name):
+		return errors.New("filename is not valid UTF-8")
+	case strings.ContainsAny(name, "/\\"):
+		return fmt.Errorf("filename %q contains a path separator", name)
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return fmt.Errorf("filename %q contains control characters", name)
+	}
+	return nil
+}
+
+// manifestJSON is Codex's REST shape of a manifest, plus the erasure fields
+// a protected dataset has.
+type manifestJSON struct {
+	TreeCID             string `json:"treeCid"`
+	DatasetSize         uint64 `json:"datasetSize"`
+	BlockSize           uint64 `json:"blockSize"`
+	Protected           bool   `json:"protected"`
+	Filename            string `json:"filename,omitempty"`
+	Mimetype            string `json:"mimetype,omitempty"`
+	EcK                 int    `json:"ecK,omitempty"`
+	EcM                 int    `json:"ecM,omitempty"`
+	OriginalTreeCID     string `json:"originalTreeCid,omitempty"`
+	OriginalDatasetSize uint64 `json:"originalDatasetSize,omitempty"`
+}
+
+type contentJSON struct {
+	CID      string       `json:"cid"`
+	Manifest manifestJSON `json:"manifest"`
+}
+
+func toJSON(c cid.Cid, m *manifest.Manifest) contentJSON {
+	j := manifestJSON{
+		TreeCID: store.CIDText(m.TreeCID), DatasetSize: m.DatasetSize, BlockSize: m.BlockSize,
+		Protected: m.Protected, Filename: m.Filename, Mimetype: m.Mimetype,
+	}
+	if m.Protected {
+		j.EcK, j.EcM = m.EcK, m.EcM
+		j.OriginalTreeCID = store.CIDText(m.OriginalTreeCID)
+		j.OriginalDatasetSize = m.OriginalDatasetSize
+	}
+	return contentJSON{CID: store.CIDText(c), Manifest: j}
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	entries, err := s.n.List(r.Context())
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	out := struct {
+		Content []contentJSON `json:"content"`
+	}{Content: []contentJSON{}}
+	for _, e := range entries {
+		out.Content = append(out.Content, toJSON(e.CID, e.Manifest))
+	}
+	s.writeJSON(w, out)
+}
+
+func (s *Server) downloadLocal(w http.ResponseWriter, r *http.Request) {
+	s.download(w, r, s.n.OpenLocal)
+}
+
+func (s *Server) downloadNetwork(w http.ResponseWriter, r *http.Request) {
+	s.download(w, r, s.n.Open)
+}
+
+func (s *Server) download(w http.ResponseWriter, r *http.Request, open func(context.Context, cid.Cid) (*node.Dataset, error)) {
+	c, ok := s.cidParam(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.FetchTimeout)
+	d, err := open(ctx, c)
+	cancel()
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	m := d.Manifest
+	ct := m.Mimetype
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	w.Header().Set("Content-Type", ct)
+	if m.Filename != "" {
+		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": m.Filename}))
+	}
+	// Content is immutable under its CID: the CID is a perfect ETag.
+	w.Header().Set("ETag", `"`+store.CIDText(c)+`"`)
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	http.ServeContent(w, r, "", time.Time{}, d.Reader(r.Context()))
+}
+
+func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.cidParam(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.FetchTimeout)
+	defer cancel()
+	d, err := s.n.Open(ctx, c)
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	s.writeJSON(w, toJSON(c, d.Manifest))
+}
+
+func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.cidParam(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.FetchTimeout)
+	defer cancel()
+	d, err := s.n.Fetch(ctx, c)
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	s.writeJSON(w, toJSON(c, d.Manifest))
+}
+
+func (s *Server) exists(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.cidParam(w, r)
+	if !ok {
+		return
+	}
+	has, err := s.n.Has(r.Context(), c)
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	s.writeJSON(w, map[string]bool{store.CIDText(c): has})
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.cidParam(w, r)
+	if !ok {
+		return
+	}
+	if err := s.n.Delete(r.Context(), c); err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) space(w http.ResponseWriter, r *http.Request) {
+	u, err := s.n.Space(r.Context())
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	s.writeJSON(w, map[string]uint64{
+		"totalBlocks":        u.Blocks,
+		"quotaMaxBytes":      u.QuotaBytes,
+		"quotaUsedBytes":     u.UsedBytes,
+		"quotaReservedBytes": 0,
+	})
+}
+
+func (s *Server) peerID(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, s.n.ID().String())
+}
+
+func (s *Server) debugInfo(w http.ResponseWriter, r *http.Request) {
+	addrs := s.n.Addrs()
+	if addrs == nil {
+		addrs = []string{}
+	}
+	s.writeJSON(w, map[string]any{
+		"id":                s.n.ID().String(),
+		"addrs":             addrs,
+		"repo":              s.n.DataDir(),
+		"announceAddresses": addrs,
+		"codex":             map[string]string{"version": Version, "revision": Version},
+	})
+}
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
+	if _, err := peer.Decode(r.PathValue("peerId")); err != nil {
+		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("malformed peer ID %q: %w", r.PathValue("peerId"), err))
+		return
+	}
+	s.fail(w, r, http.StatusNotImplemented, errors.New("this node has no network yet: connect is not available"))
+}
