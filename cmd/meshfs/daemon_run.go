@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/fusefs"
+	"github.com/meshfs/meshfs/node"
+	"github.com/meshfs/meshfs/node/httpapi"
+)
+
+// shutdownGrace bounds how long in-flight API requests may take to finish
+// once the daemon is asked to stop.
+const shutdownGrace = 10 * time.Second
+
+// runDaemon runs a node, its API and (optionally) its mount until ctx is
+// cancelled, then unmounts, drains the API and closes the store, in that
+// order: readers of the mount get an error rather than a hang, and nothing
+// is written to the store after it is closed.
+func runDaemon(ctx context.Context, cfg daemonConfig) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	slog.SetDefault(log)
+	httpapi.Version = version
+
+	if cfg.Mount != "" {
+		// A daemon killed earlier leaves a dead mount that fails every
+		// access; clear it before opening anything else.
+		if err := fusefs.ClearStale(cfg.Mount); err != nil {
+			return fmt.Errorf("mount point %s: %w", cfg.Mount, err)
+		}
+	}
+	n, err := node.New(node.Config{
+		DataDir: cfg.DataDir, QuotaBytes: cfg.QuotaBytes, BlockSize: cfg.BlockSize,
+		EcK: cfg.EcK, EcM: cfg.EcM, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := n.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+
+	ln, err := net.Listen("tcp", cfg.API)
+	if err != nil {
+		return fmt.Errorf("API address %s: %w", cfg.API, err)
+	}
+	if !isLoopback(ln.Addr()) {
+		log.Warn("the API is reachable from other hosts: anyone who can connect can upload and delete data", "api", ln.Addr())
+	}
+	api := &http.Server{
+		Handler:           httpapi.New(n, httpapi.Options{FetchTimeout: cfg.FetchTimeout, Logger: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	apiErr := make(chan error, 1)
+	go func() { apiErr <- api.Serve(ln) }()
+
+	var mnt *fusefs.Server
+	if cfg.Mount != "" {
+		mnt, err = fusefs.Mount(cfg.Mount, source{n}, fusefs.Options{
+			LookupTimeout: cfg.FetchTimeout, AllowOther: cfg.AllowOther, Logger: log,
+		})
+		if err != nil {
+			api.Close()
+			return err
+		}
+	}
+	log.Info("meshfs ready", "id", n.ID(), "api", "http://"+ln.Addr().String(), "mount", cfg.Mount, "data-dir", cfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-apiErr:
+		err = fmt.Errorf("API server: %w", err)
+	}
+	if mnt != nil {
+		if uerr := mnt.Unmount(); uerr != nil {
+			log.Error("unmount", "mount", cfg.Mount, "err", uerr)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if serr := api.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		log.Warn("API shutdown", "err", serr)
+	}
+	return err
+}
+
+func isLoopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
+}
+
+// source adapts the node to the mount's view of datasets.
+type source struct{ n *node.Node }
+
+func (s source) Open(ctx context.Context, c cid.Cid) (fusefs.Dataset, error) {
+	d, err := s.n.Open(ctx, c)
+	if err != nil {
+		return nil, err // not d: a nil *Dataset in an interface is not nil
+	}
+	return d, nil
+}
+
+func (s source) List(ctx context.Context) ([]cid.Cid, error) {
+	entries, err := s.n.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cid.Cid, len(entries))
+	for i, e := range entries {
+		out[i] = e.CID
+	}
+	return out, nil
+}
