@@ -65,11 +65,11 @@ func (m *Memory) Get(ctx context.Context, c cid.Cid) (Block, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if err := m.enter(ctx); err != nil {
-		return Block{}, fmt.Errorf("memory: get %s: %w", c, err)
+		return Block{}, fmt.Errorf("memory: get %s: %w", CIDText(c), err)
 	}
 	b, ok := m.blocks[c.KeyString()]
 	if !ok {
-		return Block{}, fmt.Errorf("memory: get %s: %w", c, ErrNotFound)
+		return Block{}, fmt.Errorf("memory: get %s: %w", CIDText(c), ErrNotFound)
 	}
 	return Block{CID: c, Data: b.data}, nil
 }
@@ -79,7 +79,7 @@ func (m *Memory) Has(ctx context.Context, c cid.Cid) (bool, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if err := m.enter(ctx); err != nil {
-		return false, fmt.Errorf("memory: has %s: %w", c, err)
+		return false, fmt.Errorf("memory: has %s: %w", CIDText(c), err)
 	}
 	_, ok := m.blocks[c.KeyString()]
 	return ok, nil
@@ -88,7 +88,7 @@ func (m *Memory) Has(ctx context.Context, c cid.Cid) (bool, error) {
 // Put implements BlockStore.
 func (m *Memory) Put(ctx context.Context, b Block) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("memory: put %s: %w", b.CID, err)
+		return fmt.Errorf("memory: put %s: %w", CIDText(b.CID), err)
 	}
 	if !b.CID.Defined() {
 		return fmt.Errorf("memory: put: undefined CID: %w", ErrInvalidBlock)
@@ -99,7 +99,7 @@ func (m *Memory) Put(ctx context.Context, b Block) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.enter(ctx); err != nil {
-		return fmt.Errorf("memory: put %s: %w", b.CID, err)
+		return fmt.Errorf("memory: put %s: %w", CIDText(b.CID), err)
 	}
 	k := b.CID.KeyString()
 	if _, ok := m.blocks[k]; ok {
@@ -108,7 +108,7 @@ func (m *Memory) Put(ctx context.Context, b Block) error {
 	size := uint64(len(b.Data))
 	if m.quota > 0 && m.used+size > m.quota {
 		return fmt.Errorf("memory: put %s: %d bytes with %d of %d used: %w",
-			b.CID, size, m.used, m.quota, ErrQuotaExceeded)
+			CIDText(b.CID), size, m.used, m.quota, ErrQuotaExceeded)
 	}
 	m.blocks[k] = &memBlock{cid: b.CID, data: b.Data}
 	m.used += size
@@ -120,7 +120,7 @@ func (m *Memory) Delete(ctx context.Context, c cid.Cid) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.enter(ctx); err != nil {
-		return fmt.Errorf("memory: delete %s: %w", c, err)
+		return fmt.Errorf("memory: delete %s: %w", CIDText(c), err)
 	}
 	k := c.KeyString()
 	if b, ok := m.blocks[k]; ok && b.refs == 0 {
@@ -139,11 +139,11 @@ func (m *Memory) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf,
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if err := m.enter(ctx); err != nil {
-		return Leaf{}, Block{}, fmt.Errorf("memory: get leaf %s[%d]: %w", tree, index, err)
+		return Leaf{}, Block{}, fmt.Errorf("memory: get leaf %s[%d]: %w", CIDText(tree), index, err)
 	}
 	l, ok := m.leaves[memLeafKey{tree.KeyString(), index}]
 	if !ok {
-		return Leaf{}, Block{}, fmt.Errorf("memory: get leaf %s[%d]: %w", tree, index, ErrNotFound)
+		return Leaf{}, Block{}, fmt.Errorf("memory: get leaf %s[%d]: %w", CIDText(tree), index, ErrNotFound)
 	}
 	b := m.blocks[l.block.KeyString()] // held while a leaf references it
 	leaf := Leaf{Tree: tree, Index: index, Block: l.block, Proof: bytes.Clone(l.proof)}
@@ -155,7 +155,7 @@ func (m *Memory) HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool,
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if err := m.enter(ctx); err != nil {
-		return false, fmt.Errorf("memory: has leaf %s[%d]: %w", tree, index, err)
+		return false, fmt.Errorf("memory: has leaf %s[%d]: %w", CIDText(tree), index, err)
 	}
 	_, ok := m.leaves[memLeafKey{tree.KeyString(), index}]
 	return ok, nil
@@ -167,11 +167,11 @@ func (m *Memory) PutLeaf(ctx context.Context, leaf Leaf) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.enter(ctx); err != nil {
-		return fmt.Errorf("memory: put leaf %s[%d]: %w", leaf.Tree, leaf.Index, err)
+		return fmt.Errorf("memory: put leaf %s[%d]: %w", CIDText(leaf.Tree), leaf.Index, err)
 	}
 	b, ok := m.blocks[leaf.Block.KeyString()]
 	if !ok {
-		return fmt.Errorf("memory: put leaf %s[%d]: block %s: %w", leaf.Tree, leaf.Index, leaf.Block, ErrNotFound)
+		return fmt.Errorf("memory: put leaf %s[%d]: block %s: %w", CIDText(leaf.Tree), leaf.Index, CIDText(leaf.Block), ErrNotFound)
 	}
 	k := memLeafKey{leaf.Tree.KeyString(), leaf.Index}
 	old, held := m.leaves[k]
@@ -196,7 +196,7 @@ func (m *Memory) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) err
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.enter(ctx); err != nil {
-		return fmt.Errorf("memory: delete leaf %s[%d]: %w", tree, index, err)
+		return fmt.Errorf("memory: delete leaf %s[%d]: %w", CIDText(tree), index, err)
 	}
 	k := memLeafKey{tree.KeyString(), index}
 	if l, ok := m.leaves[k]; ok {

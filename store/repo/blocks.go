@@ -17,11 +17,11 @@ import (
 // allocated for this read; it is handed over, not copied again.
 func (s *Store) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 	if err := s.enter(ctx); err != nil {
-		return store.Block{}, fmt.Errorf("repo: get %s: %w", c, err)
+		return store.Block{}, fmt.Errorf("repo: get %s: %w", store.CIDText(c), err)
 	}
 	data, err := s.db.Get(dataKey(c), nil)
 	if err != nil {
-		return store.Block{}, fmt.Errorf("repo: get %s: %w", c, dbErr(err))
+		return store.Block{}, fmt.Errorf("repo: get %s: %w", store.CIDText(c), dbErr(err))
 	}
 	return store.Block{CID: c, Data: data}, nil
 }
@@ -29,11 +29,11 @@ func (s *Store) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 // Has implements store.BlockStore.
 func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
 	if err := s.enter(ctx); err != nil {
-		return false, fmt.Errorf("repo: has %s: %w", c, err)
+		return false, fmt.Errorf("repo: has %s: %w", store.CIDText(c), err)
 	}
 	ok, err := s.db.Has(indexKey(c), nil)
 	if err != nil {
-		return false, fmt.Errorf("repo: has %s: %w", c, dbErr(err))
+		return false, fmt.Errorf("repo: has %s: %w", store.CIDText(c), dbErr(err))
 	}
 	return ok, nil
 }
@@ -41,7 +41,7 @@ func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
 // Put implements store.BlockStore.
 func (s *Store) Put(ctx context.Context, b store.Block) error {
 	if err := s.enter(ctx); err != nil {
-		return fmt.Errorf("repo: put %s: %w", b.CID, err)
+		return fmt.Errorf("repo: put %s: %w", store.CIDText(b.CID), err)
 	}
 	if !b.CID.Defined() {
 		return fmt.Errorf("repo: put: undefined CID: %w", store.ErrInvalidBlock)
@@ -56,7 +56,7 @@ func (s *Store) Put(ctx context.Context, b store.Block) error {
 	ik := indexKey(b.CID)
 	held, err := s.db.Has(ik, nil)
 	if err != nil {
-		return fmt.Errorf("repo: put %s: %w", b.CID, dbErr(err))
+		return fmt.Errorf("repo: put %s: %w", store.CIDText(b.CID), dbErr(err))
 	}
 	if held {
 		return nil
@@ -64,16 +64,15 @@ func (s *Store) Put(ctx context.Context, b store.Block) error {
 	size := uint64(len(b.Data))
 	if s.quota > 0 && s.usage.bytes+size > s.quota {
 		return fmt.Errorf("repo: put %s: %d bytes with %d of %d used: %w",
-			b.CID, size, s.usage.bytes, s.quota, store.ErrQuotaExceeded)
+			store.CIDText(b.CID), size, s.usage.bytes, s.quota, store.ErrQuotaExceeded)
 	}
-	// Sized up front: growing a batch to 64 KiB would copy the block
-	// several times over.
-	batch := leveldb.MakeBatch(len(b.Data) + 256)
+	batch := &s.batch
+	batch.Reset()
 	batch.Put(dataKey(b.CID), b.Data)
 	batch.Put(ik, blockIndex{size: size}.encode())
 	next := usage{blocks: s.usage.blocks + 1, bytes: s.usage.bytes + size}
 	if err := s.commit(batch, next); err != nil {
-		return fmt.Errorf("repo: put %s: %w", b.CID, err)
+		return fmt.Errorf("repo: put %s: %w", store.CIDText(b.CID), err)
 	}
 	return nil
 }
@@ -81,7 +80,7 @@ func (s *Store) Put(ctx context.Context, b store.Block) error {
 // Delete implements store.BlockStore.
 func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
 	if err := s.enter(ctx); err != nil {
-		return fmt.Errorf("repo: delete %s: %w", c, err)
+		return fmt.Errorf("repo: delete %s: %w", store.CIDText(c), err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -90,7 +89,7 @@ func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("repo: delete %s: %w", c, err)
+		return fmt.Errorf("repo: delete %s: %w", store.CIDText(c), err)
 	}
 	if x.refs > 0 {
 		return nil // the leaves own it; DeleteLeaf frees it
@@ -99,7 +98,7 @@ func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
 	next := s.usage
 	dropBlock(batch, c, x, &next)
 	if err := s.commit(batch, next); err != nil {
-		return fmt.Errorf("repo: delete %s: %w", c, err)
+		return fmt.Errorf("repo: delete %s: %w", store.CIDText(c), err)
 	}
 	return nil
 }
@@ -112,7 +111,7 @@ func (s *Store) index(c cid.Cid) (blockIndex, error) {
 	}
 	x, err := decodeIndex(v)
 	if err != nil {
-		return blockIndex{}, fmt.Errorf("index of %s: %w", c, err)
+		return blockIndex{}, fmt.Errorf("index of %s: %w", store.CIDText(c), err)
 	}
 	return x, nil
 }

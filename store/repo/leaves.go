@@ -16,7 +16,7 @@ import (
 // one snapshot, so a concurrent DeleteLeaf cannot leave a leaf without data.
 func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.Leaf, store.Block, error) {
 	fail := func(err error) (store.Leaf, store.Block, error) {
-		return store.Leaf{}, store.Block{}, fmt.Errorf("repo: get leaf %s[%d]: %w", tree, index, err)
+		return store.Leaf{}, store.Block{}, fmt.Errorf("repo: get leaf %s[%d]: %w", store.CIDText(tree), index, err)
 	}
 	if err := s.enter(ctx); err != nil {
 		return fail(err)
@@ -36,7 +36,7 @@ func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.
 	}
 	data, err := snap.Get(dataKey(bc), nil)
 	if err != nil {
-		return fail(fmt.Errorf("block %s: %w", bc, dbErr(err)))
+		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), dbErr(err)))
 	}
 	leaf := store.Leaf{Tree: tree, Index: index, Block: bc, Proof: proof}
 	return leaf, store.Block{CID: bc, Data: data}, nil
@@ -45,11 +45,11 @@ func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.
 // HasLeaf implements store.BlockStore.
 func (s *Store) HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, error) {
 	if err := s.enter(ctx); err != nil {
-		return false, fmt.Errorf("repo: has leaf %s[%d]: %w", tree, index, err)
+		return false, fmt.Errorf("repo: has leaf %s[%d]: %w", store.CIDText(tree), index, err)
 	}
 	ok, err := s.db.Has(leafKey(tree, index), nil)
 	if err != nil {
-		return false, fmt.Errorf("repo: has leaf %s[%d]: %w", tree, index, dbErr(err))
+		return false, fmt.Errorf("repo: has leaf %s[%d]: %w", store.CIDText(tree), index, dbErr(err))
 	}
 	return ok, nil
 }
@@ -59,7 +59,7 @@ func (s *Store) HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, 
 // (and is deleted if that was its last) and the new one gains one.
 func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
 	fail := func(err error) error {
-		return fmt.Errorf("repo: put leaf %s[%d]: %w", leaf.Tree, leaf.Index, err)
+		return fmt.Errorf("repo: put leaf %s[%d]: %w", store.CIDText(leaf.Tree), leaf.Index, err)
 	}
 	if err := s.enter(ctx); err != nil {
 		return fail(err)
@@ -69,7 +69,7 @@ func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
 
 	x, err := s.index(leaf.Block)
 	if err != nil {
-		return fail(fmt.Errorf("block %s: %w", leaf.Block, err))
+		return fail(fmt.Errorf("block %s: %w", store.CIDText(leaf.Block), err))
 	}
 	lk := leafKey(leaf.Tree, leaf.Index)
 	batch := new(leveldb.Batch)
@@ -109,7 +109,7 @@ func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
 // is not an error.
 func (s *Store) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) error {
 	fail := func(err error) error {
-		return fmt.Errorf("repo: delete leaf %s[%d]: %w", tree, index, err)
+		return fmt.Errorf("repo: delete leaf %s[%d]: %w", store.CIDText(tree), index, err)
 	}
 	if err := s.enter(ctx); err != nil {
 		return fail(err)
@@ -151,7 +151,7 @@ func (s *Store) release(b *leveldb.Batch, c cid.Cid, u *usage) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("block %s: %w", c, err)
+		return fmt.Errorf("block %s: %w", store.CIDText(c), err)
 	}
 	if x.refs <= 1 {
 		dropBlock(b, c, x, u)
