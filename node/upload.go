@@ -144,7 +144,11 @@ func (u *uploader) chunk(ctx context.Context, r io.Reader) ([]merkle.Digest, uin
 		if err := u.put(ctx, b); err != nil {
 			return nil, 0, fmt.Errorf("store block %d: %w", len(digests), err)
 		}
-		digests = append(digests, sha256.Sum256(buf))
+		d, err2 := store.Digest(b.CID)
+		if err2 != nil {
+			return nil, 0, err2
+		}
+		digests = append(digests, d)
 		if err != nil { // short read: that was the last block
 			break
 		}
