@@ -1,0 +1,351 @@
+// Package p2p builds a meshfs node's libp2p host and Kademlia DHT.
+//
+// meshfs networks are closed: a node dials only the peers it is given with
+// --bootstrap and the peers the DHT learns from them. Nothing here ever
+// contacts public IPFS/libp2p infrastructure: no default bootstrap peers, no
+// relays, no UPnP/NAT-PMP port mapping, no AutoNAT probes, no hole punching.
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// DefaultListen are the listen multiaddrs used when Config.Listen is empty.
+var DefaultListen = []string{"/ip4/0.0.0.0/tcp/8070", "/ip4/0.0.0.0/udp/8070/quic-v1"}
+
+// DHTProtocolPrefix makes the DHT speak /meshfs/kad/1.0.0, so a meshfs node
+// can never join (or be joined by) the public IPFS Amino DHT by accident.
+const DHTProtocolPrefix protocol.ID = "/meshfs"
+
+// Connection manager water marks. A storage node talks to few peers at a
+// time but wants to keep them: re-dialling costs a TCP+TLS handshake and a
+// fresh yamux window that has to grow again. 160/192 is go-libp2p's default;
+// meshfs networks can be a few hundred nodes, and every DHT routing-table
+// peer is worth keeping, so the marks are higher. Peers the DHT holds in its
+// low buckets are protected from trimming by the DHT itself.
+const (
+	connLowWater  = 256
+	connHighWater = 512
+	connGrace     = time.Minute
+)
+
+// DefaultConnectTimeout bounds the dial of each bootstrap peer at start.
+const DefaultConnectTimeout = 15 * time.Second
+
+// Config configures New.
+type Config struct {
+	// Key is the node's persistent identity; required, so the peer ID the
+	// DHT knows the node by survives restarts.
+	Key crypto.PrivKey
+	// Listen multiaddrs; DefaultListen when empty.
+	Listen []string
+	// Bootstrap peers: the only peers dialled on our own initiative.
+	Bootstrap []peer.AddrInfo
+	// ConnectTimeout bounds each bootstrap dial at start; 0 means
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Host is a meshfs libp2p host with its DHT.
+type Host struct {
+	h         host.Host
+	dht       *dht.IpfsDHT
+	log       *slog.Logger
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts a libp2p host listening on cfg.Listen, starts a server-mode DHT
+// on it, dials the bootstrap peers (failures are logged, not fatal: the DHT
+// retries them while its routing table is empty) and bootstraps the DHT.
+// ctx bounds only the start-up dials; the host lives until Close.
+func New(ctx context.Context, cfg Config) (*Host, error) {
+	if cfg.Key == nil {
+		return nil, errors.New("p2p: no identity key")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if len(cfg.Listen) == 0 {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	log := cfg.Logger.With("component", "p2p")
+
+	rm, err := newResourceManager()
+	if err != nil {
+		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(connLowWater, connHighWater, connmgr.WithGracePeriod(connGrace))
+	if err != nil {
+		_ = rm.Close()
+		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+	}
+
+	h, err := libp2p.New(
+		libp2p.Identity(cfg.Key),
+		libp2p.ListenAddrStrings(cfg.Listen...),
+		// Giving transports explicitly replaces libp2p's default set
+		// (which would add WebSocket, WebTransport and WebRTC).
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		// Order is preference: on loopback and LAN TLS moves about twice
+		// the bytes per CPU-second Noise does (FIELD-NOTES), and the CPU
+		// is the limit there. Noise stays for peers that only speak it.
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		// Closed network: no circuit relay (neither using nor serving).
+		// NAT port mapping (libp2p.NATPortMap), hole punching
+		// (libp2p.EnableHolePunching), the AutoNAT dial-back service
+		// (libp2p.EnableNATService) and AutoNAT v2 are off unless asked
+		// for, and are deliberately not asked for.
+		libp2p.DisableRelay(),
+		// Without this the AutoNAT v1 client asks connected peers to dial
+		// it back to learn its reachability. A meshfs node is reachable by
+		// its peers by construction (they dial its listen addresses), so
+		// say so: this makes AutoNAT static and silent.
+		libp2p.ForceReachabilityPublic(),
+		// meshfs networks live on private and test ranges (loopback,
+		// 10/8, 198.18.0.0/15): those addresses must be advertised. This
+		// is go-libp2p's default today; it is pinned here because the
+		// whole network breaks if a future default hides them.
+		libp2p.NonPublicAddrPublishing(true),
+		// libp2p's metrics register in the global Prometheus registry;
+		// meshfs exports its own metrics, and several hosts in one process
+		// (tests) would share and confuse those collectors.
+		libp2p.DisableMetrics(),
+		libp2p.UserAgent("meshfs"),
+	)
+	if err != nil {
+		// libp2p.New closes what it was given only on some error paths;
+		// closing twice is harmless for both.
+		_ = cm.Close()
+		_ = rm.Close()
+		return nil, fmt.Errorf("p2p: libp2p host: %w", err)
+	}
+
+	// dht.New takes no context in v0.42 (older examples pass one); the DHT
+	// lives until Close.
+	kad, err := dht.New(h,
+		dht.Mode(dht.ModeServer),
+		dht.ProtocolPrefix(DHTProtocolPrefix),
+		// Only our own peers, and always set: the DHT re-dials them every
+		// couple of minutes while its routing table is empty. It never
+		// falls back to dht.DefaultBootstrapPeers (public IPFS nodes), but
+		// an explicit (possibly empty) list keeps it that way.
+		dht.BootstrapPeers(cfg.Bootstrap...),
+		// v0.42.2 defaults to accept-all query and routing-table filters,
+		// no address filter and no IP diversity filter, so loopback and
+		// private peers work. The filters it ships for the dual (WAN/LAN)
+		// setup would not: PublicQueryFilter and PublicRoutingTableFilter
+		// drop loopback and RFC 1918 peers, and the Private ones drop
+		// 198.18.0.0/15 (manet files it as "unroutable", neither public
+		// nor private), which is what our test networks use. Pin
+		// accept-all so an upgrade or a copied option cannot change that.
+		dht.QueryFilter(func(_ any, _ peer.AddrInfo) bool { return true }),
+		dht.RoutingTableFilter(func(_ any, _ peer.ID) bool { return true }),
+	)
+	if err != nil {
+		_ = h.Close()
+		return nil, fmt.Errorf("p2p: dht: %w", err)
+	}
+
+	n := &Host{h: h, dht: kad, log: log}
+	log.Info("libp2p host started", "peer", h.ID(), "addrs", n.Addrs())
+
+	n.connectBootstrap(ctx, cfg.Bootstrap, cfg.ConnectTimeout)
+	// Bootstrap only nudges the DHT (fill the routing table from connected
+	// peers, start a refresh) and returns at once; WaitRouting waits.
+	if err := kad.Bootstrap(ctx); err != nil {
+		log.Warn("dht bootstrap", "err", err)
+	}
+	return n, nil
+}
+
+// newResourceManager returns go-libp2p's resource manager with its default
+// limits scaled to this machine, then opened up per peer.
+//
+// Why not the plain defaults: they are tuned for an IPFS node talking to
+// thousands of strangers, so each peer and each protocol-per-peer gets a
+// small memory share (16 MiB for a protocol with one peer). yamux reserves
+// its receive window from those scopes; when a reservation fails the window
+// stops growing, and a bulk transfer from one peer is capped far below what
+// the link and CPU could do. A storage node has the opposite shape: few
+// peers, big transfers.
+//
+// Why not infinite limits: the system-wide ceilings (memory 1/8 of RAM,
+// file descriptors, connection counts) are still worth having: a buggy or
+// hostile peer should not take the node down. So the system and transient
+// scopes keep their scaled defaults (here, 24 GiB of RAM: 3.1 GiB, 10000
+// file descriptors), and one peer, one protocol, or one protocol with one
+// peer may use up to half of that memory and thousands of streams. Measured
+// on loopback: the plain defaults carried a 256 MiB stream at about 450
+// MB/s where these limits and infinite ones both gave 650-770 MB/s.
+func newResourceManager() (network.ResourceManager, error) {
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limitConfig()))
+}
+
+// limitConfig computes the limits newResourceManager explains.
+func limitConfig() rcmgr.ConcreteLimitConfig {
+	scaling := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&scaling)
+	base := scaling.AutoScale()
+	sys := base.ToPartialLimitConfig().System
+	perPeer := rcmgr.ResourceLimits{
+		Memory:          rcmgr.LimitVal64(sys.Memory.Build(128<<20) / 2),
+		Streams:         4096,
+		StreamsInbound:  2048,
+		StreamsOutbound: 2048,
+	}
+	partial := rcmgr.PartialLimitConfig{
+		PeerDefault:         perPeer,
+		ProtocolPeerDefault: perPeer,
+		ServicePeerDefault:  perPeer,
+		// The block exchange is one protocol carrying nearly all the
+		// bytes; its share across all peers is lifted the same way.
+		ProtocolDefault: rcmgr.ResourceLimits{Memory: perPeer.Memory},
+	}
+	// The system connection limit must stay above the connection
+	// manager's high water mark, or the manager never gets to trim before
+	// the resource manager refuses connections.
+	if minConns := rcmgr.LimitVal(2 * connHighWater); sys.Conns.Build(0) < int(minConns) {
+		partial.System = rcmgr.ResourceLimits{Conns: minConns, ConnsInbound: minConns, ConnsOutbound: minConns}
+	}
+	return partial.Build(base)
+}
+
+// connectBootstrap dials every bootstrap peer concurrently, each bounded by
+// timeout. A peer that is down is logged and skipped: the node must start
+// anyway (the DHT keeps retrying its bootstrap peers while it knows nobody).
+func (n *Host) connectBootstrap(ctx context.Context, peers []peer.AddrInfo, timeout time.Duration) {
+	var wg sync.WaitGroup
+	for _, ai := range peers {
+		if ai.ID == n.h.ID() {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			if err := n.h.Connect(cctx, ai); err != nil {
+				n.log.Warn("bootstrap peer unreachable", "peer", ai.ID, "err", err)
+				return
+			}
+			n.log.Debug("connected to bootstrap peer", "peer", ai.ID)
+		})
+	}
+	wg.Wait()
+}
+
+// Host is the underlying libp2p host.
+func (n *Host) Host() host.Host { return n.h }
+
+// DHT is the node's Kademlia DHT (server mode, /meshfs/kad/1.0.0).
+func (n *Host) DHT() *dht.IpfsDHT { return n.dht }
+
+// ID is the node's peer ID.
+func (n *Host) ID() peer.ID { return n.h.ID() }
+
+// AddrInfo is the node's peer ID and listen addresses, as another node's
+// Config.Bootstrap wants them.
+func (n *Host) AddrInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: n.h.ID(), Addrs: n.h.Addrs()}
+}
+
+// Addrs are the node's addresses with /p2p/<peer ID> appended, ready to be
+// given to another node as --bootstrap. Listening on 0.0.0.0 yields one
+// address per interface.
+func (n *Host) Addrs() []ma.Multiaddr {
+	ai := n.AddrInfo()
+	addrs, err := peer.AddrInfoToP2pAddrs(&ai)
+	if err != nil {
+		// Only fails for an empty peer ID, which a running host never has.
+		n.log.Error("p2p addrs", "err", err)
+		return nil
+	}
+	return addrs
+}
+
+// Connect dials p (a no-op when already connected).
+func (n *Host) Connect(ctx context.Context, p peer.AddrInfo) error {
+	if err := n.h.Connect(ctx, p); err != nil {
+		return fmt.Errorf("p2p: connect %s: %w", p.ID, err)
+	}
+	return nil
+}
+
+// routingPollInterval is how often WaitRouting rechecks the routing table.
+// The DHT publishes no event when it adds a peer, so the check is woken by
+// identify completions (the moment a peer can become a DHT peer) and, since
+// the DHT adds the peer a little after identify, by this short ticker.
+const routingPollInterval = 20 * time.Millisecond
+
+// WaitRouting blocks until the DHT's routing table holds at least one peer,
+// that is until provide and find-providers can reach anybody, or until ctx
+// is done.
+func (n *Host) WaitRouting(ctx context.Context) error {
+	if n.dht.RoutingTable().Size() > 0 {
+		return nil
+	}
+	sub, err := n.h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	if err != nil {
+		return fmt.Errorf("p2p: subscribe identify events: %w", err)
+	}
+	defer sub.Close()
+	tick := time.NewTicker(routingPollInterval)
+	defer tick.Stop()
+	for n.dht.RoutingTable().Size() == 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("p2p: waiting for DHT peers: %w", ctx.Err())
+		case <-sub.Out():
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// Close stops the DHT, then the host (and with it every connection, the
+// resource and connection managers).
+func (n *Host) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if err := n.dht.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("dht: %w", err))
+		}
+		if err := n.h.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("host: %w", err))
+		}
+		if err := errors.Join(errs...); err != nil {
+			n.closeErr = fmt.Errorf("p2p: close: %w", err)
+		}
+	})
+	return n.closeErr
+}
