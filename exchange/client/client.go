@@ -1,0 +1,706 @@
+// Package client is the fetching half of the block exchange: the seed's
+// download flow from "RequestBlock" to "Resolve Block". Callers ask for
+// blocks; the client coalesces duplicate asks into one pending want, finds
+// peers (providers of the dataset's tree through discovery, else the peers
+// we are connected to), asks them WantHave, picks the best peer that has
+// the block by price, load and speed, asks it WantBlock, verifies what
+// arrives against the tree root, stores it, and wakes every waiter. Many
+// wants are in flight at once, spread over several providers; a peer that
+// does not answer in time, or says it lacks the block, or sends bad bytes,
+// is passed over for another.
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/node/merkle"
+	"github.com/meshfs/meshfs/store"
+)
+
+// Sender delivers messages to peers.
+type Sender interface {
+	Send(ctx context.Context, p peer.ID, m *message.Message) error
+}
+
+// Discoverer finds the providers of a tree or manifest CID.
+type Discoverer interface {
+	FindProviders(ctx context.Context, c cid.Cid) ([]peer.AddrInfo, error)
+}
+
+// Peers connects to peers and lists the connected ones.
+type Peers interface {
+	Connect(ctx context.Context, ai peer.AddrInfo) error
+	Connected() []peer.ID
+	// Disconnect drops a misbehaving peer.
+	Disconnect(p peer.ID)
+}
+
+// Store keeps verified blocks.
+type Store interface {
+	Put(ctx context.Context, b store.Block) error
+	PutLeaf(ctx context.Context, l store.Leaf) error
+}
+
+// ErrNotFound is wrapped when no peer could provide a block before the
+// caller's deadline; it also wraps store.ErrNotFound so that callers that
+// only know the store's error treat both alike.
+var ErrNotFound = fmt.Errorf("no peer provided the block: %w", store.ErrNotFound)
+
+// Options tune the client; zero values take the defaults.
+type Options struct {
+	// Window is how many WantBlocks may be outstanding at one peer
+	// (default 64 blocks: 4 MiB of 64 KiB blocks, enough to fill a
+	// 200 Mbit/s link with 100 ms of round trip).
+	Window int
+	// BlockTimeout is how long a peer may take to deliver a block it was
+	// asked for before the want goes to another peer (default 10s).
+	BlockTimeout time.Duration
+	// HaveTimeout is how long to wait for presence answers before asking
+	// more peers or discovering again (default 3s).
+	HaveTimeout time.Duration
+	// RediscoverAfter spaces DHT lookups for one CID (default 10s).
+	RediscoverAfter time.Duration
+	// MaxPrice is the most we pay per block; peers quoting more are not
+	// asked for blocks (0: any price).
+	MaxPrice uint64
+	// MaxOffences is how many bad blocks a peer may send before it is
+	// dropped and ignored (default 3).
+	MaxOffences int
+	// BanFor is how long a dropped peer is ignored (default 10 minutes).
+	BanFor time.Duration
+	Logger *slog.Logger
+}
+
+// Client fetches blocks from peers.
+type Client struct {
+	snd   Sender
+	disc  Discoverer
+	peers Peers
+	st    Store
+	opts  Options
+	log   *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{}
+
+	mu      sync.Mutex
+	wants   map[message.Key]*want
+	order   []*want // wants by arrival: earlier blocks of a stream first
+	peerSt  map[peer.ID]*peerState
+	trees   map[cid.Cid]*treeState
+	banned  map[peer.ID]time.Time
+	stats   Stats
+	scanned time.Time
+}
+
+// Stats counts what the client has done.
+type Stats struct {
+	BlocksReceived, BytesReceived, BadBlocks, Unwanted, DuplicateBlocks uint64
+	Requests, Coalesced                                                 uint64
+	BlocksFrom                                                          map[peer.ID]uint64
+}
+
+// New starts a client; Close stops it.
+func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Client {
+	if opts.Window <= 0 {
+		opts.Window = 64
+	}
+	if opts.BlockTimeout <= 0 {
+		opts.BlockTimeout = 10 * time.Second
+	}
+	if opts.HaveTimeout <= 0 {
+		opts.HaveTimeout = 3 * time.Second
+	}
+	if opts.RediscoverAfter <= 0 {
+		opts.RediscoverAfter = 10 * time.Second
+	}
+	if opts.MaxOffences <= 0 {
+		opts.MaxOffences = 3
+	}
+	if opts.BanFor <= 0 {
+		opts.BanFor = 10 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		snd: snd, disc: disc, peers: peers, st: st, opts: opts, log: opts.Logger,
+		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
+		wants: map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
+		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{},
+		stats: Stats{BlocksFrom: map[peer.ID]uint64{}},
+	}
+	go c.loop()
+	return c
+}
+
+// Close stops the client; pending requests fail.
+func (c *Client) Close() { c.cancel() }
+
+// Stats returns a copy of the counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.BlocksFrom = make(map[peer.ID]uint64, len(c.stats.BlocksFrom))
+	for p, n := range c.stats.BlocksFrom {
+		s.BlocksFrom[p] = n
+	}
+	return s
+}
+
+// want is one block being fetched, shared by every caller that asked for it.
+type want struct {
+	addr    message.Address
+	key     message.Key
+	root    merkle.Digest // tree root, for leaf addresses
+	waiters int
+	done    chan struct{}
+	leaf    store.Leaf
+	block   store.Block
+	err     error
+
+	haves     map[peer.ID]bool // answered Have
+	dontHaves map[peer.ID]bool // answered DontHave, timed out, or sent a bad block
+	askedHave map[peer.ID]time.Time
+	sentTo    peer.ID // WantBlock outstanding here ("" when none)
+	sentAt    time.Time
+	created   time.Time
+	resolved  bool
+}
+
+// peerState is what we know of a peer: its load, speed and conduct.
+type peerState struct {
+	inflight  int
+	latency   time.Duration // EWMA of WantBlock → Block
+	price     uint64
+	offences  int
+	haveTrees map[cid.Cid]bool // trees it has said Have for
+}
+
+// treeState remembers who provides a dataset.
+type treeState struct {
+	providers    map[peer.ID]bool
+	discovering  bool
+	lastDiscover time.Time
+}
+
+// GetLeaf fetches block index of the dataset tree and returns it with its
+// leaf entry (proof included), once verified and stored.
+func (c *Client) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.Leaf, store.Block, error) {
+	root, err := store.Digest(tree)
+	if err != nil {
+		return store.Leaf{}, store.Block{}, err
+	}
+	w, err := c.request(ctx, message.LeafAddress(tree, index), root)
+	if err != nil {
+		return store.Leaf{}, store.Block{}, err
+	}
+	return w.leaf, w.block, nil
+}
+
+// Get fetches a block by its CID (a manifest), once verified and stored.
+func (c *Client) Get(ctx context.Context, k cid.Cid) (store.Block, error) {
+	w, err := c.request(ctx, message.CIDAddress(k), merkle.Digest{})
+	if err != nil {
+		return store.Block{}, err
+	}
+	return w.block, nil
+}
+
+func (c *Client) request(ctx context.Context, a message.Address, root merkle.Digest) (*want, error) {
+	key := a.Key()
+	c.mu.Lock()
+	c.stats.Requests++
+	w := c.wants[key]
+	if w == nil {
+		w = &want{addr: a, key: key, root: root, done: make(chan struct{}), created: time.Now(),
+			haves: map[peer.ID]bool{}, dontHaves: map[peer.ID]bool{}, askedHave: map[peer.ID]time.Time{}}
+		c.wants[key] = w
+		c.order = append(c.order, w)
+	} else {
+		c.stats.Coalesced++
+	}
+	w.waiters++
+	c.mu.Unlock()
+	c.poke()
+
+	select {
+	case <-w.done:
+		if w.err != nil {
+			c.abandon(w)
+			return nil, w.err
+		}
+		return w, nil
+	case <-ctx.Done():
+		c.abandon(w)
+		return nil, fmt.Errorf("fetch %s: %w (%w)", a, ErrNotFound, ctx.Err())
+	case <-c.ctx.Done():
+		return nil, fmt.Errorf("fetch %s: exchange closed", a)
+	}
+}
+
+// abandon drops one waiter; the last one cancels the want at the peer.
+func (c *Client) abandon(w *want) {
+	c.mu.Lock()
+	w.waiters--
+	var cancelAt peer.ID
+	if w.waiters == 0 && !w.resolved {
+		w.resolved = true
+		delete(c.wants, w.key)
+		if w.sentTo != "" {
+			cancelAt = w.sentTo
+			c.release(w.sentTo)
+		}
+	}
+	c.mu.Unlock()
+	if cancelAt != "" {
+		c.send(cancelAt, []message.Entry{{Address: w.addr, Cancel: true}})
+	}
+}
+
+func (c *Client) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop schedules wants whenever something changes, and on a tick to catch
+// timeouts.
+func (c *Client) loop() {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			c.failAll()
+			return
+		case <-c.wake:
+		case <-tick.C:
+		}
+		c.schedule()
+	}
+}
+
+func (c *Client) failAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.wants {
+		c.resolve(w, fmt.Errorf("fetch %s: exchange closed", w.addr))
+	}
+}
+
+// target is a CID whose providers discovery can find for a want: the tree of
+// a leaf, the block itself otherwise (manifests are announced by CID).
+func target(a message.Address) cid.Cid {
+	if a.Leaf {
+		return a.Tree
+	}
+	return a.CID
+}
+
+// schedule is one pass over the pending wants: time out what is late, send
+// WantBlock to the best peer known to have a block, and WantHave to peers
+// not yet asked. Messages are gathered per peer and sent after the pass.
+func (c *Client) schedule() {
+	now := time.Now()
+	out := map[peer.ID][]message.Entry{}
+	var discover []cid.Cid
+
+	c.mu.Lock()
+	connected := c.peers.Connected()
+	live := c.order[:0]
+	for _, w := range c.order {
+		if w.resolved {
+			continue
+		}
+		live = append(live, w)
+		c.scheduleWant(w, now, connected, out, &discover)
+	}
+	clear(c.order[len(live):])
+	c.order = live
+	c.mu.Unlock()
+
+	for p, entries := range out {
+		c.send(p, entries)
+	}
+	for _, t := range discover {
+		go c.discover(t)
+	}
+}
+
+func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out map[peer.ID][]message.Entry, discover *[]cid.Cid) {
+	if w.sentTo != "" {
+		if now.Sub(w.sentAt) < c.opts.BlockTimeout {
+			return
+		}
+		// Too slow: try elsewhere, and tell the peer to forget it.
+		c.log.Debug("exchange: block timed out", "addr", w.addr, "peer", w.sentTo)
+		out[w.sentTo] = append(out[w.sentTo], message.Entry{Address: w.addr, Cancel: true})
+		w.dontHaves[w.sentTo] = true
+		c.release(w.sentTo)
+		w.sentTo = ""
+	}
+	t := target(w.addr)
+	ts := c.tree(t)
+
+	// A peer that said Have: buy from the best one with room in its window.
+	if p, ok := c.best(w, func(p peer.ID) bool { return w.haves[p] }); ok {
+		c.sendWantBlock(w, p, now, out)
+		return
+	}
+	// Peers that hold the dataset (they said Have for other blocks of the
+	// tree, or announced it) are asked for the block straight away, with
+	// send-dont-have so a gap costs one round trip and not a timeout.
+	if p, ok := c.best(w, func(p peer.ID) bool {
+		st := c.peerSt[p]
+		return st != nil && st.haveTrees[t]
+	}); ok {
+		c.sendWantBlock(w, p, now, out)
+		return
+	}
+	// Otherwise ask who has it: the tree's providers, else everyone we are
+	// connected to (the seed's WantHave → BlockPresence step).
+	candidates := connected
+	if len(ts.providers) > 0 {
+		candidates = candidates[:0:0]
+		for p := range ts.providers {
+			candidates = append(candidates, p)
+		}
+	}
+	asked := 0
+	for _, p := range candidates {
+		if w.dontHaves[p] || c.isBanned(p, now) {
+			continue
+		}
+		if at, ok := w.askedHave[p]; ok {
+			if now.Sub(at) < c.opts.HaveTimeout {
+				asked++
+			}
+			continue
+		}
+		w.askedHave[p] = now
+		out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantHave, SendDontHave: true})
+		asked++
+	}
+	if asked > 0 || ts.discovering {
+		return
+	}
+	// Everyone we could ask said no (or nothing), and a lookup made since
+	// this want began found nobody else: fail now rather than at the
+	// caller's deadline, so a missing CID is a prompt "not found" and a
+	// missing block goes to erasure decoding without waiting.
+	if ts.lastDiscover.After(w.created) && len(ts.providers) == 0 {
+		c.resolve(w, fmt.Errorf("fetch %s: %w: no provider found", w.addr, ErrNotFound))
+		return
+	}
+	if now.Sub(ts.lastDiscover) >= c.opts.RediscoverAfter || ts.lastDiscover.Before(w.created) {
+		ts.discovering = true
+		*discover = append(*discover, t)
+	}
+}
+
+// best picks, among peers that pass ok and have room, the one expected to
+// deliver soonest: fewest outstanding blocks weighted by its latency, and
+// within the price we pay.
+func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
+	var (
+		bestP     peer.ID
+		bestScore time.Duration
+		found     bool
+	)
+	now := time.Now()
+	for p, st := range c.peerSt {
+		if !ok(p) || w.dontHaves[p] || st.inflight >= c.opts.Window || c.isBanned(p, now) {
+			continue
+		}
+		if c.opts.MaxPrice > 0 && st.price > c.opts.MaxPrice {
+			continue
+		}
+		lat := st.latency
+		if lat == 0 {
+			lat = time.Millisecond // unmeasured: optimistic, so new peers get tried
+		}
+		score := time.Duration(st.inflight+1) * lat
+		if !found || score < bestScore {
+			bestP, bestScore, found = p, score, true
+		}
+	}
+	return bestP, found
+}
+
+func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.ID][]message.Entry) {
+	w.sentTo, w.sentAt = p, now
+	c.peer(p).inflight++
+	out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantBlock, SendDontHave: true})
+}
+
+func (c *Client) release(p peer.ID) {
+	if st := c.peerSt[p]; st != nil && st.inflight > 0 {
+		st.inflight--
+	}
+}
+
+func (c *Client) peer(p peer.ID) *peerState {
+	st := c.peerSt[p]
+	if st == nil {
+		st = &peerState{haveTrees: map[cid.Cid]bool{}}
+		c.peerSt[p] = st
+	}
+	return st
+}
+
+func (c *Client) tree(t cid.Cid) *treeState {
+	ts := c.trees[t]
+	if ts == nil {
+		ts = &treeState{providers: map[peer.ID]bool{}}
+		c.trees[t] = ts
+	}
+	return ts
+}
+
+func (c *Client) isBanned(p peer.ID, now time.Time) bool {
+	until, ok := c.banned[p]
+	return ok && now.Before(until)
+}
+
+func (c *Client) send(p peer.ID, entries []message.Entry) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.BlockTimeout)
+	defer cancel()
+	if err := c.snd.Send(ctx, p, &message.Message{WantList: message.WantList{Entries: entries}}); err != nil {
+		c.log.Debug("exchange: want not sent", "peer", p, "err", err)
+	}
+}
+
+// discover looks up providers of t, connects to them and remembers them.
+func (c *Client) discover(t cid.Cid) {
+	defer func() {
+		c.mu.Lock()
+		ts := c.tree(t)
+		ts.discovering = false
+		ts.lastDiscover = time.Now()
+		c.mu.Unlock()
+		c.poke()
+	}()
+	provs, err := c.disc.FindProviders(c.ctx, t)
+	if err != nil {
+		c.log.Debug("exchange: discovery failed", "cid", store.CIDText(t), "err", err)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, ai := range provs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.peers.Connect(c.ctx, ai); err != nil {
+				c.log.Debug("exchange: cannot reach provider", "peer", ai.ID, "err", err)
+				return
+			}
+			c.mu.Lock()
+			c.tree(t).providers[ai.ID] = true
+			c.peer(ai.ID)
+			c.mu.Unlock()
+			c.poke()
+		}()
+	}
+	wg.Wait()
+	c.log.Debug("exchange: discovered providers", "cid", store.CIDText(t), "count", len(provs))
+}
+
+// HandlePresences records what p says it has.
+func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
+	c.mu.Lock()
+	st := c.peer(p)
+	for _, pr := range ps {
+		w := c.wants[pr.Address.Key()]
+		if pr.Type == message.Have {
+			st.haveTrees[target(pr.Address)] = true
+			if price, ok := message.PriceUint64(pr.Price); ok {
+				st.price = price
+			}
+		}
+		if w == nil {
+			continue
+		}
+		switch pr.Type {
+		case message.Have:
+			w.haves[p] = true
+		case message.DontHave:
+			w.dontHaves[p] = true
+			delete(w.haves, p)
+			if w.sentTo == p {
+				w.sentTo = ""
+				c.release(p)
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+// HandleBlocks verifies, stores and hands out blocks p delivered.
+func (c *Client) HandleBlocks(p peer.ID, ds []message.Delivery) {
+	for _, d := range ds {
+		c.handleBlock(p, d)
+	}
+	c.poke()
+}
+
+func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
+	key := d.Address.Key()
+	c.mu.Lock()
+	w := c.wants[key]
+	if w == nil || w.resolved {
+		// Nobody asked (or it came late from a second peer): never stored.
+		c.stats.Unwanted++
+		c.mu.Unlock()
+		return
+	}
+	root := w.root
+	c.mu.Unlock()
+
+	leaf, block, err := verify(d, root)
+	if err == nil {
+		// Stored before waiters are woken: whoever reads next finds it
+		// locally. Peers only ever cause blocks we asked for to be stored.
+		err = c.keep(leaf, block)
+		if err != nil {
+			c.log.Warn("exchange: storing a fetched block failed", "addr", d.Address, "err", err)
+		}
+	} else {
+		c.log.Warn("exchange: peer sent a bad block", "peer", p, "addr", d.Address, "err", err)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.peer(p)
+	if w.sentTo == p {
+		c.release(p)
+		if err == nil {
+			lat := time.Since(w.sentAt)
+			if st.latency == 0 {
+				st.latency = lat
+			} else {
+				st.latency = (st.latency*7 + lat) / 8
+			}
+		}
+		w.sentTo = ""
+	}
+	if errors.Is(err, errBadBlock) {
+		c.stats.BadBlocks++
+		w.dontHaves[p] = true
+		delete(w.haves, p)
+		st.offences++
+		if st.offences >= c.opts.MaxOffences {
+			c.log.Warn("exchange: dropping peer after repeated bad blocks", "peer", p, "offences", st.offences)
+			c.banned[p] = time.Now().Add(c.opts.BanFor)
+			go c.peers.Disconnect(p)
+		}
+		return
+	}
+	if w.resolved {
+		c.stats.DuplicateBlocks++
+		return
+	}
+	c.stats.BlocksReceived++
+	c.stats.BytesReceived += uint64(len(block.Data))
+	c.stats.BlocksFrom[p]++
+	st.haveTrees[target(w.addr)] = true
+	w.leaf, w.block = leaf, block
+	c.resolve(w, err)
+}
+
+// resolve completes w for every waiter. Callers hold mu.
+func (c *Client) resolve(w *want, err error) {
+	if w.resolved {
+		return
+	}
+	w.resolved = true
+	w.err = err
+	delete(c.wants, w.key)
+	if w.sentTo != "" {
+		c.release(w.sentTo)
+		w.sentTo = ""
+	}
+	close(w.done)
+}
+
+func (c *Client) keep(leaf store.Leaf, b store.Block) error {
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	if err := c.st.Put(ctx, b); err != nil {
+		return err
+	}
+	if leaf.Tree.Defined() {
+		return c.st.PutLeaf(ctx, leaf)
+	}
+	return nil
+}
+
+// errBadBlock marks deliveries that fail verification: the peer's fault.
+var errBadBlock = errors.New("bad block")
+
+// verify checks a delivery before anything of it is trusted: its bytes hash
+// to its CID, and for a dataset block the proof ties that hash to the tree
+// root at exactly the index we asked for.
+func verify(d message.Delivery, root merkle.Digest) (store.Leaf, store.Block, error) {
+	sum := sha256.Sum256(d.Data)
+	if d.CID.Type() != store.CodecBlock && d.CID.Type() != store.CodecManifest {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: codec %s", errBadBlock, store.CodecName(d.CID.Type()))
+	}
+	want := store.CIDFromDigest(d.CID.Type(), sum)
+	if !want.Equals(d.CID) {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: bytes do not hash to %s", errBadBlock, store.CIDText(d.CID))
+	}
+	b := store.Block{CID: d.CID, Data: d.Data}
+	if !d.Address.Leaf {
+		if !d.Address.CID.Equals(d.CID) {
+			return store.Leaf{}, store.Block{}, fmt.Errorf("%w: delivered %s for %s", errBadBlock, store.CIDText(d.CID), d.Address)
+		}
+		return store.Leaf{}, b, nil
+	}
+	if d.CID.Type() != store.CodecBlock {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: dataset block with codec %s", errBadBlock, store.CodecName(d.CID.Type()))
+	}
+	proof, err := merkle.UnmarshalProof(d.Proof)
+	if err != nil {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: proof: %w", errBadBlock, err)
+	}
+	if uint64(proof.Index) != d.Address.Index {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: proof is for index %d, not %d", errBadBlock, proof.Index, d.Address.Index)
+	}
+	if err := proof.Verify(sum, root); err != nil {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: %w", errBadBlock, err)
+	}
+	return store.Leaf{Tree: d.Address.Tree, Index: d.Address.Index, Block: d.CID, Proof: d.Proof}, b, nil
+}
+
+// PeerGone forgets what a disconnected peer had or was doing.
+func (c *Client) PeerGone(p peer.ID) {
+	c.mu.Lock()
+	for _, w := range c.wants {
+		delete(w.haves, p)
+		if w.sentTo == p {
+			w.sentTo = ""
+		}
+	}
+	for _, ts := range c.trees {
+		delete(ts.providers, p)
+	}
+	delete(c.peerSt, p)
+	c.mu.Unlock()
+	c.poke()
+}

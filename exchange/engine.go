@@ -1,0 +1,123 @@
+// Package exchange is the block-exchange engine of a meshfs node: it joins
+// the wire (network), the fetching side (client) and the serving side
+// (server) over one libp2p host, and routes each inbound message to the
+// side it is for.
+package exchange
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/meshfs/meshfs/exchange/client"
+	"github.com/meshfs/meshfs/exchange/message"
+	xnet "github.com/meshfs/meshfs/exchange/network"
+	"github.com/meshfs/meshfs/exchange/server"
+	"github.com/meshfs/meshfs/store"
+)
+
+// Options configure the engine's parts.
+type Options struct {
+	Client  client.Options
+	Server  server.Options
+	Network xnet.Options
+	Logger  *slog.Logger
+}
+
+// Engine is a running block exchange.
+type Engine struct {
+	h      host.Host
+	net    *xnet.Network
+	client *client.Client
+	server *server.Server
+}
+
+// New starts the engine on h, serving from and storing into st, finding
+// providers through disc.
+func New(h host.Host, st store.BlockStore, disc client.Discoverer, opts Options) *Engine {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	opts.Client.Logger = opts.Logger
+	opts.Server.Logger = opts.Logger
+	opts.Network.Logger = opts.Logger
+	e := &Engine{h: h}
+	e.net = xnet.New(h, opts.Network)
+	e.client = client.New(e.net, disc, hostPeers{h}, st, opts.Client)
+	e.server = server.New(st, e.net, opts.Server)
+	e.net.Start(e)
+	return e
+}
+
+// Close stops the engine.
+func (e *Engine) Close() {
+	e.net.Close()
+	e.client.Close()
+	e.server.Close()
+}
+
+// GetLeaf fetches a dataset block from peers (see client.Client.GetLeaf).
+func (e *Engine) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.Leaf, store.Block, error) {
+	return e.client.GetLeaf(ctx, tree, index)
+}
+
+// Get fetches a block by CID from peers.
+func (e *Engine) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
+	return e.client.Get(ctx, c)
+}
+
+// ClientStats and ServerStats expose the counters of each side.
+func (e *Engine) ClientStats() client.Stats { return e.client.Stats() }
+func (e *Engine) ServerStats() server.Stats { return e.server.Stats() }
+
+// HandleMessage implements network.Handler.
+func (e *Engine) HandleMessage(from peer.ID, m *message.Message) {
+	if len(m.WantList.Entries) > 0 || m.WantList.Full {
+		e.server.HandleWants(from, m.WantList)
+	}
+	if len(m.Presences) > 0 {
+		e.client.HandlePresences(from, m.Presences)
+	}
+	if len(m.Blocks) > 0 {
+		e.client.HandleBlocks(from, m.Blocks)
+	}
+}
+
+// PeerDisconnected implements network.Handler.
+func (e *Engine) PeerDisconnected(p peer.ID) {
+	e.client.PeerGone(p)
+	e.server.PeerGone(p)
+}
+
+// hostPeers gives the client the host's view of peers.
+type hostPeers struct{ h host.Host }
+
+func (hp hostPeers) Connect(ctx context.Context, ai peer.AddrInfo) error {
+	if ai.ID == hp.h.ID() {
+		return nil
+	}
+	return hp.h.Connect(ctx, ai)
+}
+
+// Connected lists connected peers that speak the exchange protocol (as far
+// as identify has told us), so WantHaves do not go to DHT-only peers.
+func (hp hostPeers) Connected() []peer.ID {
+	var out []peer.ID
+	for _, p := range hp.h.Network().Peers() {
+		if hp.h.Network().Connectedness(p) != network.Connected {
+			continue
+		}
+		if ok, err := hp.h.Peerstore().SupportsProtocols(p, protocol.ID(message.ProtocolID)); err == nil && len(ok) == 0 {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (hp hostPeers) Disconnect(p peer.ID) { _ = hp.h.Network().ClosePeer(p) }
