@@ -1,0 +1,59 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+)
+
+// Fetcher gets blocks this node does not hold from elsewhere (the block
+// exchange). What it returns has been verified against the CID or tree
+// root asked for, and already kept in the local store.
+type Fetcher interface {
+	Get(ctx context.Context, c cid.Cid) (Block, error)
+	GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error)
+}
+
+// NetworkStore is the seed's NetworkStore: reads go to the local store
+// first and to the network when the block is not held; everything else
+// (writes, Has, listing, usage) is the local store's.
+type NetworkStore struct {
+	BlockStore
+	fetch Fetcher
+}
+
+// NewNetworkStore layers f over local.
+func NewNetworkStore(local BlockStore, f Fetcher) *NetworkStore {
+	return &NetworkStore{BlockStore: local, fetch: f}
+}
+
+// Local is the store underneath.
+func (n *NetworkStore) Local() BlockStore { return n.BlockStore }
+
+// Get implements BlockStore.
+func (n *NetworkStore) Get(ctx context.Context, c cid.Cid) (Block, error) {
+	b, err := n.BlockStore.Get(ctx, c)
+	if !errors.Is(err, ErrNotFound) {
+		return b, err
+	}
+	b, err = n.fetch.Get(ctx, c)
+	if err != nil {
+		return Block{}, fmt.Errorf("network: %w", err)
+	}
+	return b, nil
+}
+
+// GetLeaf implements BlockStore.
+func (n *NetworkStore) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error) {
+	l, b, err := n.BlockStore.GetLeaf(ctx, tree, index)
+	if !errors.Is(err, ErrNotFound) {
+		return l, b, err
+	}
+	l, b, err = n.fetch.GetLeaf(ctx, tree, index)
+	if err != nil {
+		return Leaf{}, Block{}, fmt.Errorf("network: %w", err)
+	}
+	return l, b, nil
+}
