@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -27,7 +28,22 @@ type Dataset struct {
 	layout erasure.Layout // valid when Manifest.Protected
 	coder  *erasure.Coder
 	cache  *blockCache
+
+	// BlockTimeout bounds the wait for one block from the network before
+	// its codeword is decoded instead (or the read fails); 0: ctx only.
+	BlockTimeout time.Duration
+	// Prefetch is how many blocks past a sequential read are fetched
+	// ahead of the reader from the network; 0 disables.
+	Prefetch int
+
+	pmu        sync.Mutex
+	lastEnd    int64               // where the previous read ended
+	prefetched uint64              // prefetch has been started up to here
+	inflight   map[uint64]struct{} // blocks being prefetched
 }
+
+// localer is the NetworkStore's view of what is held here already.
+type localer interface{ Local() store.BlockStore }
 
 // OpenDataset reads the manifest of c from st and prepares a reader over it.
 func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset, error) {
@@ -42,7 +58,7 @@ func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset,
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
 	}
-	d := &Dataset{CID: c, Manifest: m, st: st, cache: newBlockCache(cacheBlocks)}
+	d := &Dataset{CID: c, Manifest: m, st: st, cache: newBlockCache(cacheBlocks), inflight: map[uint64]struct{}{}}
 	if m.Protected {
 		if d.layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
 			return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
@@ -85,7 +101,8 @@ func (d *Dataset) Attrs() map[string]string {
 }
 
 // ReadAt fills p from offset off, like io.ReaderAt: a short count only at the
-// end of the file, with io.EOF.
+// end of the file, with io.EOF. The blocks a read spans are fetched in
+// parallel, and a sequential reader has the next blocks fetched ahead of it.
 func (d *Dataset) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	size := d.Size()
 	if off < 0 {
@@ -99,19 +116,102 @@ func (d *Dataset) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 		want = want[:rest]
 	}
 	bs := int64(d.Manifest.BlockSize)
+	first, last := uint64(off/bs), uint64((off+int64(len(want))-1)/bs)
+	d.readAhead(off, int64(len(want)), last)
+	blocks, err := d.blocks(ctx, first, last)
+	if err != nil {
+		return 0, fmt.Errorf("read %s at %d: %w", store.CIDText(d.CID), off, err)
+	}
 	n := 0
-	for n < len(want) {
+	for _, data := range blocks {
 		pos := off + int64(n)
-		data, err := d.block(ctx, uint64(pos/bs))
-		if err != nil {
-			return n, fmt.Errorf("read %s at %d: %w", store.CIDText(d.CID), pos, err)
-		}
 		n += copy(want[n:], data[pos%bs:])
 	}
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// readParallel bounds the blocks one read fetches at once.
+const readParallel = 16
+
+// blocks returns blocks first..last, fetching them concurrently.
+func (d *Dataset) blocks(ctx context.Context, first, last uint64) ([][]byte, error) {
+	out := make([][]byte, last-first+1)
+	if len(out) == 1 {
+		b, err := d.block(ctx, first)
+		out[0] = b
+		return out, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		firstErr error
+		sem      = make(chan struct{}, readParallel)
+	)
+	for k := range out {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			b, err := d.block(ctx, first+uint64(k))
+			if err != nil {
+				once.Do(func() { firstErr = err; cancel() })
+				return
+			}
+			out[k] = b
+		}()
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+// readAhead starts fetching the blocks after a sequential read, so the
+// exchange keeps a window of requests in flight instead of waiting for the
+// reader's next call. Blocks already held locally are skipped: for a local
+// dataset read-ahead costs nothing.
+func (d *Dataset) readAhead(off, n int64, last uint64) {
+	l, ok := d.st.(localer)
+	if !ok || d.Prefetch <= 0 {
+		return
+	}
+	d.pmu.Lock()
+	sequential := off == d.lastEnd
+	d.lastEnd = off + n
+	from := max(last+1, d.prefetched)
+	to := min(last+uint64(d.Prefetch), d.Manifest.Blocks()-1)
+	if !sequential || from > to {
+		d.pmu.Unlock()
+		return
+	}
+	d.prefetched = to + 1
+	var todo []uint64
+	for i := from; i <= to; i++ {
+		if _, busy := d.inflight[i]; !busy && !(d.Manifest.Protected && d.layout.IsPadding(i)) {
+			d.inflight[i] = struct{}{}
+			todo = append(todo, i)
+		}
+	}
+	d.pmu.Unlock()
+	for _, i := range todo {
+		go func() {
+			defer func() {
+				d.pmu.Lock()
+				delete(d.inflight, i)
+				d.pmu.Unlock()
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), max(d.BlockTimeout, 10*time.Second))
+			defer cancel()
+			if has, err := l.Local().HasLeaf(ctx, d.Manifest.TreeCID, i); err != nil || has {
+				return
+			}
+			// The block lands in the local store; the reader finds it there.
+			_, _ = d.block(ctx, i)
+		}()
+	}
 }
 
 // Reader adapts the dataset to io.ReadSeeker for HTTP range serving; reads
@@ -127,52 +227,97 @@ type ctxReaderAt struct {
 
 func (r ctxReaderAt) ReadAt(p []byte, off int64) (int, error) { return r.d.ReadAt(r.ctx, p, off) }
 
-// block returns the bytes of block i, from the cache, the store, or by
-// decoding its codeword.
+// block returns the bytes of block i, from the cache, the store (local, or
+// the network within BlockTimeout), or by decoding its codeword.
 func (d *Dataset) block(ctx context.Context, i uint64) ([]byte, error) {
 	if data, ok := d.cache.get(i); ok {
 		return data, nil
 	}
-	_, b, err := d.st.GetLeaf(ctx, d.Manifest.TreeCID, i)
+	data, err := d.fetch(ctx, i)
 	if err == nil {
-		d.cache.put(i, b.Data)
-		return b.Data, nil
+		d.cache.put(i, data)
+		return data, nil
 	}
-	if !d.Manifest.Protected || !errors.Is(err, store.ErrNotFound) {
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("block %d: %w", i, ctx.Err())
+	}
+	if !d.Manifest.Protected || !unavailable(err) {
 		return nil, fmt.Errorf("block %d: %w", i, err)
 	}
 	return d.decode(ctx, i, err)
 }
 
-// decode rebuilds block i from any K blocks of its codeword. Only this one
-// codeword is decoded, on demand; its recovered data blocks go to the cache
-// so that neighbouring reads of the same codeword do not decode again.
+// fetch gets one stored block within BlockTimeout.
+func (d *Dataset) fetch(ctx context.Context, i uint64) ([]byte, error) {
+	if d.BlockTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.BlockTimeout)
+		defer cancel()
+	}
+	_, b, err := d.st.GetLeaf(ctx, d.Manifest.TreeCID, i)
+	if err != nil {
+		return nil, err
+	}
+	return b.Data, nil
+}
+
+// unavailable tells errors that mean "nobody had it in time" from others.
+func unavailable(err error) bool {
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// decode rebuilds block i from any K blocks of its codeword, fetched in
+// parallel; the first K to arrive win and the rest are cancelled. Only this
+// one codeword is decoded, on demand; its recovered data blocks go to the
+// cache so that neighbouring reads of the same codeword do not decode again.
 func (d *Dataset) decode(ctx context.Context, i uint64, cause error) ([]byte, error) {
 	l := d.layout
-	idx := l.Indices(l.Column(i))
+	col := l.Column(i)
+	idx := l.Indices(col)
 	shards := make([][]byte, len(idx))
-	have := 0
-	for row, j := range idx {
-		if have == l.K {
-			break
-		}
-		if l.IsPadding(j) {
-			shards[row] = make([]byte, d.Manifest.BlockSize)
-			have++
-			continue
-		}
-		_, b, err := d.st.GetLeaf(ctx, d.Manifest.TreeCID, j)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			continue
-		}
-		shards[row] = b.Data
-		have++
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type got struct {
+		row  int
+		data []byte
 	}
+	results := make(chan got, len(idx))
+	pending := 0
+	for row, j := range idx {
+		switch {
+		case j == i:
+			continue
+		case l.IsPadding(j):
+			results <- got{row, make([]byte, d.Manifest.BlockSize)}
+		default:
+			if data, ok := d.cache.get(j); ok {
+				results <- got{row, data}
+				break
+			}
+			go func() {
+				data, err := d.fetch(fctx, j)
+				if err != nil {
+					data = nil
+				}
+				results <- got{row, data}
+			}()
+		}
+		pending++
+	}
+	have := 0
+	for ; pending > 0 && have < l.K; pending-- {
+		r := <-results
+		if r.data != nil {
+			shards[r.row] = r.data
+			have++
+		}
+	}
+	cancel()
 	if have < l.K {
-		return nil, fmt.Errorf("block %d: %w; codeword %d has %d of the %d blocks needed to decode it", i, cause, l.Column(i), have, l.K)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("block %d: %w", i, ctx.Err())
+		}
+		return nil, fmt.Errorf("block %d: %w; codeword %d has %d of the %d blocks needed to decode it", i, cause, col, have, l.K)
 	}
 	var need []int
 	for row := 0; row < l.K; row++ {
@@ -181,7 +326,7 @@ func (d *Dataset) decode(ctx context.Context, i uint64, cause error) ([]byte, er
 		}
 	}
 	if err := d.coder.Reconstruct(shards, need); err != nil {
-		return nil, fmt.Errorf("block %d: decode codeword %d: %w", i, l.Column(i), err)
+		return nil, fmt.Errorf("block %d: decode codeword %d: %w", i, col, err)
 	}
 	var out []byte
 	for row := 0; row < l.K; row++ {

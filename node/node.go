@@ -11,12 +11,17 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/meshfs/meshfs/exchange"
+	"github.com/meshfs/meshfs/exchange/discovery"
 	"github.com/meshfs/meshfs/node/erasure"
 	"github.com/meshfs/meshfs/node/manifest"
+	"github.com/meshfs/meshfs/node/p2p"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/repo"
 )
@@ -27,7 +32,19 @@ type Config struct {
 	QuotaBytes uint64 // 0: unlimited
 	BlockSize  uint64
 	EcK, EcM   int // EcM 0 stores datasets unprotected
-	Logger     *slog.Logger
+	// Listen are libp2p multiaddrs; empty listens on an ephemeral loopback
+	// TCP port (the CLI passes its own defaults).
+	Listen []string
+	// Bootstrap are the peers (multiaddrs ending in /p2p/<id>) the node
+	// joins the network through; nobody else is dialled on our initiative.
+	Bootstrap []string
+	// FetchTimeout bounds finding a block nobody local has (default 30s).
+	FetchTimeout time.Duration
+	// Exchange tunes the block exchange (tests shorten its timeouts).
+	Exchange exchange.Options
+	// Discovery tunes provider announcements and lookups.
+	Discovery discovery.Options
+	Logger    *slog.Logger
 }
 
 // Defaults. K=4, M=2 survives the loss of any two blocks of a codeword for
@@ -41,14 +58,22 @@ const (
 
 // Node is one meshfs storage node.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	store store.BlockStore
-	id    peer.ID
+	cfg    Config
+	log    *slog.Logger
+	store  store.BlockStore    // local
+	net    *store.NetworkStore // local, then peers
+	id     peer.ID
+	host   *p2p.Host
+	disc   *discovery.Discovery
+	engine *exchange.Engine
+	ctx    context.Context // lives until Close: background fetches, announcements
+	cancel context.CancelFunc
+	fetch  fetches
 }
 
-// New opens (or creates) the node's repository in cfg.DataDir.
-func New(cfg Config) (*Node, error) {
+// New opens (or creates) the node's repository in cfg.DataDir, starts its
+// libp2p host, DHT and block exchange, and announces the datasets it holds.
+func New(cfg Config) (n *Node, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: no data dir")
 	}
@@ -57,6 +82,16 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = 30 * time.Second
+	}
+	if len(cfg.Listen) == 0 {
+		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	}
+	bootstrap, err := parseBootstrap(cfg.Bootstrap)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	if cfg.EcM > 0 {
 		if _, err := erasure.NewCoder(cfg.EcK, cfg.EcM); err != nil {
@@ -75,11 +110,69 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, store: st, id: id}, nil
+	n = &Node{cfg: cfg, log: cfg.Logger, store: st, id: id}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	n.host, err = p2p.New(n.ctx, p2p.Config{Key: key, Listen: cfg.Listen, Bootstrap: bootstrap, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	dopts := cfg.Discovery
+	dopts.Logger = cfg.Logger
+	n.disc = discovery.New(n.host.DHT(), n.host.Host(), dopts)
+	n.disc.Start(n.ctx)
+	xopts := cfg.Exchange
+	xopts.Logger = cfg.Logger
+	n.engine = exchange.New(n.host.Host(), st, n.disc, xopts)
+	n.net = store.NewNetworkStore(st, n.engine)
+	n.fetch.init()
+
+	entries, err := n.List(n.ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	for _, e := range entries {
+		n.announce(e.CID, e.Manifest)
+	}
+	return n, nil
 }
 
-// Close releases the repository.
-func (n *Node) Close() error { return n.store.Close() }
+// Close stops the network side, then releases the repository.
+func (n *Node) Close() error {
+	n.cancel()
+	if n.engine != nil {
+		n.engine.Close()
+	}
+	if n.host != nil {
+		if err := n.host.Close(); err != nil {
+			n.log.Warn("close libp2p host", "err", err)
+		}
+	}
+	n.fetch.wait()
+	return n.store.Close()
+}
+
+// announce tells the network this node provides dataset c: its manifest
+// CID and tree CID, as Codex does (never single blocks).
+func (n *Node) announce(c cid.Cid, m *manifest.Manifest) {
+	n.disc.Announce(n.ctx, c, m.TreeCID)
+}
+
+func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, a := range addrs {
+		ai, err := peer.AddrInfoFromString(a)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap address %q: %w", a, err)
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
+}
 
 // ID is the node's peer ID, derived from its persistent key.
 func (n *Node) ID() peer.ID { return n.id }
@@ -98,17 +191,32 @@ func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype strin
 		return cid.Undef, err
 	}
 	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", filename)
+	if m, err := n.Manifest(ctx, c); err == nil {
+		n.announce(c, m)
+	}
 	return c, nil
 }
 
-// Open prepares a reader over dataset c.
+// Open prepares a reader over dataset c, wherever on the network it is:
+// blocks come from the local store, else from peers.
 func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
-	return OpenDataset(ctx, n.store, c)
+	d, err := OpenDataset(ctx, n.net, c)
+	if err != nil {
+		return nil, err
+	}
+	d.BlockTimeout = n.cfg.FetchTimeout
+	d.Prefetch = prefetchBlocks
+	return d, nil
 }
 
-// Manifest returns the manifest of dataset c.
+// prefetchBlocks is how far ahead of a sequential reader blocks are
+// fetched: 4 MiB of 64 KiB blocks, a window that keeps several providers
+// busy without fetching much a reader that stops early never uses.
+const prefetchBlocks = 64
+
+// Manifest returns the manifest of dataset c held locally.
 func (n *Node) Manifest(ctx context.Context, c cid.Cid) (*manifest.Manifest, error) {
-	d, err := n.Open(ctx, c)
+	d, err := n.OpenLocal(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +267,7 @@ func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
 	}
+	n.disc.Forget(c, m.TreeCID)
 	if err := n.store.Delete(ctx, c); err != nil {
 		return fmt.Errorf("delete %s: manifest: %w", store.CIDText(c), err)
 	}
@@ -179,14 +288,40 @@ func (n *Node) OpenLocal(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	return OpenDataset(ctx, n.store, c)
 }
 
-// Fetch makes dataset c fully local. Until the node has a network every
-// dataset it can open is local already, so this only opens it.
-func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
-	return n.Open(ctx, c)
+// Addrs are the node's addresses, each ending in /p2p/<peer ID>.
+func (n *Node) Addrs() []string {
+	var out []string
+	for _, a := range n.host.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
 }
 
-// Addrs are the node's listen addresses; none until it has a network.
-func (n *Node) Addrs() []string { return nil }
+// Connect dials a peer by the given addresses, or finds it through the DHT.
+func (n *Node) Connect(ctx context.Context, p peer.ID, addrs []string) error {
+	ai := peer.AddrInfo{ID: p}
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return fmt.Errorf("connect %s: address %q: %w", p, a, err)
+		}
+		ai.Addrs = append(ai.Addrs, m)
+	}
+	if len(ai.Addrs) == 0 {
+		found, err := n.host.DHT().FindPeer(ctx, p)
+		if err != nil {
+			return fmt.Errorf("connect %s: find through the DHT: %w", p, err)
+		}
+		ai = found
+	}
+	return n.host.Connect(ctx, ai)
+}
+
+// Peers lists the peers this node is connected to.
+func (n *Node) Peers() []peer.ID { return n.host.Host().Network().Peers() }
+
+// Engine is the node's block exchange (for stats and tests).
+func (n *Node) Engine() *exchange.Engine { return n.engine }
 
 // SpaceNeeded is the quota an upload of size bytes takes with the node's
 // block size and erasure coding: its blocks, parity and the manifest.

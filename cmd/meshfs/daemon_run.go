@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -40,6 +41,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 	n, err := node.New(node.Config{
 		DataDir: cfg.DataDir, QuotaBytes: cfg.QuotaBytes, BlockSize: cfg.BlockSize,
 		EcK: cfg.EcK, EcM: cfg.EcM, Logger: log,
+		Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, FetchTimeout: cfg.FetchTimeout,
 	})
 	if err != nil {
 		return err
@@ -75,7 +77,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 			return err
 		}
 	}
-	log.Info("meshfs ready", "id", n.ID(), "api", "http://"+ln.Addr().String(), "mount", cfg.Mount, "data-dir", cfg.DataDir)
+	log.Info("meshfs ready", "id", n.ID(), "api", "http://"+ln.Addr().String(), "mount", cfg.Mount,
+		"data-dir", cfg.DataDir, "addrs", strings.Join(n.Addrs(), ","))
 
 	select {
 	case <-ctx.Done():

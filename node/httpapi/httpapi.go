@@ -41,6 +41,8 @@ type Node interface {
 	Delete(ctx context.Context, c cid.Cid) error
 	Space(ctx context.Context) (store.Usage, error)
 	Fetch(ctx context.Context, c cid.Cid) (*node.Dataset, error)
+	FetchStatus(c cid.Cid) (node.FetchProgress, bool)
+	Connect(ctx context.Context, p peer.ID, addrs []string) error
 	Addrs() []string
 }
 
@@ -82,6 +84,7 @@ func New(n Node, opts Options) *Server {
 	s.mux.HandleFunc("GET "+prefix+"/data/{cid}/network/stream", s.downloadNetwork)
 	s.mux.HandleFunc("GET "+prefix+"/data/{cid}/network/manifest", s.manifest)
 	s.mux.HandleFunc("POST "+prefix+"/data/{cid}/network", s.fetch)
+	s.mux.HandleFunc("GET "+prefix+"/data/{cid}/network/progress", s.progress)
 	s.mux.HandleFunc("GET "+prefix+"/space", s.space)
 	s.mux.HandleFunc("GET "+prefix+"/peerid", s.peerID)
 	s.mux.HandleFunc("GET "+prefix+"/debug/info", s.debugInfo)
@@ -375,9 +378,32 @@ func (s *Server) debugInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
-	if _, err := peer.Decode(r.PathValue("peerId")); err != nil {
+	p, err := peer.Decode(r.PathValue("peerId"))
+	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("malformed peer ID %q: %w", r.PathValue("peerId"), err))
 		return
 	}
-	s.fail(w, r, http.StatusNotImplemented, errors.New("this node has no network yet: connect is not available"))
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.FetchTimeout)
+	defer cancel()
+	if err := s.n.Connect(ctx, p, r.URL.Query()["addrs"]); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "Successfully connected to peer")
+}
+
+// progress reports a background fetch started by POST .../network. Not in
+// Codex's API: meshfs's addition so that progress is visible.
+func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.cidParam(w, r)
+	if !ok {
+		return
+	}
+	p, ok := s.n.FetchStatus(c)
+	if !ok {
+		s.fail(w, r, http.StatusNotFound, fmt.Errorf("no fetch of %s was started: %w", store.CIDText(c), store.ErrNotFound))
+		return
+	}
+	s.writeJSON(w, p)
 }

@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+// FetchProgress is the state of a background fetch of a whole dataset.
+type FetchProgress struct {
+	CID      string    `json:"cid"`
+	Blocks   uint64    `json:"totalBlocks"`
+	Fetched  uint64    `json:"fetchedBlocks"`
+	Done     bool      `json:"done"`
+	Error    string    `json:"error,omitempty"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+type fetchState struct {
+	total, fetched atomic.Uint64
+	started        time.Time
+	mu             sync.Mutex
+	done           bool
+	err            error
+	finished       time.Time
+}
+
+// fetches tracks background fetches, one per dataset at a time.
+type fetches struct {
+	mu sync.Mutex
+	m  map[cid.Cid]*fetchState
+	wg sync.WaitGroup
+}
+
+func (f *fetches) init() { f.m = map[cid.Cid]*fetchState{} }
+func (f *fetches) wait() { f.wg.Wait() }
+
+// fetchParallel is how many blocks one background fetch asks for at once;
+// the exchange spreads them over providers and keeps its own window.
+const fetchParallel = 32
+
+// Fetch finds dataset c (its manifest, within ctx) and starts copying every
+// block of it into the local store in the background; FetchStatus reports
+// progress. Once all of it is held, the node announces itself as a provider.
+func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
+	d, err := n.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	n.fetch.mu.Lock()
+	if fs := n.fetch.m[c]; fs != nil && !fs.isFailed() {
+		n.fetch.mu.Unlock()
+		return d, nil // running or done already
+	}
+	fs := &fetchState{started: time.Now()}
+	fs.total.Store(d.Manifest.Blocks())
+	n.fetch.m[c] = fs
+	n.fetch.wg.Add(1)
+	n.fetch.mu.Unlock()
+	go func() {
+		defer n.fetch.wg.Done()
+		err := n.fetchAll(n.ctx, d, fs)
+		fs.mu.Lock()
+		fs.done, fs.err, fs.finished = true, err, time.Now()
+		fs.mu.Unlock()
+		if err != nil {
+			n.log.Warn("background fetch failed", "cid", store.CIDText(c), "err", err)
+			return
+		}
+		n.log.Info("dataset fetched", "cid", store.CIDText(c), "blocks", fs.total.Load(), "took", time.Since(fs.started))
+		n.announce(c, d.Manifest)
+	}()
+	return d, nil
+}
+
+func (fs *fetchState) isFailed() bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.done && fs.err != nil
+}
+
+// fetchAll brings every stored block of the dataset into the local store:
+// data blocks through the dataset reader (so a block no peer has is decoded
+// from parity), parity blocks as they are, so that this node can serve
+// decoders too.
+func (n *Node) fetchAll(ctx context.Context, d *Dataset, fs *fetchState) error {
+	m := d.Manifest
+	next := atomic.Uint64{}
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range fetchParallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= m.Blocks() || ctx.Err() != nil {
+					return
+				}
+				if err := n.fetchBlock(ctx, d, i); err != nil {
+					errOnce.Do(func() { firstErr = err; cancel() })
+					return
+				}
+				fs.fetched.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+func (n *Node) fetchBlock(ctx context.Context, d *Dataset, i uint64) error {
+	m := d.Manifest
+	if m.Protected && d.layout.IsPadding(i) {
+		return nil
+	}
+	if has, err := n.store.HasLeaf(ctx, m.TreeCID, i); err != nil || has {
+		return err
+	}
+	if !m.Protected || i < d.layout.N {
+		_, err := d.block(ctx, i) // decodes when no peer has it; recovered blocks are stored
+		return err
+	}
+	bctx, cancel := context.WithTimeout(ctx, n.cfg.FetchTimeout)
+	defer cancel()
+	if _, _, err := n.net.GetLeaf(bctx, m.TreeCID, i); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			// A parity block nobody has: the data is complete without it.
+			n.log.Debug("parity block unavailable", "cid", store.CIDText(d.CID), "index", i)
+			return nil
+		}
+		return fmt.Errorf("parity block %d: %w", i, err)
+	}
+	return nil
+}
+
+// FetchStatus reports the background fetch of c, if one was started.
+func (n *Node) FetchStatus(c cid.Cid) (FetchProgress, bool) {
+	n.fetch.mu.Lock()
+	fs := n.fetch.m[c]
+	n.fetch.mu.Unlock()
+	if fs == nil {
+		return FetchProgress{}, false
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	p := FetchProgress{CID: store.CIDText(c), Blocks: fs.total.Load(), Fetched: fs.fetched.Load(),
+		Done: fs.done, Started: fs.started, Finished: fs.finished}
+	if fs.err != nil {
+		p.Error = fs.err.Error()
+	}
+	return p, true
+}
