@@ -50,6 +50,7 @@ type daemon struct {
 	API     string // http://host:port
 	Mount   string
 	DataDir string
+	prefix  []string // runs the daemon and its CLI under this (e.g. ip netns exec NS)
 
 	mu   sync.Mutex
 	logs bytes.Buffer
@@ -63,12 +64,20 @@ var readyRE = regexp.MustCompile(`msg="meshfs ready".* api=(\S+)`)
 // waits until it logs that it is ready, reading its log as it comes.
 func startDaemon(t *testing.T, dataDir, mount string, extra ...string) *daemon {
 	t.Helper()
+	return startDaemonUnder(t, nil, dataDir, mount, extra...)
+}
+
+// startDaemonUnder is startDaemon with the daemon run under a command
+// prefix, such as `ip netns exec NS`.
+func startDaemonUnder(t *testing.T, prefix []string, dataDir, mount string, extra ...string) *daemon {
+	t.Helper()
 	args := []string{"daemon", "--data-dir", dataDir, "--api", "127.0.0.1:0", "--log-level", "debug"}
 	if mount != "" {
 		args = append(args, "--mount", mount)
 	}
 	args = append(args, extra...)
-	d := &daemon{t: t, cmd: exec.Command(bin, args...), Mount: mount, DataDir: dataDir, done: make(chan struct{})}
+	argv := append(append(append([]string{}, prefix...), bin), args...)
+	d := &daemon{t: t, cmd: exec.Command(argv[0], argv[1:]...), Mount: mount, DataDir: dataDir, prefix: prefix, done: make(chan struct{})}
 	d.cmd.Env = cleanEnv()
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -190,7 +199,8 @@ func must(t *testing.T, name string, args ...string) string {
 // meshfs runs the CLI against d's API.
 func (d *daemon) meshfs(t *testing.T, args ...string) result {
 	t.Helper()
-	return run(t, nil, bin, append(args, "--api", d.API)...)
+	argv := append(append(append([]string{}, d.prefix...), bin), append(args, "--api", d.API)...)
+	return run(t, nil, argv[0], argv[1:]...)
 }
 
 // upload uploads a file through the CLI and returns the CID it printed.
