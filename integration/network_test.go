@@ -64,23 +64,6 @@ func TestChainDiscoveryThroughDHT(t *testing.T) {
 	}
 }
 
-// p2pAddr is the first libp2p address the daemon logged, with its peer ID.
-func (d *daemon) p2pAddr(t *testing.T) string {
-	t.Helper()
-	for _, line := range strings.Split(d.Logs(), "\n") {
-		if !strings.Contains(line, `msg="meshfs ready"`) {
-			continue
-		}
-		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "addrs="); ok {
-				return strings.Split(v, ",")[0]
-			}
-		}
-	}
-	t.Fatalf("no addrs in the daemon's ready line:\n%s", d.Logs())
-	return ""
-}
-
 // swarm starts n in-process nodes on loopback, fully connected.
 func swarm(t *testing.T, n int) []*node.Node {
 	t.Helper()

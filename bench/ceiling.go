@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/node/p2p"
+)
+
+const ceilingProto = "/meshfs/bench/ceiling/1.0.0"
+
+// streamCeiling sends size bytes over one libp2p stream between two hosts
+// on loopback, built exactly as nodes build theirs, in 1 MiB writes: the
+// most any exchange over the same transport can move.
+func streamCeiling(size int64) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	newHost := func() (*p2p.Host, error) {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		return p2p.New(ctx, p2p.Config{Key: k, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: log})
+	}
+	a, err := newHost()
+	if err != nil {
+		return 0, err
+	}
+	defer a.Close()
+	b, err := newHost()
+	if err != nil {
+		return 0, err
+	}
+	defer b.Close()
+	got := make(chan error, 1)
+	b.Host().SetStreamHandler(ceilingProto, func(s network.Stream) {
+		n, err := io.Copy(io.Discard, s)
+		if err == nil && n != size {
+			err = fmt.Errorf("received %d bytes, want %d", n, size)
+		}
+		s.Close()
+		got <- err
+	})
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}); err != nil {
+		return 0, err
+	}
+	s, err := a.Host().NewStream(ctx, b.ID(), ceilingProto)
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	for sent := int64(0); sent < size; {
+		n, err := s.Write(buf[:min(int64(len(buf)), size-sent)])
+		if err != nil {
+			return 0, err
+		}
+		sent += int64(n)
+	}
+	if err := s.CloseWrite(); err != nil {
+		return 0, err
+	}
+	select {
+	case err := <-got:
+		return time.Since(start), err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
