@@ -3,15 +3,18 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/ipfs/go-cid"
 
 	"github.com/meshfs/meshfs/node/erasure"
+	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -290,4 +293,93 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 		c.cancel()
 	}
 	return n, err
+}
+
+// Blocks rebuilt by decoding are stored with proofs that verify, so the
+// node can serve them; only the codewords that lost blocks are decoded.
+func TestDecodedBlocksAreStoredWithProofs(t *testing.T) {
+	const k, m = 4, 2
+	data := randomBytes(13, 29*testBS+100) // 30 blocks: rounded 32, steps 8
+	st := store.NewMemory(0)
+	c := upload(t, st, data, k, m)
+	ctx := context.Background()
+	d, err := OpenDataset(ctx, st, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := d.Manifest.TreeCID
+	lost := []uint64{3, 4, 5, 12, 29} // codewords 3, 4 (twice) and 5 (twice): within M=2 each
+	for _, i := range lost {
+		if err := st.DeleteLeaf(ctx, tree, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := io.ReadAll(d.Reader(ctx))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("decoded read: %v", err)
+	}
+	d.WaitStored()
+	if d.Decodes() != 3 || d.Recovered() != uint64(len(lost)) {
+		t.Errorf("decoded %d codewords rebuilding %d blocks; want 3 and %d", d.Decodes(), d.Recovered(), len(lost))
+	}
+	root, _ := store.Digest(tree)
+	for _, i := range lost {
+		leaf, b, err := st.GetLeaf(ctx, tree, i)
+		if err != nil {
+			t.Fatalf("rebuilt block %d not stored: %v", i, err)
+		}
+		p, err := merkle.UnmarshalProof(leaf.Proof)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Verify(sha256.Sum256(b.Data), root); err != nil || p.Index != int(i) {
+			t.Errorf("stored proof of rebuilt block %d: index %d, %v", i, p.Index, err)
+		}
+	}
+	// The first read decoded and stored everything, so a new reader finds
+	// every block held again and decodes nothing.
+	d, err = OpenDataset(ctx, st, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(d.Reader(ctx)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("second read: %v", err)
+	}
+	if d.Decodes() != 0 {
+		t.Errorf("second reader decoded %d codewords after the rebuilt blocks were stored", d.Decodes())
+	}
+}
+
+// Only the codewords that lost blocks are decoded, once each however many
+// readers ask.
+func TestDecodeOnlyLosingCodewords(t *testing.T) {
+	data := randomBytes(17, 40*testBS) // K=4: steps 10
+	st := store.NewMemory(0)
+	c := upload(t, st, data, 4, 2)
+	ctx := context.Background()
+	d, err := OpenDataset(ctx, st, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []uint64{2, 12, 7} { // codewords 2 (twice) and 7
+		if err := st.DeleteLeaf(ctx, d.Manifest.TreeCID, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, len(data))
+			if n, err := d.ReadAt(ctx, buf, 0); n != len(data) || !bytes.Equal(buf, data) {
+				t.Errorf("concurrent read: %d bytes, %v", n, err)
+			}
+		}()
+	}
+	wg.Wait()
+	d.WaitStored()
+	if d.Decodes() != 2 || d.Recovered() != 3 {
+		t.Errorf("decoded %d codewords rebuilding %d blocks; want 2 codewords, 3 blocks", d.Decodes(), d.Recovered())
+	}
 }
