@@ -320,6 +320,10 @@ func (n *Node) Connect(ctx context.Context, p peer.ID, addrs []string) error {
 // Peers lists the peers this node is connected to.
 func (n *Node) Peers() []peer.ID { return n.host.Host().Network().Peers() }
 
+// LocalStore is the node's own block store, without the network: for
+// maintenance (and tests that take blocks away from a node).
+func (n *Node) LocalStore() store.BlockStore { return n.store }
+
 // Engine is the node's block exchange (for stats and tests).
 func (n *Node) Engine() *exchange.Engine { return n.engine }
 
