@@ -126,6 +126,7 @@ func (u *uploader) chunk(ctx context.Context, r io.Reader) ([]merkle.Digest, uin
 		digests []merkle.Digest
 		size    uint64
 	)
+	r = sourceReader{r}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
@@ -154,6 +155,20 @@ func (u *uploader) chunk(ctx context.Context, r io.Reader) ([]merkle.Digest, uin
 		}
 	}
 	return digests, size, nil
+}
+
+// sourceReader keeps the input's own errors apart from io.ReadFull's: an
+// HTTP body cut short reports io.ErrUnexpectedEOF, which ReadFull also uses
+// for a normal short last block. Taken at face value, a truncated upload
+// would be stored as a complete (shorter) file.
+type sourceReader struct{ r io.Reader }
+
+func (s sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err == io.ErrUnexpectedEOF {
+		err = fmt.Errorf("input ended before its declared length: %w", err)
+	}
+	return n, err
 }
 
 // protect computes the parity of every codeword and returns the leaf digests

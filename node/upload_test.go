@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 
@@ -383,3 +384,21 @@ func TestDecodeOnlyLosingCodewords(t *testing.T) {
 		t.Errorf("decoded %d codewords rebuilding %d blocks; want 2 codewords, 3 blocks", d.Decodes(), d.Recovered())
 	}
 }
+
+// An input that reports it was cut short (an HTTP body that ended before
+// its Content-Length) is an error, not a shorter file.
+func TestUploadTruncatedInputIsAnError(t *testing.T) {
+	st := store.NewMemory(0)
+	r := io.MultiReader(bytes.NewReader(randomBytes(3, 3*testBS+10)), truncated{})
+	_, err := Upload(context.Background(), st, r, UploadOptions{BlockSize: testBS, EcK: 2, EcM: 1})
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "ended before") {
+		t.Fatalf("truncated input: err %v", err)
+	}
+	if u, _ := st.Usage(context.Background()); u.Blocks != 0 {
+		t.Errorf("truncated upload left %d blocks", u.Blocks)
+	}
+}
+
+type truncated struct{}
+
+func (truncated) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
