@@ -71,6 +71,9 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 	if cfg.Mount != "" {
 		mnt, err = fusefs.Mount(cfg.Mount, source{n}, fusefs.Options{
 			LookupTimeout: cfg.FetchTimeout, AllowOther: cfg.AllowOther, Logger: log,
+			// A read may wait out the fetch timeout for a block, then again
+			// for the shards that decode it.
+			ReadTimeout: 3 * cfg.FetchTimeout,
 		})
 		if err != nil {
 			api.Close()
