@@ -42,11 +42,12 @@ type Daemon struct {
 	DataDir string
 	Prefix  []string // the daemon and its CLI run under this (e.g. ip netns exec NS)
 
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, once done
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	logs   bytes.Buffer
+	logged chan struct{} // closed and replaced whenever a log line arrives
+	done   chan struct{} // closed when the process has exited
+	err    error         // its exit status, once done
 }
 
 var readyRE = regexp.MustCompile(`msg="meshfs ready".* api=(\S+)`)
@@ -61,7 +62,7 @@ func Start(bin string, prefix []string, dataDir, mount string, extra ...string) 
 	}
 	args = append(args, extra...)
 	argv := append(append(append([]string{}, prefix...), bin), args...)
-	d := &Daemon{Bin: bin, Mount: mount, DataDir: dataDir, Prefix: prefix, done: make(chan struct{})}
+	d := &Daemon{Bin: bin, Mount: mount, DataDir: dataDir, Prefix: prefix, done: make(chan struct{}), logged: make(chan struct{})}
 	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Env = CleanEnv()
 	stderr, err := d.cmd.StderrPipe()
@@ -79,6 +80,8 @@ func Start(bin string, prefix []string, dataDir, mount string, extra ...string) 
 			line := sc.Text()
 			d.mu.Lock()
 			d.logs.WriteString(line + "\n")
+			close(d.logged)
+			d.logged = make(chan struct{})
 			d.mu.Unlock()
 			if m := readyRE.FindStringSubmatch(line); m != nil {
 				select {
@@ -107,6 +110,54 @@ func (d *Daemon) Logs() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.logs.String()
+}
+
+// LogMark is the current end of the log, for WaitLog to search after.
+func (d *Daemon) LogMark() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.Len()
+}
+
+// WaitLog waits until a line matching re is logged after mark (from
+// LogMark) and returns it. It fails when the daemon exits or timeout
+// passes first. A log line is the daemon's own word that something has
+// happened (a failed request rolled back, a lookup given up), so tests
+// synchronise on it instead of sleeping.
+func (d *Daemon) WaitLog(mark int, re *regexp.Regexp, timeout time.Duration) (string, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		d.mu.Lock()
+		logs, changed := d.logs.String(), d.logged
+		d.mu.Unlock()
+		for _, line := range strings.Split(logs[min(mark, len(logs)):], "\n") {
+			if re.MatchString(line) {
+				return line, nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-d.done:
+			return "", fmt.Errorf("daemon exited (%v) before logging %q", d.err, re)
+		case <-deadline.C:
+			return "", fmt.Errorf("daemon did not log %q within %s", re, timeout)
+		}
+	}
+}
+
+// Quit sends SIGQUIT, which makes the Go runtime write every goroutine's
+// stack to the log and exit: the evidence of a deadlock. It waits up to
+// timeout for the process to end (killing it after that) and returns the
+// log.
+func (d *Daemon) Quit(timeout time.Duration) string {
+	_ = d.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		d.Kill()
+	}
+	return d.Logs()
 }
 
 // Pid is the daemon's process ID (of the prefix command, when there is one).

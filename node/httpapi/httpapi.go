@@ -11,6 +11,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/textproto"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -46,6 +49,9 @@ type Node interface {
 	Addrs() []string
 }
 
+// DefaultUploadIdleTimeout is Options.UploadIdleTimeout's default.
+const DefaultUploadIdleTimeout = 60 * time.Second
+
 // Version is reported by /debug/info; set by the binary.
 var Version = "dev"
 
@@ -54,7 +60,12 @@ type Options struct {
 	// FetchTimeout bounds finding a manifest; streaming itself is bounded by
 	// the client's connection, not by a deadline.
 	FetchTimeout time.Duration
-	Logger       *slog.Logger
+	// UploadIdleTimeout bounds how long an upload may wait for the next
+	// bytes of its body: a client that stalls half way is cut off, and
+	// what it had sent is removed, instead of holding a request and its
+	// share of the quota forever. Default 60s.
+	UploadIdleTimeout time.Duration
+	Logger            *slog.Logger
 }
 
 // Server is the REST API handler.
@@ -71,6 +82,9 @@ const prefix = "/api/codex/v1"
 func New(n Node, opts Options) *Server {
 	if opts.FetchTimeout <= 0 {
 		opts.FetchTimeout = 30 * time.Second
+	}
+	if opts.UploadIdleTimeout <= 0 {
+		opts.UploadIdleTimeout = DefaultUploadIdleTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -128,8 +142,18 @@ func status(err error) int {
 	return http.StatusInternalServerError
 }
 
+// maxCIDText is longer than any CID meshfs accepts in any multibase (the
+// longest, base2, is 305 characters); anything longer is refused without
+// being parsed or echoed back whole.
+const maxCIDText = 512
+
 func (s *Server) cidParam(w http.ResponseWriter, r *http.Request) (cid.Cid, bool) {
-	c, err := store.ParseCID(r.PathValue("cid"), store.CodecManifest)
+	text := r.PathValue("cid")
+	if len(text) > maxCIDText {
+		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("malformed CID %q…: %d bytes long, longer than any CID", text[:32], len(text)))
+		return cid.Undef, false
+	}
+	c, err := store.ParseCID(text, store.CodecManifest)
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, err)
 		return cid.Undef, false
@@ -156,13 +180,72 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c, err := s.n.Upload(r.Context(), r.Body, filename, mimetype)
+	body := &uploadBody{r: r.Body, rc: http.NewResponseController(w), idle: s.opts.UploadIdleTimeout}
+	c, err := s.n.Upload(r.Context(), body, filename, mimetype)
 	if err != nil {
+		if body.err != nil {
+			// The client's side failed: its body ended before its
+			// Content-Length or final chunk, it went quiet, or it closed
+			// the connection. The node has removed what it stored.
+			s.log.Info("upload aborted by the client; nothing of it was kept", "received", body.n,
+				"declared", r.ContentLength, "err", body.err)
+			s.fail(w, r, http.StatusBadRequest, fmt.Errorf("upload body broken off after %d bytes: %w", body.n, body.err))
+			return
+		}
 		s.fail(w, r, status(err), err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, store.CIDText(c))
+}
+
+// uploadBody is an upload's request body that remembers how much arrived
+// and how reading it failed, and gives each read an idle deadline.
+type uploadBody struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+	n    int64
+	done bool  // the body ended, well or badly: the deadline is off
+	err  error // the first read error other than io.EOF
+}
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	if b.done {
+		// Past the end the connection belongs to net/http, which reads
+		// it in the background to notice a client that goes away; a
+		// deadline set now would cancel the request when it expired.
+		if b.err != nil {
+			return 0, b.err
+		}
+		return 0, io.EOF
+	}
+	// Best effort: a connection that cannot take deadlines (HTTP/2, a
+	// test recorder) is bounded by the server's own timeouts only.
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if err != nil {
+		b.done = true
+		// Applies to a background read already waiting, too.
+		_ = b.rc.SetReadDeadline(time.Time{})
+		switch {
+		case err == io.EOF:
+		case err == io.ErrUnexpectedEOF:
+			// net/http's word for a body cut short of its length. The
+			// uploader takes a bare io.ErrUnexpectedEOF for the short
+			// last block of a complete file, as io.ReadFull gives it,
+			// and would keep the truncated file as a dataset.
+			b.err = fmt.Errorf("the body ended early: %w", err)
+			err = b.err
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			b.err = fmt.Errorf("no data for %s: %w", b.idle, err)
+			err = b.err
+		default:
+			b.err = err
+		}
+	}
+	return n, err
 }
 
 // uploadMeta takes the filename and media type of an upload from its
@@ -286,7 +369,38 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, open func(cont
 	// Content is immutable under its CID: the CID is a perfect ETag.
 	w.Header().Set("ETag", `"`+store.CIDText(c)+`"`)
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	fixEmptyRanges(r.Header, d.Size())
 	http.ServeContent(w, r, "", time.Time{}, d.Reader(r.Context()))
+}
+
+// fixEmptyRanges rewrites the Range requests that net/http's ServeContent
+// answers wrongly. A suffix range of length zero ("bytes=-0"), and any
+// suffix range of an empty file, get a 206 with an impossible
+// Content-Range ("bytes 100-99/100", "bytes 0--1/0"); RFC 9110 calls them
+// unsatisfiable. They become a range starting at the end, which
+// ServeContent answers as the RFC says: 416 with "Content-Range: bytes
+// */size", or the whole (empty) body for an empty file.
+func fixEmptyRanges(h http.Header, size int64) {
+	spec, ok := strings.CutPrefix(h.Get("Range"), "bytes=")
+	if !ok {
+		return
+	}
+	parts := strings.Split(spec, ",")
+	changed := false
+	for i, p := range parts {
+		suffix, ok := strings.CutPrefix(textproto.TrimString(p), "-")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(textproto.TrimString(suffix), 10, 64)
+		if err == nil && n >= 0 && (n == 0 || size == 0) {
+			parts[i] = strconv.FormatInt(size, 10) + "-"
+			changed = true
+		}
+	}
+	if changed {
+		h.Set("Range", "bytes="+strings.Join(parts, ","))
+	}
 }
 
 func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
