@@ -77,6 +77,13 @@ func (e *Engine) ServerStats() server.Stats { return e.server.Stats() }
 
 // HandleMessage implements network.Handler.
 func (e *Engine) HandleMessage(from peer.ID, m *message.Message) {
+	if e.client.Banned(from) {
+		// A dropped peer that dials back in is not served or listened to
+		// until its ban ends; it is dropped again. (Refusing its
+		// connections outright would take a connection gater on the host.)
+		go e.h.Network().ClosePeer(from)
+		return
+	}
 	if len(m.WantList.Entries) > 0 || m.WantList.Full {
 		e.server.HandleWants(from, m.WantList)
 	}
@@ -112,8 +119,14 @@ func (hp hostPeers) Connected() []peer.ID {
 		if hp.h.Network().Connectedness(p) != network.Connected {
 			continue
 		}
-		if ok, err := hp.h.Peerstore().SupportsProtocols(p, protocol.ID(message.ProtocolID)); err == nil && len(ok) == 0 {
-			continue
+		// Skip only peers known not to speak it: one whose identify has not
+		// finished yet (no protocols recorded) may well, and leaving it out
+		// could make a fetch right after connecting find nobody to ask.
+		known, err := hp.h.Peerstore().GetProtocols(p)
+		if err == nil && len(known) > 0 {
+			if ok, err := hp.h.Peerstore().SupportsProtocols(p, protocol.ID(message.ProtocolID)); err == nil && len(ok) == 0 {
+				continue
+			}
 		}
 		out = append(out, p)
 	}

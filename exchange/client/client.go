@@ -27,9 +27,11 @@ import (
 	"github.com/meshfs/meshfs/store"
 )
 
-// Sender delivers messages to peers.
+// Sender delivers messages to peers. TrySend must not block: the client
+// sends from its one scheduling goroutine, and a peer that does not read
+// must not stall the wants of every other peer.
 type Sender interface {
-	Send(ctx context.Context, p peer.ID, m *message.Message) error
+	TrySend(p peer.ID, m *message.Message) error
 }
 
 // Discoverer finds the providers of a tree or manifest CID.
@@ -73,8 +75,10 @@ type Options struct {
 	// MaxPrice is the most we pay per block; peers quoting more are not
 	// asked for blocks (0: any price).
 	MaxPrice uint64
-	// MaxOffences is how many bad blocks a peer may send before it is
-	// dropped and ignored (default 3).
+	// MaxOffences is how many offences a peer may commit before it is
+	// dropped and ignored (default 3). An offence is a block that fails
+	// verification, or a block we never asked that peer for (see
+	// handleBlock); the count survives reconnections.
 	MaxOffences int
 	// BanFor is how long a dropped peer is ignored (default 10 minutes).
 	BanFor time.Duration
@@ -100,15 +104,30 @@ type Client struct {
 	peerSt  map[peer.ID]*peerState
 	trees   map[cid.Cid]*treeState
 	banned  map[peer.ID]time.Time
+	offence map[peer.ID]int // offences so far, kept across reconnections
 	stats   Stats
-	scanned time.Time
+	scanned time.Time // last prune of bans and asked records
+	// live is the peers connected at this scheduling pass. Only they are
+	// sent WantBlocks: a message from a peer may be handled after its
+	// disconnect was (PeerGone), bringing back its state, and a WantBlock
+	// to a peer that is gone would wait out BlockTimeout.
+	live map[peer.ID]bool
 }
 
 // Stats counts what the client has done.
 type Stats struct {
 	BlocksReceived, BytesReceived, BadBlocks, Unwanted, DuplicateBlocks uint64
-	Requests, Coalesced                                                 uint64
-	BlocksFrom                                                          map[peer.ID]uint64
+	// Unsolicited counts blocks for nothing we had asked their sender for
+	// (each an offence); Unwanted counts the late ones we had asked for
+	// and no longer need (no offence); PeersDropped counts bans.
+	Unsolicited, PeersDropped uint64
+	Requests, Coalesced       uint64
+	// SendsRefused counts want lists not sent because the peer's queue
+	// was full: the peer is passed over for a while.
+	SendsRefused uint64
+	// InFlight is the WantBlocks outstanding now, over all peers.
+	InFlight   int
+	BlocksFrom map[peer.ID]uint64
 }
 
 // New starts a client; Close stops it.
@@ -139,7 +158,7 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 		snd: snd, disc: disc, peers: peers, st: st, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		wants: map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
-		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{},
+		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{}, offence: map[peer.ID]int{}, live: map[peer.ID]bool{},
 		stats: Stats{BlocksFrom: map[peer.ID]uint64{}},
 	}
 	go c.loop()
@@ -158,6 +177,9 @@ func (c *Client) Stats() Stats {
 	for p, n := range c.stats.BlocksFrom {
 		s.BlocksFrom[p] = n
 	}
+	for _, st := range c.peerSt {
+		s.InFlight += st.inflight
+	}
 	return s
 }
 
@@ -173,7 +195,11 @@ type want struct {
 	err     error
 
 	haves     map[peer.ID]bool // answered Have
-	dontHaves map[peer.ID]bool // answered DontHave, timed out, or sent a bad block
+	dontHaves map[peer.ID]bool // answered DontHave, or sent a bad block
+	// slow holds when a peer last let a WantBlock for this block time out:
+	// it is passed over for a BlockTimeout, then may be asked again, since
+	// a slow honest peer may be the only one that has the block.
+	slow      map[peer.ID]time.Time
 	askedHave map[peer.ID]time.Time
 	sentTo    peer.ID // WantBlock outstanding here ("" when none)
 	sentAt    time.Time
@@ -186,15 +212,32 @@ type peerState struct {
 	inflight  int
 	latency   time.Duration // EWMA of WantBlock → Block
 	price     uint64
-	offences  int
 	haveTrees map[cid.Cid]bool // trees it has said Have for
+	// asked holds, for each block we sent this peer a WantBlock for and
+	// it has not delivered, until when a delivery is still welcome: a
+	// block arriving after we cancelled (or timed out, or got it
+	// elsewhere) is a late answer, not an offence.
+	asked map[message.Key]time.Time
+	// congested: a want list to this peer found its queue full; it is
+	// passed over until then.
+	congested time.Time
 }
+
+// lateGrace is how long after a WantBlock its answer is not an offence,
+// however late: the want may sit behind a long queue at the peer and in
+// flight after our cancel.
+func (c *Client) lateGrace() time.Duration { return max(4*c.opts.BlockTimeout, time.Minute) }
 
 // treeState remembers who provides a dataset.
 type treeState struct {
-	providers    map[peer.ID]bool
-	discovering  bool
+	providers   map[peer.ID]bool
+	discovering bool
+	// lastDiscover is when the last lookup ended, and concluded whether it
+	// got an answer from the DHT (providers, or a definite none) rather
+	// than failing (no DHT peers yet, say): only a conclusive lookup may
+	// fail a want early.
 	lastDiscover time.Time
+	concluded    bool
 }
 
 // GetLeaf fetches block index of the dataset tree and returns it with its
@@ -227,7 +270,7 @@ func (c *Client) request(ctx context.Context, a message.Address, root merkle.Dig
 	w := c.wants[key]
 	if w == nil {
 		w = &want{addr: a, key: key, root: root, done: make(chan struct{}), created: time.Now(),
-			haves: map[peer.ID]bool{}, dontHaves: map[peer.ID]bool{}, askedHave: map[peer.ID]time.Time{}}
+			haves: map[peer.ID]bool{}, dontHaves: map[peer.ID]bool{}, slow: map[peer.ID]time.Time{}, askedHave: map[peer.ID]time.Time{}}
 		c.wants[key] = w
 		c.order = append(c.order, w)
 	} else {
@@ -267,6 +310,7 @@ func (c *Client) abandon(w *want) {
 	}
 	c.mu.Unlock()
 	if cancelAt != "" {
+		// Best effort, never blocking the caller who gave up.
 		c.send(cancelAt, []message.Entry{{Address: w.addr, Cancel: true}})
 	}
 }
@@ -322,6 +366,10 @@ func (c *Client) schedule() {
 
 	c.mu.Lock()
 	connected := c.peers.Connected()
+	clear(c.live)
+	for _, p := range connected {
+		c.live[p] = true
+	}
 	live := c.order[:0]
 	for _, w := range c.order {
 		if w.resolved {
@@ -332,13 +380,66 @@ func (c *Client) schedule() {
 	}
 	clear(c.order[len(live):])
 	c.order = live
+	if now.Sub(c.scanned) >= time.Second {
+		c.scanned = now
+		c.prune(now)
+	}
 	c.mu.Unlock()
 
 	for p, entries := range out {
-		c.send(p, entries)
+		if !c.send(p, entries) {
+			c.unsent(p, entries, now)
+		}
 	}
 	for _, t := range discover {
 		go c.discover(t)
+	}
+}
+
+// unsent undoes what schedule recorded for entries that never left: the
+// wants go to other peers on the next pass (not after BlockTimeout), and p,
+// whose queue is full, is passed over for HaveTimeout.
+func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
+	c.mu.Lock()
+	c.stats.SendsRefused++
+	if st := c.peerSt[p]; st != nil {
+		st.congested = now.Add(c.opts.HaveTimeout)
+	}
+	for _, e := range entries {
+		w := c.wants[e.Address.Key()]
+		if w == nil || e.Cancel {
+			continue
+		}
+		if e.WantType == message.WantHave {
+			delete(w.askedHave, p)
+			continue
+		}
+		if w.sentTo == p {
+			w.sentTo = ""
+			c.release(p)
+			if st := c.peerSt[p]; st != nil {
+				delete(st.asked, w.key)
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+// prune forgets expired bans and asked records. Callers hold mu.
+func (c *Client) prune(now time.Time) {
+	for p, until := range c.banned {
+		if !now.Before(until) {
+			delete(c.banned, p)
+			delete(c.offence, p)
+		}
+	}
+	for _, st := range c.peerSt {
+		for k, until := range st.asked {
+			if !now.Before(until) {
+				delete(st.asked, k)
+			}
+		}
 	}
 }
 
@@ -350,7 +451,7 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 		// Too slow: try elsewhere, and tell the peer to forget it.
 		c.log.Debug("exchange: block timed out", "addr", w.addr, "peer", w.sentTo)
 		out[w.sentTo] = append(out[w.sentTo], message.Entry{Address: w.addr, Cancel: true})
-		w.dontHaves[w.sentTo] = true
+		w.slow[w.sentTo] = now
 		c.release(w.sentTo)
 		w.sentTo = ""
 	}
@@ -383,7 +484,7 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	}
 	asked := 0
 	for _, p := range candidates {
-		if w.dontHaves[p] || c.isBanned(p, now) {
+		if w.dontHaves[p] || c.isBanned(p, now) || c.isCongested(p, now) {
 			continue
 		}
 		if at, ok := w.askedHave[p]; ok {
@@ -396,21 +497,39 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 		out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantHave, SendDontHave: true})
 		asked++
 	}
-	if asked > 0 || ts.discovering {
+	if asked > 0 || ts.discovering || c.anyHolder(w, t, now) {
 		return
 	}
-	// Everyone we could ask said no (or nothing), and a lookup made since
-	// this want began found nobody else: fail now rather than at the
-	// caller's deadline, so a missing CID is a prompt "not found" and a
-	// missing block goes to erasure decoding without waiting.
-	if ts.lastDiscover.After(w.created) && len(ts.providers) == 0 {
-		c.resolve(w, fmt.Errorf("fetch %s: %w: no provider found", w.addr, ErrNotFound))
+	// Nobody is left to ask: every peer that holds the dataset or was asked
+	// said it lacks this block (or did not answer in time). If a lookup made
+	// since this want began found no one else, fail now rather than at the
+	// caller's deadline: a missing CID is a prompt "not found", and a block
+	// lost everywhere goes to erasure decoding without waiting.
+	if ts.lastDiscover.After(w.created) && ts.concluded {
+		c.resolve(w, fmt.Errorf("fetch %s: %w: no peer has it", w.addr, ErrNotFound))
 		return
 	}
-	if now.Sub(ts.lastDiscover) >= c.opts.RediscoverAfter || ts.lastDiscover.Before(w.created) {
-		ts.discovering = true
-		*discover = append(*discover, t)
+	if !ts.concluded && now.Sub(ts.lastDiscover) < c.opts.RediscoverAfter && ts.lastDiscover.After(w.created) {
+		return // the lookup failed; retry later, within the caller's deadline
 	}
+	ts.discovering = true
+	*discover = append(*discover, t)
+}
+
+// anyHolder reports whether some usable peer may still deliver w: it said
+// Have for it, or holds its dataset, and has not said DontHave for it.
+func (c *Client) anyHolder(w *want, t cid.Cid, now time.Time) bool {
+	for p, st := range c.peerSt {
+		// Not live: gone, its state brought back by a late message; best
+		// would never pick it, so it must not keep the want waiting.
+		if w.dontHaves[p] || c.isBanned(p, now) || !c.live[p] {
+			continue
+		}
+		if w.haves[p] || st.haveTrees[t] || !w.slow[p].IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 // best picks, among peers that pass ok and have room, the one expected to
@@ -424,7 +543,10 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 	)
 	now := time.Now()
 	for p, st := range c.peerSt {
-		if !ok(p) || w.dontHaves[p] || st.inflight >= c.opts.Window || c.isBanned(p, now) {
+		if !ok(p) || !c.live[p] || w.dontHaves[p] || st.inflight >= c.opts.Window || c.isBanned(p, now) || now.Before(st.congested) {
+			continue
+		}
+		if at := w.slow[p]; !at.IsZero() && now.Sub(at) < c.opts.BlockTimeout {
 			continue
 		}
 		if c.opts.MaxPrice > 0 && st.price > c.opts.MaxPrice {
@@ -444,7 +566,9 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 
 func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.ID][]message.Entry) {
 	w.sentTo, w.sentAt = p, now
-	c.peer(p).inflight++
+	st := c.peer(p)
+	st.inflight++
+	st.asked[w.key] = now.Add(c.lateGrace())
 	out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantBlock, SendDontHave: true})
 }
 
@@ -457,7 +581,7 @@ func (c *Client) release(p peer.ID) {
 func (c *Client) peer(p peer.ID) *peerState {
 	st := c.peerSt[p]
 	if st == nil {
-		st = &peerState{haveTrees: map[cid.Cid]bool{}}
+		st = &peerState{haveTrees: map[cid.Cid]bool{}, asked: map[message.Key]time.Time{}}
 		c.peerSt[p] = st
 	}
 	return st
@@ -477,31 +601,57 @@ func (c *Client) isBanned(p peer.ID, now time.Time) bool {
 	return ok && now.Before(until)
 }
 
-func (c *Client) send(p peer.ID, entries []message.Entry) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.opts.BlockTimeout)
-	defer cancel()
-	if err := c.snd.Send(ctx, p, &message.Message{WantList: message.WantList{Entries: entries}}); err != nil {
+func (c *Client) isCongested(p peer.ID, now time.Time) bool {
+	st := c.peerSt[p]
+	return st != nil && now.Before(st.congested)
+}
+
+// Banned reports whether p has been dropped for misconduct and is still
+// being ignored; the engine drops whatever such a peer sends.
+func (c *Client) Banned(p peer.ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.isBanned(p, time.Now())
+}
+
+// send hands entries to p's queue without waiting; it reports whether they
+// were queued.
+func (c *Client) send(p peer.ID, entries []message.Entry) bool {
+	if err := c.snd.TrySend(p, &message.Message{WantList: message.WantList{Entries: entries}}); err != nil {
 		c.log.Debug("exchange: want not sent", "peer", p, "err", err)
+		return false
 	}
+	return true
 }
 
 // discover looks up providers of t, connects to them and remembers them.
 func (c *Client) discover(t cid.Cid) {
+	concluded := false
 	defer func() {
 		c.mu.Lock()
 		ts := c.tree(t)
 		ts.discovering = false
 		ts.lastDiscover = time.Now()
+		ts.concluded = concluded
 		c.mu.Unlock()
 		c.poke()
 	}()
 	provs, err := c.disc.FindProviders(c.ctx, t)
+	// A lookup that could not ask anyone is conclusive only when there is
+	// nobody at all to ask: a node with no peers cannot find anything now.
+	concluded = err == nil || errors.Is(err, store.ErrNotFound) || len(c.peers.Connected()) == 0
 	if err != nil {
 		c.log.Debug("exchange: discovery failed", "cid", store.CIDText(t), "err", err)
 		return
 	}
 	var wg sync.WaitGroup
 	for _, ai := range provs {
+		c.mu.Lock()
+		banned := c.isBanned(ai.ID, time.Now())
+		c.mu.Unlock()
+		if banned {
+			continue // dialling it again would undo the ban
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -523,6 +673,10 @@ func (c *Client) discover(t cid.Cid) {
 // HandlePresences records what p says it has.
 func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 	c.mu.Lock()
+	if c.isBanned(p, time.Now()) {
+		c.mu.Unlock()
+		return
+	}
 	st := c.peer(p)
 	for _, pr := range ps {
 		w := c.wants[pr.Address.Key()]
@@ -561,11 +715,27 @@ func (c *Client) HandleBlocks(p peer.ID, ds []message.Delivery) {
 
 func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	key := d.Address.Key()
+	now := time.Now()
 	c.mu.Lock()
+	if c.isBanned(p, now) {
+		c.mu.Unlock() // the rest of a banned peer's message is ignored
+		return
+	}
 	w := c.wants[key]
 	if w == nil || w.resolved {
-		// Nobody asked (or it came late from a second peer): never stored.
-		c.stats.Unwanted++
+		// Nothing pending: never stored. If we had asked p for it, it is a
+		// late answer (we cancelled, timed out, or got it elsewhere). If
+		// not, p is pushing blocks nobody asked for, which costs us
+		// bandwidth and hashing: an offence.
+		st := c.peer(p)
+		if until, ok := st.asked[key]; ok && now.Before(until) {
+			delete(st.asked, key)
+			c.stats.Unwanted++
+		} else {
+			c.stats.Unsolicited++
+			c.log.Warn("exchange: peer sent a block nobody asked it for", "peer", p, "addr", d.Address)
+			c.offend(p, now)
+		}
 		c.mu.Unlock()
 		return
 	}
@@ -584,9 +754,16 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 		c.log.Warn("exchange: peer sent a bad block", "peer", p, "addr", d.Address, "err", err)
 	}
 
+	var cancelAt peer.ID
+	defer func() {
+		if cancelAt != "" {
+			c.send(cancelAt, []message.Entry{{Address: w.addr, Cancel: true}})
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.peer(p)
+	delete(st.asked, key)
 	if w.sentTo == p {
 		c.release(p)
 		if err == nil {
@@ -603,17 +780,17 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 		c.stats.BadBlocks++
 		w.dontHaves[p] = true
 		delete(w.haves, p)
-		st.offences++
-		if st.offences >= c.opts.MaxOffences {
-			c.log.Warn("exchange: dropping peer after repeated bad blocks", "peer", p, "offences", st.offences)
-			c.banned[p] = time.Now().Add(c.opts.BanFor)
-			go c.peers.Disconnect(p)
-		}
+		c.offend(p, now)
 		return
 	}
 	if w.resolved {
 		c.stats.DuplicateBlocks++
 		return
+	}
+	if w.sentTo != "" && err == nil {
+		// Another peer was asked for it and is still sending: tell it to
+		// stop. Its copy, if already on the way, is a late answer.
+		cancelAt = w.sentTo
 	}
 	c.stats.BlocksReceived++
 	c.stats.BytesReceived += uint64(len(block.Data))
@@ -621,6 +798,30 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	st.haveTrees[target(w.addr)] = true
 	w.leaf, w.block = leaf, block
 	c.resolve(w, err)
+}
+
+// offend counts one offence of p and drops it at MaxOffences: it is
+// disconnected, and neither asked nor listened to until BanFor has passed.
+// Callers hold mu.
+func (c *Client) offend(p peer.ID, now time.Time) {
+	c.offence[p]++
+	if c.offence[p] < c.opts.MaxOffences || c.isBanned(p, now) {
+		return
+	}
+	c.log.Warn("exchange: dropping peer after repeated offences", "peer", p, "offences", c.offence[p])
+	c.banned[p] = now.Add(c.opts.BanFor)
+	c.stats.PeersDropped++
+	for _, w := range c.wants {
+		delete(w.haves, p)
+		if w.sentTo == p {
+			w.sentTo = ""
+		}
+	}
+	for _, ts := range c.trees {
+		delete(ts.providers, p)
+	}
+	delete(c.peerSt, p)
+	go c.peers.Disconnect(p)
 }
 
 // resolve completes w for every waiter. Callers hold mu.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	kbucket "github.com/libp2p/go-libp2p-kbucket"
 	"log/slog"
 	"slices"
 	"sync"
@@ -70,8 +71,25 @@ const (
 // instead of one full interval later.
 const retryBase = 15 * time.Second
 
-// ErrNotFound is returned by FindProviders when no provider was found.
-var ErrNotFound = errors.New("discovery: no providers found")
+// ErrNotFound is returned by FindProviders when the DHT was asked and no
+// provider was found; it matches store.ErrNotFound too, so the exchange can
+// tell a definite "nobody" from a lookup that could not run.
+var ErrNotFound error = notFound{}
+
+type notFound struct{}
+
+func (notFound) Error() string        { return "discovery: no providers found" }
+func (notFound) Is(target error) bool { return target == store.ErrNotFound }
+
+// ErrNoPeers is returned when the lookup could not ask anyone: the DHT's
+// routing table is empty (the node has just started, or lost its peers).
+var ErrNoPeers = errors.New("discovery: no DHT peers to ask yet")
+
+// routingTabler is the part of the DHT that tells whether a lookup can
+// reach anybody; *dht.IpfsDHT has it.
+type routingTabler interface {
+	RoutingTable() *kbucket.RoutingTable
+}
 
 // Options configures a Discovery; zero values take the defaults.
 type Options struct {
@@ -415,7 +433,9 @@ func (d *Discovery) runLookup(ctx context.Context, c cid.Cid, l *lookup) {
 	defer l.cancel()
 	res := d.collect(ctx, c)
 	var err error
-	if len(res) == 0 {
+	if rt, ok := d.r.(routingTabler); ok && len(res) == 0 && rt.RoutingTable().Size() == 0 {
+		err = fmt.Errorf("%w (looking for %s)", ErrNoPeers, store.CIDText(c))
+	} else if len(res) == 0 {
 		err = fmt.Errorf("%w for %s", ErrNotFound, store.CIDText(c))
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w for %s within %v", ErrNotFound, store.CIDText(c), d.opts.FindTimeout)

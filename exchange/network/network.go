@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -37,6 +38,16 @@ type Options struct {
 	MaxMessageSize int
 	// QueueLength bounds the messages waiting to go to one peer (default 256).
 	QueueLength int
+	// QueueBytes bounds the encoded bytes of the messages waiting to go to
+	// one peer (default 8 MiB). Counting messages alone is no bound on
+	// memory: 256 batches of blocks for a peer that does not read would pin
+	// 256 MiB. A message larger than QueueBytes still goes, alone.
+	QueueBytes int
+	// WriteTimeout bounds one write to a peer's stream (default 30s). A
+	// peer that stops reading holds our writes on its flow-control window;
+	// past this its stream is reset and the messages being written are
+	// lost (their wants time out and are asked elsewhere).
+	WriteTimeout time.Duration
 	// MaxInboundStreams bounds the streams one peer may keep open to us
 	// (default 4); more are reset at once.
 	MaxInboundStreams int
@@ -61,6 +72,15 @@ type Network struct {
 // ErrClosed is returned by Send after Close.
 var ErrClosed = errors.New("exchange network closed")
 
+// ErrQueueFull is returned by TrySend when the peer's queue has no room.
+var ErrQueueFull = errors.New("exchange: send queue full")
+
+// ErrStalled is returned by Send and TrySend for WriteTimeout after a write
+// to the peer timed out: it is not reading, and what was queued for it has
+// been dropped. Callers give up on it at once instead of refilling the
+// queue only to wait out the timeout again.
+var ErrStalled = errors.New("exchange: peer is not reading")
+
 // New prepares the network; Start begins serving.
 func New(h host.Host, opts Options) *Network {
 	if opts.MaxMessageSize <= 0 {
@@ -68,6 +88,12 @@ func New(h host.Host, opts Options) *Network {
 	}
 	if opts.QueueLength <= 0 {
 		opts.QueueLength = 256
+	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = 8 << 20
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
 	}
 	if opts.MaxInboundStreams <= 0 {
 		opts.MaxInboundStreams = 4
@@ -101,19 +127,47 @@ func (n *Network) Close() {
 	}
 }
 
-// Send queues m for p. It blocks while p's queue is full, until ctx ends:
-// a slow peer slows down whoever sends to it instead of growing memory.
+// Send queues m for p. It blocks while p's queue is full (in messages or
+// in bytes), until ctx ends: a slow peer slows down whoever sends to it
+// instead of growing memory.
 func (n *Network) Send(ctx context.Context, p peer.ID, m *message.Message) error {
+	return n.send(ctx, p, m, true)
+}
+
+// TrySend queues m for p if its queue has room now, and fails with
+// ErrQueueFull otherwise. It never blocks: callers that serve many peers
+// from one goroutine use it so that one peer that does not read cannot
+// hold them up.
+func (n *Network) TrySend(p peer.ID, m *message.Message) error {
+	return n.send(context.Background(), p, m, false)
+}
+
+func (n *Network) send(ctx context.Context, p peer.ID, m *message.Message, wait bool) error {
 	s, err := n.sender(p)
 	if err != nil {
 		return err
 	}
+	it := item{m: m, size: m.Size()}
+	if err := s.reserve(ctx, it.size, wait); err != nil {
+		return fmt.Errorf("send to %s: %w", p, err)
+	}
+	if !wait {
+		select {
+		case s.queue <- it:
+			return nil
+		default:
+			s.release(it.size)
+			return fmt.Errorf("send to %s: %w", p, ErrQueueFull)
+		}
+	}
 	select {
-	case s.queue <- m:
+	case s.queue <- it:
 		return nil
 	case <-s.done:
+		s.release(it.size)
 		return fmt.Errorf("send to %s: %w", p, ErrClosed)
 	case <-ctx.Done():
+		s.release(it.size)
 		return fmt.Errorf("send to %s: %w", p, ctx.Err())
 	}
 }
@@ -126,7 +180,7 @@ func (n *Network) sender(p peer.ID) (*sender, error) {
 	}
 	s := n.senders[p]
 	if s == nil {
-		s = &sender{n: n, p: p, queue: make(chan *message.Message, n.opts.QueueLength), done: make(chan struct{})}
+		s = &sender{n: n, p: p, queue: make(chan item, n.opts.QueueLength), done: make(chan struct{}), freed: make(chan struct{})}
 		n.senders[p] = s
 		go s.run()
 	}
@@ -180,16 +234,111 @@ func (n *Network) handleStream(st network.Stream) {
 	}
 }
 
+// item is a queued message and its encoded size, counted against the
+// peer's byte budget until it has been written.
+type item struct {
+	m    *message.Message
+	size int
+}
+
 // sender owns the one outbound stream to a peer.
 type sender struct {
 	n     *Network
 	p     peer.ID
-	queue chan *message.Message
+	queue chan item
 	done  chan struct{}
 	once  sync.Once
+
+	mu    sync.Mutex
+	bytes int           // encoded bytes queued and not yet written
+	freed chan struct{} // closed, and replaced, whenever bytes go down
+	st    network.Stream
+	// stalled: until then, sends fail with ErrStalled (see stall).
+	stalled time.Time
 }
 
-func (s *sender) stop() { s.once.Do(func() { close(s.done) }) }
+// stall marks the peer as not reading after a write timed out: everything
+// queued for it is dropped, and sends fail at once for WriteTimeout.
+func (s *sender) stall() {
+	s.mu.Lock()
+	s.stalled = time.Now().Add(s.n.opts.WriteTimeout)
+	s.mu.Unlock()
+	for {
+		select {
+		case it := <-s.queue:
+			s.release(it.size)
+		default:
+			s.release(0) // wake senders waiting for room: they fail now
+			return
+		}
+	}
+}
+
+// stop ends the sender. A write blocked on a peer that does not read is cut
+// short at once, so the sender's goroutine does not outlive it by up to
+// WriteTimeout.
+func (s *sender) stop() {
+	s.once.Do(func() {
+		close(s.done)
+		s.mu.Lock()
+		if s.st != nil {
+			_ = s.st.SetWriteDeadline(time.Now())
+		}
+		s.mu.Unlock()
+	})
+}
+
+// reserve takes size bytes of the peer's budget, waiting for room if wait
+// is set. An empty queue always has room, so a message larger than the
+// budget can still be sent.
+func (s *sender) reserve(ctx context.Context, size int, wait bool) error {
+	for {
+		s.mu.Lock()
+		if time.Now().Before(s.stalled) {
+			s.mu.Unlock()
+			return ErrStalled
+		}
+		if s.bytes == 0 || s.bytes+size <= s.n.opts.QueueBytes {
+			s.bytes += size
+			s.mu.Unlock()
+			return nil
+		}
+		freed := s.freed
+		s.mu.Unlock()
+		if !wait {
+			return ErrQueueFull
+		}
+		select {
+		case <-freed:
+		case <-s.done:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *sender) release(size int) {
+	s.mu.Lock()
+	s.bytes -= size
+	close(s.freed)
+	s.freed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *sender) setStream(st network.Stream) {
+	s.mu.Lock()
+	s.st = st
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+		// stopped while opening: make sure stop's deadline applies
+		if st != nil {
+			_ = st.SetWriteDeadline(time.Now())
+		}
+	default:
+	}
+}
 
 // writeBuffer lets several queued messages leave in one write: encryption
 // and muxer framing cost per write, not per byte.
@@ -206,45 +355,85 @@ func (s *sender) run() {
 		}
 	}()
 	for {
-		var m *message.Message
+		var it item
 		select {
-		case m = <-s.queue:
+		case it = <-s.queue:
 		case <-s.done:
 			return
 		}
 		// One retry on a fresh stream: a stream may have been reset under
-		// us (the peer restarted) while the connection is fine.
+		// us (the peer restarted) while the connection is fine. Not after
+		// a timeout: a peer that did not read in WriteTimeout would not
+		// read on a new stream either.
 		for attempt := 0; ; attempt++ {
 			if st == nil {
 				var err error
 				if st, err = s.open(); err != nil {
 					s.n.log.Debug("exchange: cannot open stream", "peer", s.p, "err", err)
+					s.release(it.size)
 					break
 				}
+				s.setStream(st)
 				w = bufio.NewWriterSize(st, writeBuffer)
 			}
-			err := s.write(w, m)
+			err := s.write(st, w, it)
 			if err == nil {
 				break
 			}
 			s.n.log.Debug("exchange: send failed", "peer", s.p, "attempt", attempt, "err", err)
 			st.Reset()
 			st = nil
-			if attempt == 1 {
+			s.setStream(nil)
+			if isTimeout(err) {
+				s.n.log.Debug("exchange: peer is not reading; dropping its queue", "peer", s.p)
+				s.stall()
+				break
+			}
+			if attempt == 1 || s.stopped() {
 				break // the message is lost; the want it carried times out and is retried
 			}
+			// The item is still reserved: retried below.
+			s.mu.Lock()
+			s.bytes += it.size
+			s.mu.Unlock()
 		}
 	}
 }
 
-// write sends m and whatever else is already queued, then flushes.
-func (s *sender) write(w *bufio.Writer, m *message.Message) error {
+func (s *sender) stopped() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &t) && t.Timeout())
+}
+
+// write sends it and whatever else is already queued, then flushes, under
+// one write deadline. Each message's bytes leave the peer's budget once
+// handed to w (w's buffer is bounded by writeBuffer); on error the whole
+// budget of what was taken is released too, since those messages are lost.
+func (s *sender) write(st network.Stream, w *bufio.Writer, it item) error {
+	_ = st.SetWriteDeadline(time.Now().Add(s.n.opts.WriteTimeout))
+	// After the deadline is set: a stop from now on cuts it short (stop
+	// closes done before it sets its own deadline).
+	if s.stopped() {
+		s.release(it.size)
+		return ErrClosed
+	}
 	for {
-		if err := message.WriteMessage(w, m); err != nil {
+		err := message.WriteMessage(w, it.m)
+		s.release(it.size)
+		if err != nil {
 			return err
 		}
 		select {
-		case m = <-s.queue:
+		case it = <-s.queue:
 			continue
 		default:
 		}

@@ -44,13 +44,27 @@ type Options struct {
 	// Price is quoted in every Have presence (big-endian; empty = free).
 	Price []byte
 	// SendTimeout bounds handing one message to a slow peer (default 30s).
+	// A peer that does not take an answer in that time loses the rest of
+	// its queue: it can ask again once it reads.
 	SendTimeout time.Duration
-	Logger      *slog.Logger
+	// MaxWorkers bounds the peers whose blocks are being loaded and sent at
+	// once (default 64), so that many peers wanting at once cost at most
+	// MaxWorkers batches of memory; the others wait their turn.
+	MaxWorkers int
+	Logger     *slog.Logger
 }
 
-// Stats counts what the server has done.
+// Stats counts what the server has done, and what it holds now.
 type Stats struct {
 	BlocksSent, BytesSent, PresencesSent uint64
+	// WantsRefused counts WantBlocks dropped (or answered DontHave)
+	// because the peer's queue was full; QueueDropped counts queued wants
+	// dropped because their peer did not take an answer in SendTimeout.
+	WantsRefused, QueueDropped uint64
+	// Queued is the wanted blocks queued now over all peers; PeakQueue the
+	// most ever queued for one peer (never above MaxQueue); Workers the
+	// peers being worked on now.
+	Queued, PeakQueue, Workers int
 }
 
 // Server answers wants.
@@ -63,10 +77,15 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu    sync.Mutex
-	peers map[peer.ID]*peerQueue
+	slots chan struct{} // MaxWorkers tokens: a worker holds one per batch
 
-	blocksSent, bytesSent, presencesSent atomic.Uint64
+	mu        sync.Mutex
+	peers     map[peer.ID]*peerQueue
+	queued    int // entries over all peers
+	peakQueue int
+	workers   int
+
+	blocksSent, bytesSent, presencesSent, wantsRefused, queueDropped atomic.Uint64
 }
 
 // New builds a server; Close stops its workers.
@@ -80,11 +99,15 @@ func New(st Store, snd Sender, opts Options) *Server {
 	if opts.SendTimeout <= 0 {
 		opts.SendTimeout = 30 * time.Second
 	}
+	if opts.MaxWorkers <= 0 {
+		opts.MaxWorkers = 64
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{st: st, snd: snd, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, peers: map[peer.ID]*peerQueue{}}
+	return &Server{st: st, snd: snd, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
+		peers: map[peer.ID]*peerQueue{}, slots: make(chan struct{}, opts.MaxWorkers)}
 }
 
 // Close stops serving.
@@ -92,11 +115,18 @@ func (s *Server) Close() { s.cancel() }
 
 // Stats returns the counters so far.
 func (s *Server) Stats() Stats {
-	return Stats{BlocksSent: s.blocksSent.Load(), BytesSent: s.bytesSent.Load(), PresencesSent: s.presencesSent.Load()}
+	s.mu.Lock()
+	queued, peak, workers := s.queued, s.peakQueue, s.workers
+	s.mu.Unlock()
+	return Stats{BlocksSent: s.blocksSent.Load(), BytesSent: s.bytesSent.Load(), PresencesSent: s.presencesSent.Load(),
+		WantsRefused: s.wantsRefused.Load(), QueueDropped: s.queueDropped.Load(),
+		Queued: queued, PeakQueue: peak, Workers: workers}
 }
 
 // peerQueue is the wanted blocks of one peer, in the order asked, keyed so
-// that a cancel finds its entry at once.
+// that a cancel finds its entry at once. A cancel leaves its key in order
+// (skipped when reached); compact keeps order within twice MaxQueue, or a
+// peer repeating want-cancel pairs would grow it without end.
 type peerQueue struct {
 	order   []message.Key
 	entries map[message.Key]message.Entry
@@ -123,7 +153,10 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 		k := e.Address.Key()
 		switch {
 		case e.Cancel:
-			delete(q.entries, k)
+			if _, ok := q.entries[k]; ok {
+				delete(q.entries, k)
+				s.queued--
+			}
 		case e.WantType == message.WantHave:
 			haves = append(haves, e)
 		default:
@@ -131,6 +164,7 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 				continue
 			}
 			if len(q.entries) >= s.opts.MaxQueue {
+				s.wantsRefused.Add(1)
 				if e.SendDontHave {
 					presences = append(presences, message.Presence{Address: e.Address, Type: message.DontHave})
 				}
@@ -138,10 +172,16 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 			}
 			q.entries[k] = e
 			q.order = append(q.order, k)
+			s.queued++
+			if len(q.order) > 2*s.opts.MaxQueue {
+				q.compact()
+			}
 		}
 	}
+	s.peakQueue = max(s.peakQueue, len(q.entries))
 	if len(q.entries) > 0 && !q.working {
 		q.working = true
+		s.workers++
 		start = true
 	}
 	if len(q.entries) == 0 && !q.working {
@@ -170,13 +210,42 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 	}
 }
 
+// compact drops from order the keys cancelled or queued twice, keeping
+// each key's first place.
+func (q *peerQueue) compact() {
+	seen := make(map[message.Key]bool, len(q.entries))
+	out := q.order[:0]
+	for _, k := range q.order {
+		if _, ok := q.entries[k]; ok && !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	clear(q.order[len(out):])
+	q.order = out
+}
+
 // PeerGone drops what a disconnected peer had queued.
 func (s *Server) PeerGone(p peer.ID) {
 	s.mu.Lock()
-	if q := s.peers[p]; q != nil {
-		q.order, q.entries = nil, map[message.Key]message.Entry{}
-	}
+	s.dropQueue(p)
 	s.mu.Unlock()
+}
+
+// dropQueue empties p's queue; its worker, if any, ends at its next batch.
+// Callers hold mu.
+func (s *Server) dropQueue(p peer.ID) int {
+	q := s.peers[p]
+	if q == nil {
+		return 0
+	}
+	n := len(q.entries)
+	s.queued -= n
+	q.order, q.entries = nil, map[message.Key]message.Entry{}
+	if !q.working {
+		delete(s.peers, p)
+	}
+	return n
 }
 
 func (s *Server) has(a message.Address) (bool, error) {
@@ -198,11 +267,13 @@ func (s *Server) next(p peer.ID, max int) []message.Entry {
 		q.order = q.order[1:]
 		if e, ok := q.entries[k]; ok {
 			delete(q.entries, k)
+			s.queued--
 			out = append(out, e)
 		}
 	}
 	if len(out) == 0 {
 		q.working = false
+		s.workers--
 		delete(s.peers, p)
 	}
 	return out
@@ -212,39 +283,57 @@ func (s *Server) next(p peer.ID, max int) []message.Entry {
 func (s *Server) work(p peer.ID) {
 	perBatch := 16
 	for {
-		if s.ctx.Err() != nil {
-			return
-		}
 		entries := s.next(p, perBatch)
 		if len(entries) == 0 {
 			return
 		}
-		m := &message.Message{}
-		size := 0
-		for _, e := range entries {
-			d, err := s.load(e.Address)
-			if err != nil {
-				if !errors.Is(err, store.ErrNotFound) {
-					s.log.Warn("exchange: loading a wanted block failed", "addr", e.Address, "err", err)
-				}
-				if e.SendDontHave {
-					m.Presences = append(m.Presences, message.Presence{Address: e.Address, Type: message.DontHave})
-				}
-				continue
-			}
-			size += len(d.Data)
-			m.Blocks = append(m.Blocks, d)
-		}
-		if size > 0 {
-			perBatch = max(1, s.opts.BatchBytes/(size/len(m.Blocks)))
-		}
-		if len(m.Blocks) > 0 || len(m.Presences) > 0 {
-			if s.send(p, m) {
-				s.blocksSent.Add(uint64(len(m.Blocks)))
-				s.bytesSent.Add(uint64(size))
-			}
+		if !s.batch(p, entries, &perBatch) {
+			// Closed, or p is not taking what we send: what it still
+			// wants would only be loaded to be dropped.
+			s.mu.Lock()
+			s.queueDropped.Add(uint64(s.dropQueue(p)))
+			s.mu.Unlock()
 		}
 	}
+}
+
+// batch loads entries and sends them to p in one message, holding one of
+// the MaxWorkers slots meanwhile. It reports false when the server is
+// closed or the message could not be handed to p.
+func (s *Server) batch(p peer.ID, entries []message.Entry, perBatch *int) bool {
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.ctx.Done():
+		return false
+	}
+	defer func() { <-s.slots }()
+	m := &message.Message{}
+	size := 0
+	for _, e := range entries {
+		d, err := s.load(e.Address)
+		if err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				s.log.Warn("exchange: loading a wanted block failed", "addr", e.Address, "err", err)
+			}
+			if e.SendDontHave {
+				m.Presences = append(m.Presences, message.Presence{Address: e.Address, Type: message.DontHave})
+			}
+			continue
+		}
+		size += len(d.Data)
+		m.Blocks = append(m.Blocks, d)
+	}
+	if size > 0 {
+		*perBatch = max(1, s.opts.BatchBytes/max(1, size/len(m.Blocks)))
+	}
+	if len(m.Blocks) > 0 || len(m.Presences) > 0 {
+		if !s.send(p, m) {
+			return false
+		}
+		s.blocksSent.Add(uint64(len(m.Blocks)))
+		s.bytesSent.Add(uint64(size))
+	}
+	return s.ctx.Err() == nil
 }
 
 func (s *Server) load(a message.Address) (message.Delivery, error) {

@@ -1,0 +1,59 @@
+package server
+
+import (
+	"context"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/store"
+)
+
+// blockingSender takes no message until the test ends: a peer that does
+// not read.
+type blockingSender struct{ sent chan struct{} }
+
+func (b blockingSender) Send(ctx context.Context, _ peer.ID, _ *message.Message) error {
+	select {
+	case b.sent <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A peer repeating want-then-cancel while its worker is stuck cannot grow
+// its queue's order without end: cancelled keys are compacted away, and
+// the queue itself never holds more than MaxQueue.
+func TestWantCancelChurnStaysBounded(t *testing.T) {
+	const maxQueue = 16
+	st := store.NewMemory(0)
+	b := store.NewBlock(store.CodecManifest, []byte("a block to keep the worker busy"))
+	if err := st.Put(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	snd := blockingSender{sent: make(chan struct{}, 1)}
+	s := New(st, snd, Options{MaxQueue: maxQueue})
+	defer s.Close()
+	p := peer.ID("churner")
+
+	// The worker takes this block and blocks sending it.
+	s.HandleWants(p, message.WantList{Entries: []message.Entry{{Address: message.CIDAddress(b.CID)}}})
+	<-snd.sent
+
+	for i := range 10000 {
+		a := message.CIDAddress(store.NewBlock(store.CodecManifest, []byte{byte(i), byte(i >> 8)}).CID)
+		s.HandleWants(p, message.WantList{Entries: []message.Entry{{Address: a}, {Address: a, Cancel: true}}})
+	}
+	s.mu.Lock()
+	q := s.peers[p]
+	order, entries := len(q.order), len(q.entries)
+	s.mu.Unlock()
+	if entries > maxQueue || order > 2*maxQueue+1 {
+		t.Fatalf("queue holds %d entries in an order of %d keys: bound %d / %d", entries, order, maxQueue, 2*maxQueue+1)
+	}
+	if st := s.Stats(); st.Queued != entries || st.PeakQueue > maxQueue || st.Workers != 1 {
+		t.Fatalf("stats %+v, queue %d", st, entries)
+	}
+}
