@@ -60,7 +60,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 		log.Warn("the API is reachable from other hosts: anyone who can connect can upload and delete data", "api", ln.Addr())
 	}
 	api := &http.Server{
-		Handler:           httpapi.New(n, httpapi.Options{FetchTimeout: cfg.FetchTimeout, Logger: log}),
+		Handler:           httpapi.New(n, httpapi.Options{FetchTimeout: cfg.FetchTimeout, LoopbackOnly: isLoopback(ln.Addr()), Logger: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}

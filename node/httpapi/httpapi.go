@@ -10,8 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -65,7 +67,11 @@ type Options struct {
 	// what it had sent is removed, instead of holding a request and its
 	// share of the quota forever. Default 60s.
 	UploadIdleTimeout time.Duration
-	Logger            *slog.Logger
+	// LoopbackOnly says the API listens on loopback only: requests must
+	// then name a loopback host, which defeats DNS rebinding (a web page
+	// whose domain resolves to 127.0.0.1 still sends its own Host).
+	LoopbackOnly bool
+	Logger       *slog.Logger
 }
 
 // Server is the REST API handler.
@@ -107,7 +113,50 @@ func New(n Node, opts Options) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := s.admit(r); err != nil {
+		s.fail(w, r, http.StatusForbidden, err)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// admit refuses what web browsers send on behalf of other sites. The API
+// has no authentication, so a page in a local browser must not be able to
+// upload, delete or dial through it: browsers mark cross-site requests
+// (Sec-Fetch-Site, Origin), and with LoopbackOnly a Host that is not a
+// loopback name is a rebinding attempt. The CLI, curl and Codex clients
+// send none of these and are not affected.
+func (s *Server) admit(r *http.Request) error {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return errors.New("cross-site browser requests are refused: the API has no authentication")
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || !loopbackHost(u.Hostname()) {
+			return fmt.Errorf("requests from origin %q are refused: the API has no authentication", o)
+		}
+	}
+	if s.opts.LoopbackOnly {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !loopbackHost(host) {
+			return fmt.Errorf("host %q is not this node's loopback API", r.Host)
+		}
+	}
+	return nil
+}
+
+func loopbackHost(h string) bool {
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(h, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
 
 // fail writes a one-line plain-text error, as Codex does.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, err error) {

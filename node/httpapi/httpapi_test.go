@@ -235,3 +235,46 @@ func TestInfo(t *testing.T) {
 		t.Errorf("metrics: %d", r.status)
 	}
 }
+
+// A web page in a local browser cannot use the unauthenticated API: cross-
+// site requests and rebound host names are refused; the CLI's are not.
+func TestBrowserRequestsRefused(t *testing.T) {
+	n, err := node.New(node.Config{DataDir: t.TempDir(), BlockSize: 4096, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	srv := httptest.NewServer(New(n, Options{LoopbackOnly: true, Logger: slog.New(slog.DiscardHandler)}))
+	t.Cleanup(srv.Close)
+	url := srv.URL + "/api/codex/v1/space"
+	cases := []struct {
+		header map[string]string
+		status int
+	}{
+		{nil, 200},
+		{map[string]string{"Origin": "http://localhost:3000"}, 200},
+		{map[string]string{"Origin": "https://evil.example"}, 403},
+		{map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{map[string]string{"Sec-Fetch-Site": "same-origin"}, 200},
+		{map[string]string{"Host": "evil.example"}, 403},
+		{map[string]string{"Host": "localhost:8080"}, 200},
+	}
+	for _, tc := range cases {
+		req, _ := http.NewRequest("GET", url, nil)
+		for k, v := range tc.header {
+			if k == "Host" {
+				req.Host = v
+			} else {
+				req.Header.Set(k, v)
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("headers %v: %d, want %d", tc.header, resp.StatusCode, tc.status)
+		}
+	}
+}
