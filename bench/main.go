@@ -98,7 +98,7 @@ func run(size int64, keep bool) error {
 		}
 		return d, err
 	}
-	a, err := start("a", false)
+	a, err := start("a", true)
 	if err != nil {
 		return err
 	}
@@ -109,6 +109,31 @@ func run(size int64, keep bool) error {
 	}
 	rows = append(rows, row{"sha256sum of the file (hashing floor)", mbps(size, hashT), "1.00"})
 	rows = append(rows, row{"meshfs upload, K=4 M=2", mbps(size, upT), ratio(hashT, upT)})
+
+	// Warm read: the dataset is in A's store; the mount against the same
+	// bytes in a plain file, each from a cold and then a warm page cache.
+	onMount := filepath.Join(a.Mount, c)
+	for _, pass := range []struct {
+		name string
+		cold bool
+	}{{"page cache dropped", true}, {"page cache warm", false}} {
+		if pass.cold && !dropCaches() {
+			rows = append(rows, row{"(page cache could not be dropped: cold rows are warm)", "", ""})
+		}
+		plainT, err := timed(func() error { return shell(fmt.Sprintf("cat %q > /dev/null", file)) })
+		if err != nil {
+			return err
+		}
+		if pass.cold {
+			dropCaches()
+		}
+		mountT, err := timed(func() error { return shell(fmt.Sprintf("cat %q > /dev/null", onMount)) })
+		if err != nil {
+			return fmt.Errorf("cat of a local dataset: %w", err)
+		}
+		rows = append(rows, row{"plain file cat, " + pass.name, mbps(size, plainT), "1.00"})
+		rows = append(rows, row{"local dataset cat through the mount, " + pass.name, mbps(size, mountT), ratio(plainT, mountT)})
+	}
 
 	boot, err := a.P2PAddr()
 	if err != nil {
@@ -138,6 +163,9 @@ func run(size int64, keep bool) error {
 		return err
 	}
 	rows = append(rows, row{"second cat (page cache)", mbps(size, warmT), ratio(ceiling, warmT)})
+	if hwm, err := vmHWM(m.Pid()); err == nil {
+		rows = append(rows, row{fmt.Sprintf("peak RSS of the reading daemon after %.0f MiB through its mount", mib), fmt.Sprintf("%d MiB", hwm>>20), ""})
+	}
 
 	f, err := start("d", true, "--bootstrap", boot)
 	if err != nil {
@@ -148,6 +176,22 @@ func run(size int64, keep bool) error {
 		return fmt.Errorf("head -c 1: %w", err)
 	}
 	rows = append(rows, row{"head -c 1 on a cold mount (lookup + first block)", ttfb.Round(100 * time.Microsecond).String(), ""})
+
+	e, err := start("e", true, "--bootstrap", boot)
+	if err != nil {
+		return err
+	}
+	p50, p99, err := randomReads(filepath.Join(e.Mount, c), size, 200)
+	if err != nil {
+		return fmt.Errorf("random reads: %w", err)
+	}
+	rows = append(rows, row{"4 KiB random reads on a cold mount, p50 / p99", fmt.Sprintf("%s / %s", p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond)), ""})
+
+	erasureRows, err := erasureRead(work, a, boot, size, start, apiT)
+	if err != nil {
+		return fmt.Errorf("erasure read: %w", err)
+	}
+	rows = append(rows, erasureRows...)
 
 	fmt.Printf("meshfs bench: %.0f MiB dataset, %s\n", mib, time.Now().Format(time.RFC3339))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
