@@ -545,7 +545,7 @@ func testAPIBadInput(t *testing.T, d *daemon, mnt, c string, data []byte, treeCI
 				t.Fatal(err)
 			}
 			w := bufio.NewWriter(conn)
-			fmt.Fprintf(w, "POST /api/codex/v1/data HTTP/1.1\r\nHost: meshfs\r\nContent-Type: application/octet-stream\r\n")
+			fmt.Fprintf(w, "POST /api/codex/v1/data HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n")
 			if chunked {
 				fmt.Fprintf(w, "Transfer-Encoding: chunked\r\n\r\n%x\r\n", sent)
 			} else {
