@@ -82,7 +82,10 @@ type Options struct {
 	MaxOffences int
 	// BanFor is how long a dropped peer is ignored (default 10 minutes).
 	BanFor time.Duration
-	Logger *slog.Logger
+	// ObserveLatency, when set, is told how long each delivered block took
+	// from its WantBlock (for metrics); it must not block.
+	ObserveLatency func(time.Duration)
+	Logger         *slog.Logger
 }
 
 // Client fetches blocks from peers.
@@ -125,6 +128,9 @@ type Stats struct {
 	// SendsRefused counts want lists not sent because the peer's queue
 	// was full: the peer is passed over for a while.
 	SendsRefused uint64
+	// The protocol steps: WantHave and WantBlock entries sent, and the
+	// Have and DontHave answers received.
+	WantHavesSent, WantBlocksSent, HavesReceived, DontHavesReceived uint64
 	// InFlight is the WantBlocks outstanding now, over all peers.
 	InFlight   int
 	BlocksFrom map[peer.ID]uint64
@@ -621,6 +627,20 @@ func (c *Client) send(p peer.ID, entries []message.Entry) bool {
 		c.log.Debug("exchange: want not sent", "peer", p, "err", err)
 		return false
 	}
+	var haves, blocks uint64
+	for _, e := range entries {
+		switch {
+		case e.Cancel:
+		case e.WantType == message.WantHave:
+			haves++
+		default:
+			blocks++
+		}
+	}
+	c.mu.Lock()
+	c.stats.WantHavesSent += haves
+	c.stats.WantBlocksSent += blocks
+	c.mu.Unlock()
 	return true
 }
 
@@ -680,6 +700,11 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 	st := c.peer(p)
 	for _, pr := range ps {
 		w := c.wants[pr.Address.Key()]
+		if pr.Type == message.Have {
+			c.stats.HavesReceived++
+		} else {
+			c.stats.DontHavesReceived++
+		}
 		if pr.Type == message.Have {
 			st.haveTrees[target(pr.Address)] = true
 			if price, ok := message.PriceUint64(pr.Price); ok {
@@ -768,6 +793,9 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 		c.release(p)
 		if err == nil {
 			lat := time.Since(w.sentAt)
+			if c.opts.ObserveLatency != nil {
+				c.opts.ObserveLatency(lat)
+			}
 			if st.latency == 0 {
 				st.latency = lat
 			} else {
