@@ -39,6 +39,10 @@ type Dataset struct {
 
 	rec recovery // erasure decoding state, see decode.go
 
+	// counters, when set, are the node's: cache and decode figures for
+	// its metrics.
+	counters *readCounters
+
 	pmu        sync.Mutex
 	lastEnd    int64               // where the previous read ended
 	prefetched uint64              // prefetch has been started up to here
@@ -234,7 +238,13 @@ func (r ctxReaderAt) ReadAt(p []byte, off int64) (int, error) { return r.d.ReadA
 // the network within BlockTimeout), or by decoding its codeword.
 func (d *Dataset) block(ctx context.Context, i uint64) ([]byte, error) {
 	if data, ok := d.cache.get(i); ok {
+		if d.counters != nil {
+			d.counters.cacheHits.Add(1)
+		}
 		return data, nil
+	}
+	if d.counters != nil {
+		d.counters.cacheMisses.Add(1)
 	}
 	leaf, data, err := d.fetch(ctx, i)
 	if err == nil {

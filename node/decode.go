@@ -172,6 +172,10 @@ func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause erro
 		}
 	}
 	d.rec.recovered.Add(uint64(len(rebuilt)))
+	if d.counters != nil {
+		d.counters.decodes.Add(1)
+		d.counters.recovered.Add(uint64(len(rebuilt)))
+	}
 	d.keep(idx, leaves, rebuilt)
 	return out, nil
 }

@@ -69,6 +69,9 @@ type Node struct {
 	ctx    context.Context // lives until Close: background fetches, announcements
 	cancel context.CancelFunc
 	fetch  fetches
+
+	metrics *metrics
+	reads   readCounters
 }
 
 // New opens (or creates) the node's repository in cfg.DataDir, starts its
@@ -125,10 +128,13 @@ func New(cfg Config) (n *Node, err error) {
 	dopts.Logger = cfg.Logger
 	n.disc = discovery.New(n.host.DHT(), n.host.Host(), dopts)
 	n.disc.Start(n.ctx)
+	n.metrics = newMetrics()
 	xopts := cfg.Exchange
 	xopts.Logger = cfg.Logger
+	xopts.Client.ObserveLatency = n.metrics.observe
 	n.engine = exchange.New(n.host.Host(), st, n.disc, xopts)
 	n.net = store.NewNetworkStore(st, n.engine)
+	n.metrics.reg.MustRegister(nodeCollector{n})
 	n.fetch.init()
 
 	entries, err := n.List(n.ctx)
@@ -206,6 +212,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	}
 	d.BlockTimeout = n.cfg.FetchTimeout
 	d.Prefetch = prefetchBlocks
+	d.counters = &n.reads
 	return d, nil
 }
 

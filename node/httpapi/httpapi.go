@@ -23,6 +23,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshfs/meshfs/node"
@@ -49,6 +50,7 @@ type Node interface {
 	FetchStatus(c cid.Cid) (node.FetchProgress, bool)
 	Connect(ctx context.Context, p peer.ID, addrs []string) error
 	Addrs() []string
+	Gatherer() prometheus.Gatherer
 }
 
 // DefaultUploadIdleTimeout is Options.UploadIdleTimeout's default.
@@ -109,7 +111,7 @@ func New(n Node, opts Options) *Server {
 	s.mux.HandleFunc("GET "+prefix+"/peerid", s.peerID)
 	s.mux.HandleFunc("GET "+prefix+"/debug/info", s.debugInfo)
 	s.mux.HandleFunc("GET "+prefix+"/connect/{peerId}", s.connect)
-	s.mux.Handle("GET /metrics", promhttp.Handler())
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(n.Gatherer(), promhttp.HandlerOpts{}))
 	return s
 }
 

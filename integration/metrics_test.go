@@ -1,0 +1,75 @@
+package integration
+
+import (
+	"bufio"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// scrape reads one sample of a daemon's /metrics, by its full name with
+// labels as Prometheus prints them; absent is -1.
+func scrape(t *testing.T, d *daemon, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(d.API + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", sample, line)
+			}
+			return f
+		}
+	}
+	return -1
+}
+
+// The metrics a user would watch are there and move with a transfer.
+func TestMetricsMoveWithATransfer(t *testing.T) {
+	tmp := t.TempDir()
+	listen := []string{"--listen", "/ip4/127.0.0.1/tcp/0"}
+	a := startDaemon(t, filepath.Join(tmp, "a"), "", listen...)
+	b := startDaemon(t, filepath.Join(tmp, "b"), "", append(listen, "--bootstrap", a.p2pAddr(t))...)
+	path := writeRandomFile(t, tmp, 3<<20, 5)
+	id := a.upload(t, path)
+
+	received := `meshfs_exchange_total{event="block_received"}`
+	if v := scrape(t, b, received); v != 0 {
+		t.Fatalf("%s before any transfer = %v, want 0", received, v)
+	}
+	if v := scrape(t, a, `meshfs_store_bytes{kind="used"}`); v <= 3<<20 {
+		t.Errorf("A's store used bytes %v after a 3 MiB upload", v)
+	}
+	got := filepath.Join(tmp, "got")
+	if r := b.meshfs(t, "download", id, "-o", got); r.code != 0 {
+		t.Fatalf("download: %s", r.stderr)
+	}
+	must(t, "cmp", got, path)
+
+	for _, m := range []struct {
+		d      *daemon
+		sample string
+		min    float64
+	}{
+		{b, received, 48}, // 3 MiB of 64 KiB blocks
+		{b, `meshfs_exchange_total{event="byte_received"}`, 3 << 20},
+		{b, `meshfs_exchange_total{event="want_block_sent"}`, 48},
+		{b, `meshfs_exchange_want_latency_seconds_count`, 48},
+		{b, `meshfs_read_cache_total{result="miss"}`, 1},
+		{b, `meshfs_peers`, 1},
+		{a, `meshfs_exchange_total{event="block_sent"}`, 48},
+		{a, `meshfs_exchange_total{event="byte_sent"}`, 3 << 20},
+	} {
+		if v := scrape(t, m.d, m.sample); v < m.min {
+			t.Errorf("%s = %v after the transfer, want at least %v", m.sample, v, m.min)
+		}
+	}
+}
