@@ -54,6 +54,19 @@ func TestMetricsMoveWithATransfer(t *testing.T) {
 	}
 	must(t, "cmp", got, path)
 
+	// meshfs status on B names A as its peer, and B's fetch once started.
+	resp, err := http.Post(b.API+"/api/codex/v1/data/"+id+"/network", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	st := b.meshfs(t, "status")
+	aID := strings.TrimSpace(must(t, bin, "id", "--api", a.API))
+	if st.code != 0 || !strings.Contains(st.stdout, "peers:") || !strings.Contains(st.stdout, id) ||
+		!strings.Contains(aID, strings.Fields(strings.SplitN(st.stdout, "peers:", 2)[1])[1]) {
+		t.Errorf("meshfs status on B (A is %s):\n%s%s", aID, st.stdout, st.stderr)
+	}
+
 	for _, m := range []struct {
 		d      *daemon
 		sample string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,6 +149,24 @@ func (n *Node) fetchBlock(ctx context.Context, d *Dataset, i uint64) error {
 		return fmt.Errorf("parity block %d: %w", i, err)
 	}
 	return nil
+}
+
+// Fetches reports every background fetch started since the node began.
+func (n *Node) Fetches() []FetchProgress {
+	n.fetch.mu.Lock()
+	cids := make([]cid.Cid, 0, len(n.fetch.m))
+	for c := range n.fetch.m {
+		cids = append(cids, c)
+	}
+	n.fetch.mu.Unlock()
+	out := make([]FetchProgress, 0, len(cids))
+	for _, c := range cids {
+		if p, ok := n.FetchStatus(c); ok {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b FetchProgress) int { return a.Started.Compare(b.Started) })
+	return out
 }
 
 // FetchStatus reports the background fetch of c, if one was started.

@@ -252,8 +252,19 @@ func (c *client) Download(ctx context.Context, cid string) (*http.Response, erro
 
 // debugInfo is the part of GET /debug/info the CLI uses.
 type debugInfo struct {
-	ID    string   `json:"id"`
-	Addrs []string `json:"addrs"`
+	ID      string      `json:"id"`
+	Addrs   []string    `json:"addrs"`
+	Peers   []string    `json:"peers"`
+	Fetches []fetchInfo `json:"fetches"`
+}
+
+// fetchInfo is one background fetch as meshfs reports it.
+type fetchInfo struct {
+	CID     string `json:"cid"`
+	Blocks  uint64 `json:"totalBlocks"`
+	Fetched uint64 `json:"fetchedBlocks"`
+	Done    bool   `json:"done"`
+	Error   string `json:"error"`
 }
 
 // DebugInfo returns the node's peer ID and listen addresses.

@@ -536,3 +536,51 @@ func (a *app) newSpaceCmd() *cobra.Command {
 	})
 	return a.bindAll(cmd)
 }
+
+func (a *app) newStatusCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the node: identity, peers, store usage and background fetches",
+		Args:  exactArgs(0, "no arguments"),
+	}
+	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, _ []string) error {
+		info, err := c.DebugInfo(ctx)
+		if err != nil {
+			return err
+		}
+		s, _, err := c.Space(ctx)
+		if err != nil {
+			return err
+		}
+		num := func(n json.Number) uint64 {
+			v, _ := strconv.ParseUint(n.String(), 10, 64)
+			return v
+		}
+		tw := tabwriter.NewWriter(a.stdout, 0, 8, 1, ' ', 0)
+		fmt.Fprintf(tw, "id:\t%s\n", info.ID)
+		fmt.Fprintf(tw, "addresses:\t%d\n", len(info.Addrs))
+		fmt.Fprintf(tw, "peers:\t%d\n", len(info.Peers))
+		for _, p := range info.Peers {
+			fmt.Fprintf(tw, "\t%s\n", p)
+		}
+		quota := "unlimited"
+		if q := num(s.QuotaMaxBytes); q > 0 {
+			quota = formatSize(q)
+		}
+		fmt.Fprintf(tw, "store:\t%s used of %s, %s blocks\n", formatSize(num(s.QuotaUsedBytes)), quota, orDash(s.TotalBlocks.String()))
+		fmt.Fprintf(tw, "fetches:\t%d\n", len(info.Fetches))
+		for _, f := range info.Fetches {
+			state := "running"
+			switch {
+			case f.Error != "":
+				state = "failed: " + f.Error
+			case f.Done:
+				state = "done"
+			}
+			fmt.Fprintf(tw, "\t%s\t%d/%d blocks\t%s\n", f.CID, f.Fetched, f.Blocks, state)
+		}
+		return tw.Flush()
+	})
+	return a.bindAll(cmd)
+}

@@ -143,6 +143,7 @@ in its help; a flag given on the command line wins over the environment.`,
 		a.newStatCmd(),
 		a.newRmCmd(),
 		a.newSpaceCmd(),
+		a.newStatusCmd(),
 	)
 	return root
 }

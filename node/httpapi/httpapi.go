@@ -50,6 +50,8 @@ type Node interface {
 	FetchStatus(c cid.Cid) (node.FetchProgress, bool)
 	Connect(ctx context.Context, p peer.ID, addrs []string) error
 	Addrs() []string
+	Peers() []peer.ID
+	Fetches() []node.FetchProgress
 	Gatherer() prometheus.Gatherer
 }
 
@@ -538,7 +540,10 @@ func (s *Server) debugInfo(w http.ResponseWriter, r *http.Request) {
 		"addrs":             addrs,
 		"repo":              s.n.DataDir(),
 		"announceAddresses": addrs,
-		"codex":             map[string]string{"version": Version, "revision": Version},
+		// meshfs's additions, for `meshfs status`.
+		"peers":   peerIDs(s.n.Peers()),
+		"fetches": s.n.Fetches(),
+		"codex":   map[string]string{"version": Version, "revision": Version},
 	})
 }
 
@@ -571,4 +576,12 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeJSON(w, p)
+}
+
+func peerIDs(ps []peer.ID) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
 }
