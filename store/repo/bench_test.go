@@ -1,8 +1,22 @@
 package repo
 
+// The benchmarks and the memory test use only the package's public API, so
+// that the same file runs against earlier implementations for comparison.
+
 import (
+	"bufio"
+	"io/fs"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/meshfs/meshfs/store"
 )
@@ -50,9 +64,41 @@ func BenchmarkPut(b *testing.B) {
 	}
 }
 
-// benchRepo holds 4096 blocks (256 MiB) in tables rather than the write
-// buffer: reopening flushes the journal to level 0.
-func benchRepo(b *testing.B) (*Store, []store.Block) {
+// BenchmarkPutParallel is BenchmarkPut from 2×GOMAXPROCS goroutines, as
+// the uploader's parity writers and the exchange's fetches put at once.
+func BenchmarkPutParallel(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	// Blocks made up front: a stream's StopTimer cannot be used in parallel.
+	blocks := make([]store.Block, min(b.N, 8192))
+	rng := rand.NewChaCha8([32]byte{3})
+	for i := range blocks {
+		data := make([]byte, benchBlock)
+		rng.Read(data)
+		blocks[i] = store.NewBlock(store.CodecBlock, data)
+	}
+	var next atomic.Int64
+	b.SetBytes(benchBlock)
+	b.SetParallelism(2)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := int(next.Add(1)-1) % len(blocks) // repeats beyond 8192 are idempotent Puts
+			if err := s.Put(b.Context(), blocks[i]); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// benchRepo holds 4096 blocks (256 MiB), reopened so that nothing is in
+// the store's own caches (for the LevelDB-values format: tables rather than
+// the write buffer, since reopening flushes the journal to level 0).
+func benchRepo(b *testing.B) (*Store, []store.Block, string) {
 	dir := b.TempDir()
 	s, err := Open(dir, Options{})
 	if err != nil {
@@ -72,26 +118,90 @@ func benchRepo(b *testing.B) (*Store, []store.Block) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	return s, cids
+	return s, cids, dir
 }
 
-// BenchmarkGet measures random Gets of 64 KiB blocks from tables.
-func BenchmarkGet(b *testing.B) {
-	s, blocks := benchRepo(b)
-	rng := rand.New(rand.NewPCG(1, 2))
-	b.SetBytes(benchBlock)
-	b.ResetTimer()
-	for range b.N {
-		blk, err := s.Get(b.Context(), blocks[rng.IntN(len(blocks))].CID)
-		if err != nil || len(blk.Data) != benchBlock {
-			b.Fatal(err)
+// evict writes back and drops from the page cache every file under dir,
+// so that the next reads come from the disk (drop_caches for one tree).
+func evict(b *testing.B, dir string) {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
 		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		unix.Fdatasync(int(f.Fd()))
+		return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
 }
 
-// BenchmarkGetParallel is BenchmarkGet from GOMAXPROCS goroutines.
+// BenchmarkGet measures random Gets of 64 KiB blocks:
+//   - cold: from the disk, the page cache dropped for the repository, each
+//     block read once per round;
+//   - warm: 256 MiB in the page cache but not in the store's own caches;
+//   - hot: 64 blocks (4 MiB) read over and over.
+func BenchmarkGet(b *testing.B) {
+	b.Run("cold", func(b *testing.B) {
+		s, blocks, dir := benchRepo(b)
+		rng := rand.New(rand.NewPCG(1, 2))
+		var order []int
+		b.SetBytes(benchBlock)
+		b.ResetTimer()
+		for range b.N {
+			if len(order) == 0 {
+				b.StopTimer()
+				evict(b, dir)
+				order = rng.Perm(len(blocks))
+				b.StartTimer()
+			}
+			blk, err := s.Get(b.Context(), blocks[order[0]].CID)
+			if err != nil || len(blk.Data) != benchBlock {
+				b.Fatal(err)
+			}
+			order = order[1:]
+		}
+	})
+	b.Run("warm", func(b *testing.B) {
+		s, blocks, _ := benchRepo(b)
+		rng := rand.New(rand.NewPCG(1, 2))
+		b.SetBytes(benchBlock)
+		b.ResetTimer()
+		for range b.N {
+			blk, err := s.Get(b.Context(), blocks[rng.IntN(len(blocks))].CID)
+			if err != nil || len(blk.Data) != benchBlock {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("hot", func(b *testing.B) {
+		s, blocks, _ := benchRepo(b)
+		blocks = blocks[:64]
+		for _, blk := range blocks {
+			if _, err := s.Get(b.Context(), blk.CID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		b.SetBytes(benchBlock)
+		b.ResetTimer()
+		for range b.N {
+			blk, err := s.Get(b.Context(), blocks[rng.IntN(len(blocks))].CID)
+			if err != nil || len(blk.Data) != benchBlock {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkGetParallel is BenchmarkGet/warm from GOMAXPROCS goroutines.
 func BenchmarkGetParallel(b *testing.B) {
-	s, blocks := benchRepo(b)
+	s, blocks, _ := benchRepo(b)
 	b.SetBytes(benchBlock)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -104,4 +214,97 @@ func BenchmarkGetParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSequential256MiB puts 256 MiB of new blocks into a new store and
+// reads them back in order, as an upload followed by a cat does; bytes/s
+// counts both passes, put-MB/s and read-MB/s each.
+func BenchmarkSequential256MiB(b *testing.B) {
+	const n = 4096
+	stream := &blockStream{rng: rand.NewChaCha8([32]byte{4})}
+	blocks := make([]store.Block, n)
+	for i := range blocks {
+		blocks[i] = stream.next(b)
+	}
+	b.SetBytes(2 * n * benchBlock)
+	b.ResetTimer()
+	var put, read time.Duration
+	for range b.N {
+		b.StopTimer()
+		s, err := Open(b.TempDir(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		for _, blk := range blocks {
+			if err := s.Put(b.Context(), blk); err != nil {
+				b.Fatal(err)
+			}
+		}
+		mid := time.Now()
+		for _, blk := range blocks {
+			if _, err := s.Get(b.Context(), blk.CID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		put += mid.Sub(start)
+		read += time.Since(mid)
+		b.StopTimer()
+		s.Close()
+		b.StartTimer()
+	}
+	mb := float64(b.N) * n * benchBlock / 1e6
+	b.ReportMetric(mb/put.Seconds(), "put-MB/s")
+	b.ReportMetric(mb/read.Seconds(), "read-MB/s")
+}
+
+// TestSequentialPutMemory puts MESHFS_REPO_MEM_MIB MiB of new blocks, made
+// on the fly as the uploader makes them, and reports the process's peak
+// RSS. It is a measurement, not a check, so it runs only when asked:
+//
+//	MESHFS_REPO_MEM_MIB=1024 go test -run TestSequentialPutMemory -v ./store/repo
+func TestSequentialPutMemory(t *testing.T) {
+	mib, _ := strconv.Atoi(os.Getenv("MESHFS_REPO_MEM_MIB"))
+	if mib == 0 {
+		t.Skip("set MESHFS_REPO_MEM_MIB to run")
+	}
+	before := peakRSS(t)
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rng := rand.NewChaCha8([32]byte{5})
+	start := time.Now()
+	for range mib * (1 << 20) / benchBlock {
+		data := make([]byte, benchBlock) // fresh, as the store may keep it
+		rng.Read(data)
+		if err := s.Put(t.Context(), store.NewBlock(store.CodecBlock, data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("put %d MiB in %v (%.0f MB/s incl. generating and hashing for the CID); peak RSS %d MiB (%d MiB before opening); Go Sys %d MiB",
+		mib, elapsed.Round(time.Millisecond), float64(mib<<20)/1e6/elapsed.Seconds(), peakRSS(t)>>20, before>>20, ms.Sys>>20)
+}
+
+// peakRSS is the process's high-water mark of resident memory (VmHWM).
+func peakRSS(t *testing.T) uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Skip("no VmHWM")
+	return 0
 }

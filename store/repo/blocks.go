@@ -13,17 +13,52 @@ import (
 	"github.com/meshfs/meshfs/store"
 )
 
-// Get implements store.BlockStore. The returned Data is the buffer goleveldb
-// allocated for this read; it is handed over, not copied again.
+// Get implements store.BlockStore. Data is read straight from the block's
+// pack into a buffer of the size its index entry records.
 func (s *Store) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 	if err := s.enter(ctx); err != nil {
 		return store.Block{}, fmt.Errorf("repo: get %s: %w", store.CIDText(c), err)
 	}
-	data, err := s.db.Get(dataKey(c), nil)
+	x, err := s.index(c)
 	if err != nil {
-		return store.Block{}, fmt.Errorf("repo: get %s: %w", store.CIDText(c), dbErr(err))
+		return store.Block{}, fmt.Errorf("repo: get %s: %w", store.CIDText(c), err)
+	}
+	data, err := s.read(c, x)
+	if err != nil {
+		return store.Block{}, fmt.Errorf("repo: get %s: %w", store.CIDText(c), err)
 	}
 	return store.Block{CID: c, Data: data}, nil
+}
+
+// read returns the bytes of block c, whose index entry was x: one pread,
+// and no copy. Should compaction move the block and retire its pack after
+// the lookup, the read fails and the entry is looked up again, so the
+// caller sees the block at its new place or, if it was deleted meanwhile,
+// ErrNotFound.
+func (s *Store) read(c cid.Cid, x blockIndex) ([]byte, error) {
+	for tries := 0; ; tries++ {
+		data, err := s.readData(x)
+		if err == nil {
+			if s.verify {
+				if err := store.Verify(store.Block{CID: c, Data: data}); err != nil {
+					return nil, fmt.Errorf("pack %s at %d: %w", s.packPath(x.pack), x.off, err)
+				}
+			}
+			return data, nil
+		}
+		y, ierr := s.index(c)
+		if ierr != nil {
+			return nil, ierr
+		}
+		if y.pack == x.pack && y.off == x.off || tries == 2 {
+			// Not a move: the pack lost the bytes behind the store's back.
+			if errors.Is(err, errShortPack) || errors.Is(err, errPackMissing) {
+				err = fmt.Errorf("%w: %w", store.ErrInvalidBlock, err)
+			}
+			return nil, err
+		}
+		x = y
+	}
 }
 
 // Has implements store.BlockStore.
@@ -39,42 +74,109 @@ func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
 }
 
 // Put implements store.BlockStore.
+//
+// Sequence, and why:
+//  1. Verify the bytes: the one hash of the call, outside every lock.
+//     Return early if the block is held.
+//  2. Check the quota under mu, so that a Put refused early appends
+//     nothing.
+//  3. Append the record to the active pack under packMu alone: one header
+//     and one data pwrite. In sync mode, fsync the pack, outside the locks.
+//  4. Under mu, commit the index entry with the usage and pack records,
+//     after the authoritative quota check.
+//
+// A crash after 3 leaves a record that no entry points at, at the end of
+// the pack: the next Open truncates it away. A Put that fails at 4 (quota,
+// Close, or another Put of the same block that committed first) leaves
+// its record dead in the pack, counted as such by the pack's record. The
+// block is never held without its record.
 func (s *Store) Put(ctx context.Context, b store.Block) error {
-	if err := s.enter(ctx); err != nil {
+	fail := func(err error) error {
 		return fmt.Errorf("repo: put %s: %w", store.CIDText(b.CID), err)
 	}
-	if !b.CID.Defined() {
-		return fmt.Errorf("repo: put: undefined CID: %w", store.ErrInvalidBlock)
+	if !b.CID.Defined() || b.CID.ByteLen() > maxCIDBytes {
+		return fmt.Errorf("repo: put: undefined or oversized CID: %w", store.ErrInvalidBlock)
 	}
-	// Hash outside the lock: it is the costly part and needs no state.
+	s.puts.RLock()
+	defer s.puts.RUnlock()
+	if err := s.enter(ctx); err != nil {
+		return fail(err)
+	}
 	if err := store.Verify(b); err != nil {
 		return fmt.Errorf("repo: put: %w", err)
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	ik := indexKey(b.CID)
 	held, err := s.db.Has(ik, nil)
 	if err != nil {
-		return fmt.Errorf("repo: put %s: %w", store.CIDText(b.CID), dbErr(err))
+		return fail(dbErr(err))
 	}
 	if held {
 		return nil
 	}
+
 	size := uint64(len(b.Data))
-	if s.quota > 0 && s.usage.bytes+size > s.quota {
-		return fmt.Errorf("repo: put %s: %d bytes with %d of %d used: %w",
-			store.CIDText(b.CID), size, s.usage.bytes, s.quota, store.ErrQuotaExceeded)
+	s.mu.Lock()
+	err = s.checkQuota(size)
+	s.mu.Unlock()
+	if err != nil {
+		return fail(err)
 	}
-	batch := &s.batch
-	batch.Reset()
-	batch.Put(dataKey(b.CID), b.Data)
-	batch.Put(ik, blockIndex{size: size}.encode())
-	next := usage{blocks: s.usage.blocks + 1, bytes: s.usage.bytes + size}
-	if err := s.commit(batch, next); err != nil {
-		return fmt.Errorf("repo: put %s: %w", store.CIDText(b.CID), err)
+
+	p, off, err := s.appendRecord(b.CID, b.Data)
+	if err != nil {
+		return fail(err)
+	}
+	if s.sync {
+		if err = p.f.Sync(); err != nil {
+			err = fmt.Errorf("sync pack: %w", err)
+		}
+	}
+	if crashHook != nil && err == nil {
+		crashHook(hookAppended)
+	}
+
+	s.mu.Lock()
+	if err == nil {
+		err = s.commitPut(b.CID, ik, blockIndex{size: size, pack: p.n, off: off})
+	}
+	// Under mu with the commit, so that compaction never sees the pack
+	// without this record pending and without its entry.
+	p.pending.Add(-1)
+	s.mu.Unlock()
+	if err != nil {
+		return fail(err)
 	}
 	return nil
+}
+
+// checkQuota refuses size more bytes when the quota has no room for them.
+// Callers hold mu.
+func (s *Store) checkQuota(size uint64) error {
+	if s.quota > 0 && s.usage.bytes+size > s.quota {
+		return fmt.Errorf("%d bytes with %d of %d used: %w", size, s.usage.bytes, s.quota, store.ErrQuotaExceeded)
+	}
+	return nil
+}
+
+// commitPut makes the block whose record is appended at x held. Callers
+// hold mu.
+func (s *Store) commitPut(c cid.Cid, ik []byte, x blockIndex) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	held, err := s.db.Has(ik, nil)
+	if err != nil {
+		return dbErr(err)
+	}
+	if held { // another Put of the same block committed first
+		return nil
+	}
+	if err := s.checkQuota(x.size); err != nil {
+		return err
+	}
+	ch := s.begin(&s.change, &s.batch)
+	ch.addBlock(s, c, x)
+	return s.commit(ch)
 }
 
 // Delete implements store.BlockStore.
@@ -94,34 +196,12 @@ func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
 	if x.refs > 0 {
 		return nil // the leaves own it; DeleteLeaf frees it
 	}
-	batch := new(leveldb.Batch)
-	next := s.usage
-	dropBlock(batch, c, x, &next)
-	if err := s.commit(batch, next); err != nil {
+	ch := s.begin(new(change), new(leveldb.Batch))
+	ch.dropBlock(s, c, x)
+	if err := s.commit(ch); err != nil {
 		return fmt.Errorf("repo: delete %s: %w", store.CIDText(c), err)
 	}
 	return nil
-}
-
-// index reads a block's index entry (ErrNotFound when not held).
-func (s *Store) index(c cid.Cid) (blockIndex, error) {
-	v, err := s.db.Get(indexKey(c), nil)
-	if err != nil {
-		return blockIndex{}, dbErr(err)
-	}
-	x, err := decodeIndex(v)
-	if err != nil {
-		return blockIndex{}, fmt.Errorf("index of %s: %w", store.CIDText(c), err)
-	}
-	return x, nil
-}
-
-// dropBlock adds the removal of a block to b and takes it out of u.
-func dropBlock(b *leveldb.Batch, c cid.Cid, x blockIndex, u *usage) {
-	b.Delete(dataKey(c))
-	b.Delete(indexKey(c))
-	u.blocks--
-	u.bytes -= x.size
 }
 
 // ForEach implements store.BlockStore. It scans only the small index entries

@@ -11,12 +11,18 @@ import (
 // so that a prefix scan touches only that kind. CID bytes are self-delimiting
 // (version, codec and multihash length are all varint-prefixed), so a tree CID
 // followed by a fixed 8-byte index is unambiguous.
+//
+// Block bytes are not in the database at all: they are records in pack files
+// (see packs.go), and a block's index entry, which says where its record is,
+// is what makes it held.
 const (
-	// 'b' + CID → block bytes. Kept apart from the index so that listing and
-	// Has never pull 64 KiB values off disk.
-	prefixData = 'b'
-	// 'i' + CID → uvarint refs, uvarint size. Exactly one per held block.
+	// 'i' + CID → uvarint refs, size, pack, offset. Exactly one per held
+	// block; offset is where its bytes start in packs/<pack>.pack.
 	prefixIndex = 'i'
+	// 'k' + big-endian uint32 pack number → uvarint live blocks, live
+	// bytes, end. One per pack that has ever had a block committed into it
+	// and has not been retired by compaction (see packMeta).
+	prefixPack = 'k'
 	// 'l' + tree CID + big-endian index → uvarint len, block CID, proof.
 	// Big-endian so that a tree's leaves sort by position.
 	prefixLeaf = 'l'
@@ -30,17 +36,22 @@ var (
 	keyFormat = []byte("v")
 )
 
-const formatVersion = 1
+// formatVersion 3 keeps block bytes in append-only pack files and only the
+// index in LevelDB. Version 1 kept the bytes as LevelDB values and version 2
+// one file per block; neither was released, so there is no migration from
+// them (see load).
+const (
+	formatVersion = 3
+	formatValues  = 1
+	formatFiles   = 2
+)
 
 var errBadRecord = errors.New("malformed record")
 
-func dataKey(c cid.Cid) []byte  { return prefixed(prefixData, c) }
-func indexKey(c cid.Cid) []byte { return prefixed(prefixIndex, c) }
-
-func prefixed(p byte, c cid.Cid) []byte {
+func indexKey(c cid.Cid) []byte {
 	k := c.KeyString()
 	b := make([]byte, 1+len(k))
-	b[0] = p
+	b[0] = prefixIndex
 	copy(b[1:], k)
 	return b
 }
@@ -54,6 +65,10 @@ func leafKey(tree cid.Cid, index uint64) []byte {
 	return b
 }
 
+func packKey(n uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{prefixPack}, n)
+}
+
 // codecPrefix is the key prefix of every index entry of a codec: CIDv1 bytes
 // start with the version (1) and then the codec, both uvarints.
 func codecPrefix(codec uint64) []byte {
@@ -61,27 +76,46 @@ func codecPrefix(codec uint64) []byte {
 	return binary.AppendUvarint(b, codec)
 }
 
+// blockIndex is a block's index entry.
 type blockIndex struct {
 	refs uint64 // leaves naming this block
 	size uint64 // len of its data
+	pack uint32 // the pack holding its record
+	off  uint64 // where its data starts in that pack, after the header
 }
 
 func (x blockIndex) encode() []byte {
-	b := make([]byte, 0, 2*binary.MaxVarintLen64)
+	b := make([]byte, 0, 4*binary.MaxVarintLen64)
 	b = binary.AppendUvarint(b, x.refs)
-	return binary.AppendUvarint(b, x.size)
+	b = binary.AppendUvarint(b, x.size)
+	b = binary.AppendUvarint(b, uint64(x.pack))
+	return binary.AppendUvarint(b, x.off)
 }
 
 func decodeIndex(b []byte) (blockIndex, error) {
-	refs, n := binary.Uvarint(b)
-	if n <= 0 {
+	var v [4]uint64
+	if err := uvarints(b, v[:]); err != nil {
+		return blockIndex{}, err
+	}
+	if v[2] > maxPackNumber {
 		return blockIndex{}, errBadRecord
 	}
-	size, m := binary.Uvarint(b[n:])
-	if m <= 0 {
-		return blockIndex{}, errBadRecord
+	return blockIndex{refs: v[0], size: v[1], pack: uint32(v[2]), off: v[3]}, nil
+}
+
+// uvarints decodes len(v) uvarints that must make up all of b.
+func uvarints(b []byte, v []uint64) error {
+	for i := range v {
+		x, n := binary.Uvarint(b)
+		if n <= 0 {
+			return errBadRecord
+		}
+		v[i], b = x, b[n:]
 	}
-	return blockIndex{refs: refs, size: size}, nil
+	if len(b) != 0 {
+		return errBadRecord
+	}
+	return nil
 }
 
 type usage struct{ blocks, bytes uint64 }
@@ -93,8 +127,44 @@ func (u usage) encode() []byte {
 }
 
 func decodeUsage(b []byte) (usage, error) {
-	x, err := decodeIndex(b) // same shape: two uvarints
-	return usage{blocks: x.refs, bytes: x.size}, err
+	var v [2]uint64
+	err := uvarints(b, v[:])
+	return usage{blocks: v[0], bytes: v[1]}, err
+}
+
+// packMeta is the index's account of one pack, changed in the same batch as
+// the index entries it counts.
+type packMeta struct {
+	// live and liveBytes count the records that index entries point at:
+	// blocks, and bytes including record headers. The pack is retired
+	// (its record deleted, then its file) only once live is 0.
+	live, liveBytes uint64
+	// end is the end of the furthest record ever committed into the pack.
+	// Bytes after it were appended by Puts that never committed; Open
+	// truncates them away. Bytes before it that are not live are dead:
+	// deleted blocks, copies moved by compaction, and failed Puts.
+	end uint64
+}
+
+func (m packMeta) dead() uint64 { return m.end - m.liveBytes }
+
+func (m packMeta) encode() []byte {
+	b := make([]byte, 0, 3*binary.MaxVarintLen64)
+	b = binary.AppendUvarint(b, m.live)
+	b = binary.AppendUvarint(b, m.liveBytes)
+	return binary.AppendUvarint(b, m.end)
+}
+
+func decodePackMeta(b []byte) (packMeta, error) {
+	var v [3]uint64
+	if err := uvarints(b, v[:]); err != nil {
+		return packMeta{}, err
+	}
+	m := packMeta{live: v[0], liveBytes: v[1], end: v[2]}
+	if m.liveBytes > m.end {
+		return packMeta{}, errBadRecord
+	}
+	return m, nil
 }
 
 func encodeLeaf(block cid.Cid, proof []byte) []byte {

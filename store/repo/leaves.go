@@ -12,8 +12,9 @@ import (
 	"github.com/meshfs/meshfs/store"
 )
 
-// GetLeaf implements store.BlockStore. The leaf and its block are read from
-// one snapshot, so a concurrent DeleteLeaf cannot leave a leaf without data.
+// GetLeaf implements store.BlockStore. Should a concurrent DeleteLeaf free
+// the block between the leaf's lookup and the block's read, the result is
+// ErrNotFound, as if the DeleteLeaf had come first.
 func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.Leaf, store.Block, error) {
 	fail := func(err error) (store.Leaf, store.Block, error) {
 		return store.Leaf{}, store.Block{}, fmt.Errorf("repo: get leaf %s[%d]: %w", store.CIDText(tree), index, err)
@@ -21,12 +22,7 @@ func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.
 	if err := s.enter(ctx); err != nil {
 		return fail(err)
 	}
-	snap, err := s.db.GetSnapshot()
-	if err != nil {
-		return fail(dbErr(err))
-	}
-	defer snap.Release()
-	v, err := snap.Get(leafKey(tree, index), nil)
+	v, err := s.db.Get(leafKey(tree, index), nil)
 	if err != nil {
 		return fail(dbErr(err))
 	}
@@ -34,9 +30,13 @@ func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.
 	if err != nil {
 		return fail(err)
 	}
-	data, err := snap.Get(dataKey(bc), nil)
+	x, err := s.index(bc)
+	var data []byte
+	if err == nil {
+		data, err = s.read(bc, x)
+	}
 	if err != nil {
-		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), dbErr(err)))
+		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
 	}
 	leaf := store.Leaf{Tree: tree, Index: index, Block: bc, Proof: proof}
 	return leaf, store.Block{CID: bc, Data: data}, nil
@@ -72,13 +72,12 @@ func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
 		return fail(fmt.Errorf("block %s: %w", store.CIDText(leaf.Block), err))
 	}
 	lk := leafKey(leaf.Tree, leaf.Index)
-	batch := new(leveldb.Batch)
-	next := s.usage
+	ch := s.begin(new(change), new(leveldb.Batch))
 	old, err := s.db.Get(lk, nil)
 	switch {
 	case errors.Is(err, leveldb.ErrNotFound):
 		x.refs++
-		batch.Put(indexKey(leaf.Block), x.encode())
+		ch.b.Put(indexKey(leaf.Block), x.encode())
 	case err != nil:
 		return fail(dbErr(err))
 	default:
@@ -92,14 +91,14 @@ func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
 			}
 			break // same reference, new proof
 		}
-		if err := s.release(batch, oldBlock, &next); err != nil {
+		if err := s.release(ch, oldBlock); err != nil {
 			return fail(err)
 		}
 		x.refs++
-		batch.Put(indexKey(leaf.Block), x.encode())
+		ch.b.Put(indexKey(leaf.Block), x.encode())
 	}
-	batch.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
-	if err := s.commit(batch, next); err != nil {
+	ch.b.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
+	if err := s.commit(ch); err != nil {
 		return fail(err)
 	}
 	return nil
@@ -129,21 +128,20 @@ func (s *Store) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) erro
 	if err != nil {
 		return fail(err)
 	}
-	batch := new(leveldb.Batch)
-	batch.Delete(lk)
-	next := s.usage
-	if err := s.release(batch, bc, &next); err != nil {
+	ch := s.begin(new(change), new(leveldb.Batch))
+	ch.b.Delete(lk)
+	if err := s.release(ch, bc); err != nil {
 		return fail(err)
 	}
-	if err := s.commit(batch, next); err != nil {
+	if err := s.commit(ch); err != nil {
 		return fail(err)
 	}
 	return nil
 }
 
-// release adds to b the dropping of one reference to block c, and the block
-// itself when that was the last. Callers hold mu.
-func (s *Store) release(b *leveldb.Batch, c cid.Cid, u *usage) error {
+// release adds to ch the dropping of one reference to block c, and of the
+// block itself when that was the last. Callers hold mu.
+func (s *Store) release(ch *change, c cid.Cid) error {
 	x, err := s.index(c)
 	if errors.Is(err, store.ErrNotFound) {
 		// Only a damaged database gets here; the leaf goes anyway.
@@ -154,10 +152,10 @@ func (s *Store) release(b *leveldb.Batch, c cid.Cid, u *usage) error {
 		return fmt.Errorf("block %s: %w", store.CIDText(c), err)
 	}
 	if x.refs <= 1 {
-		dropBlock(b, c, x, u)
+		ch.dropBlock(s, c, x)
 		return nil
 	}
 	x.refs--
-	b.Put(indexKey(c), x.encode())
+	ch.b.Put(indexKey(c), x.encode())
 	return nil
 }

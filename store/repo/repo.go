@@ -1,6 +1,21 @@
-// Package repo is the on-disk BlockStore of a meshfs node: blocks, their
-// reference counts, leaf entries and the usage record all live in one
-// goleveldb database, so that every change is a single atomic batch.
+// Package repo is the on-disk BlockStore of a meshfs node. Block bytes are
+// records appended to large pack files under packs/ (packs.go); a goleveldb
+// database beside them is the index: each block's reference count, size and
+// place in a pack, the leaf entries with their proofs, a record per pack
+// counting its live bytes, the usage record and the format version. Every
+// change to the index is one atomic batch that carries the usage and pack
+// records it affects with it.
+//
+// A block is held when its index entry exists, and an index entry always
+// points at a record already written: Put appends the record before it
+// commits the entry. Removing a block only deletes its entry, which leaves
+// its record dead in its pack; compaction (compact.go) later copies the
+// live records of mostly dead packs into the active pack, commits the
+// entries' new places, and deletes a pack only once the index says nothing
+// points into it. A crash can therefore leave records that nothing points
+// at, never an entry without its record: at the tail of a pack they are
+// truncated away at Open, elsewhere they are dead bytes that compaction
+// reclaims.
 package repo
 
 import (
@@ -9,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,67 +40,108 @@ import (
 
 // Options configure Open.
 type Options struct {
-	// QuotaBytes caps the bytes of block data held; 0 means unlimited.
+	// QuotaBytes caps the bytes of block data held; 0 means unlimited. It
+	// counts live blocks only: the packs on disk also hold dead records
+	// (deleted blocks) until compaction rewrites them, so they can take up
+	// to about twice the quota (compaction starts once half a pack is
+	// dead), plus the pack being written.
 	QuotaBytes uint64
 	// Logger receives warnings such as a recovery; nil means slog.Default().
 	Logger *slog.Logger
+	// Sync makes every acknowledged change survive a power cut: the pack is
+	// fsynced after a Put's append and before its index commit, which is
+	// itself synced. It costs two fsyncs per Put. Without it (the default)
+	// a killed process loses nothing acknowledged, because written data
+	// sits in the kernel's page cache, but a power cut may lose the latest
+	// changes, and may leave blocks whose records lost their bytes; the
+	// index and the usage record still agree with each other, and Verify
+	// finds such blocks. Compaction syncs regardless: it moves blocks that
+	// were acknowledged long ago.
+	Sync bool
+	// VerifyReads hashes the bytes of every Get and GetLeaf and fails with
+	// store.ErrInvalidBlock when they do not match. Off by default: it costs
+	// a SHA-256 per 64 KiB read, which would halve local read throughput,
+	// and the bytes were verified when they were put; peers verify what
+	// they receive anyway. Verify checks every block on demand instead.
+	VerifyReads bool
+
+	// packBytes overrides defaultPackBytes; tests use small packs.
+	packBytes uint64
+	// noAutoCompact turns off compaction in the background; tests use it
+	// to see what Compact does.
+	noAutoCompact bool
 }
 
-// Store is a BlockStore backed by goleveldb. It is safe for concurrent use.
-//
-// Writes are not fsynced: a batch reaches the kernel before the call returns,
-// so killing the process loses nothing, and a power cut may lose the latest
-// batches but never half of one, so usage always matches contents.
+// Store is a BlockStore of pack files indexed by goleveldb. It is safe for
+// concurrent use.
 type Store struct {
-	db  *leveldb.DB
-	log *slog.Logger
+	db        *leveldb.DB
+	log       *slog.Logger
+	packsDir  string
+	sync      bool
+	verify    bool
+	wo        *opt.WriteOptions // index commits: synced in sync mode
+	packBytes uint64
 
 	closed atomic.Bool // checked without mu so readers never wait on writers
 
-	// mu serialises writers: each mutation reads the current state, decides,
-	// and commits one batch including the usage record. Holding mu across
-	// the whole sequence is what makes quota checks and refcounts race-free.
+	// puts is held shared by every Put and Compact for its whole length
+	// and exclusively by Close, so that once Close returns nothing appends
+	// to a pack any more.
+	puts sync.RWMutex
+
+	// mu serialises index changes: each reads the current state, decides,
+	// and commits one batch including the usage and pack records. Holding
+	// mu across the whole sequence is what makes quota checks, refcounts
+	// and pack counters race-free. Appends happen outside it; see Put.
 	mu    sync.Mutex
 	usage usage
 	quota uint64
-	// batch is reused by Put under mu: a fresh 64 KiB batch per block made
-	// batch allocation the largest source of garbage during uploads, and
-	// db.Write copies the batch, so it is free again once Write returns.
-	batch leveldb.Batch
+	metas map[uint32]packMeta // the pack records, as committed
+	// batch and change are reused by Put's commit under mu: db.Write
+	// copies the batch.
+	batch    leveldb.Batch
+	change   change
+	dbClosed bool // under mu; closed is set earlier, to turn new calls away
+
+	// packMu serialises appends and guards the active pack.
+	packMu      sync.Mutex
+	packs       atomic.Pointer[packSet] // written under packMu
+	active      *pack                   // nil: the next append starts a pack
+	tail        uint64                  // where the next record of active goes
+	nextPack    uint64                  // the number of the next new pack
+	hdr         []byte                  // record header buffer
+	packsClosed bool
+	// activeN is the active pack's number plus one (0: none), readable
+	// without packMu.
+	activeN atomic.Uint64
+
+	compactMu sync.Mutex    // one compaction at a time
+	wake      chan struct{} // kicks the background compactor
+	stop      chan struct{} // closed by Close
+	stopOnce  sync.Once
+	bg        sync.WaitGroup
 }
 
 var _ store.BlockStore = (*Store)(nil)
 
-// dbOptions are tuned for values of about 64 KiB (one Codex block each).
+// dbOptions suit an index of small records: index entries of ~50 bytes,
+// leaf entries of a CID and a proof (a few hundred bytes), the usage and
+// pack records. The block bytes, which once made 64 MiB write buffers and
+// tables worthwhile, are not in the database, so goleveldb's defaults fit
+// and memory stays small: two 4 MiB memtables, 2 MiB tables and an 8 MiB
+// block cache.
 func dbOptions() *opt.Options {
 	return &opt.Options{
-		// Block data is hash output or user content that has already been
-		// compressed, if at all: Snappy saves nothing on it and costs
-		// 15-35% of throughput. Metadata is too small to matter.
-		Compression: opt.NoCompression,
-		// The defaults (4 MiB buffer, 2 MiB tables) flush and compact after
-		// every few dozen blocks, which rewrites each byte ~10 times and
-		// measured 56-80 MB/s of puts; 64 MiB for both measured 520-600 MB/s.
-		// The cost is up to two write buffers of RAM and a longer journal
-		// replay after a crash.
-		WriteBuffer:         64 * opt.MiB,
-		CompactionTableSize: 64 * opt.MiB,
-		// Keep level 1 about ten tables wide, as the defaults intend;
-		// otherwise one 64 MiB table already overflows its 10 MiB budget
-		// and every flush cascades into level 2.
-		CompactionTotalSize: 640 * opt.MiB,
-		// Enough to keep the index and usage records and the hottest blocks;
-		// the OS page cache holds the rest of the tables.
-		BlockCacheCapacity: 64 * opt.MiB,
+		// Keys and values are CIDs, Merkle proofs and varints: hash output
+		// that Snappy cannot shrink, so compressing only costs CPU.
+		Compression:        opt.NoCompression,
+		WriteBuffer:        4 * opt.MiB,
+		BlockCacheCapacity: 8 * opt.MiB,
 		// Put checks whether a block is held before writing it, and peers
 		// ask for blocks we lack: a bloom filter answers most misses without
 		// touching a table.
 		Filter: filter.NewBloomFilter(10),
-		// The table writer takes a buffer of the full table size (64 MiB)
-		// from goleveldb's buffer pool, and the pool keeps every one it has
-		// handed out: half a GiB stayed resident after a 512 MiB upload.
-		// Without the pool those buffers are ordinary garbage.
-		DisableBufferPool: true,
 	}
 }
 
@@ -115,27 +172,63 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("repo: open data dir %s: %w", dir, err)
 	}
 
-	s := &Store{db: db, log: log, quota: opts.QuotaBytes}
-	if err := s.load(recovered); err != nil {
+	s := &Store{
+		db:        db,
+		log:       log,
+		packsDir:  filepath.Join(dir, packsDirName),
+		sync:      opts.Sync,
+		verify:    opts.VerifyReads,
+		wo:        &opt.WriteOptions{Sync: opts.Sync},
+		packBytes: opts.packBytes,
+		quota:     opts.QuotaBytes,
+		nextPack:  1,
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+	}
+	if s.packBytes == 0 {
+		s.packBytes = defaultPackBytes
+	}
+	s.packs.Store(&packSet{})
+	if err := s.load(dir, recovered); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("repo: open data dir %s: %w", dir, err)
+	}
+	if err := s.openPacks(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("repo: open data dir %s: %w", dir, err)
+	}
+	if !opts.noAutoCompact {
+		s.bg.Add(1)
+		go s.compactor()
+		s.kick() // packs may have been left over the threshold
 	}
 	return s, nil
 }
 
-// load reads the usage record, recounting everything when it is missing
-// (a new database, an interrupted recount) or cannot be trusted (a recovery
-// may have dropped any part of the data).
-func (s *Store) load(recovered bool) error {
+// load checks the format and reads the usage record, recounting everything
+// when it is missing (a new database over existing packs, an interrupted
+// recount) or cannot be trusted (a recovery may have dropped any part of
+// the index).
+func (s *Store) load(dir string, recovered bool) error {
 	v, err := s.db.Get(keyFormat, nil)
 	switch {
 	case errors.Is(err, leveldb.ErrNotFound):
 	case err != nil:
 		return err
+	case len(v) == 1 && (v[0] == formatValues || v[0] == formatFiles):
+		how := map[byte]string{formatValues: "with block bytes inside LevelDB", formatFiles: "with one file per block"}[v[0]]
+		return fmt.Errorf("%w: it holds format %d, %s; "+
+			"this meshfs keeps them in pack files (format %d) and cannot read it. "+
+			"No release wrote format %d, so there is no migration: move the directory "+
+			"away (or delete it) and let meshfs create a new one, then upload or fetch "+
+			"the datasets again", errOldFormat, v[0], how, formatVersion, v[0])
 	case len(v) != 1 || v[0] != formatVersion:
 		return fmt.Errorf("on-disk format %x, this meshfs reads only %d", v, formatVersion)
 	}
 
+	if err := os.MkdirAll(s.packsDir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", s.packsDir, err)
+	}
 	if recovered {
 		return s.recount()
 	}
@@ -161,6 +254,9 @@ func (s *Store) load(recovered bool) error {
 	return s.recount()
 }
 
+// errOldFormat: the directory holds a repository of an unreleased format.
+var errOldFormat = errors.New("repository format no longer supported")
+
 // SetQuota changes the quota; 0 means unlimited. Lowering it below what is
 // held deletes nothing: later Puts fail until space is freed.
 func (s *Store) SetQuota(bytes uint64) {
@@ -179,14 +275,29 @@ func (s *Store) Usage(ctx context.Context) (store.Usage, error) {
 	return store.Usage{Blocks: s.usage.blocks, UsedBytes: s.usage.bytes, QuotaBytes: s.quota}, nil
 }
 
-// Close implements store.BlockStore. It is idempotent.
+// Close implements store.BlockStore. It is idempotent, stops compaction
+// and waits for Puts in flight: they fail with ErrClosed, leaving at most
+// records past the end of the active pack, which the next Open truncates.
 func (s *Store) Close() error {
+	s.closed.Store(true)
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.bg.Wait()
+	s.puts.Lock()
+	defer s.puts.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed.Swap(true) {
+	if s.dbClosed {
 		return nil
 	}
-	if err := s.db.Close(); err != nil {
+	s.dbClosed = true
+	err := s.db.Close()
+	s.packMu.Lock()
+	perr := s.closePacks()
+	s.packMu.Unlock()
+	if err == nil {
+		err = perr
+	}
+	if err != nil {
 		return fmt.Errorf("repo: close: %w", err)
 	}
 	return nil
@@ -215,14 +326,12 @@ func dbErr(err error) error {
 	return err
 }
 
-// commit writes b and, on success, adopts next as the usage. Callers hold mu.
-func (s *Store) commit(b *leveldb.Batch, next usage) error {
-	if next != s.usage {
-		b.Put(keyUsage, next.encode())
-	}
-	if err := s.db.Write(b, nil); err != nil {
-		return dbErr(err)
-	}
-	s.usage = next
-	return nil
-}
+// crashHook, when set (by tests only), is called at the points where a
+// crash leaves pack bytes that nothing points at.
+var crashHook func(point string)
+
+const (
+	hookAppended   = "put: appended, not indexed"
+	hookCompacting = "compact: copies appended and synced, index not committed"
+	hookRetired    = "compact: pack retired in the index, file not removed"
+)

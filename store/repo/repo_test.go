@@ -2,14 +2,19 @@ package repo
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/storetest"
@@ -173,4 +178,259 @@ func TestSetQuota(t *testing.T) {
 	if err := s.Put(ctx, block(2, 1000)); err != nil {
 		t.Fatalf("Put with the quota lifted: %v", err)
 	}
+}
+
+// TestLayout checks the bytes on disk: one record, header then data, in
+// packs/1.pack.
+func TestLayout(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	b := block(1, 1000)
+	if err := s.Put(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "packs", "1.pack")
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{0xB5, byte(len(b.CID.Bytes()))}
+	want = append(want, b.CID.Bytes()...)
+	want = binary.AppendUvarint(want, 1000)
+	want = append(want, b.Data...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("pack holds %x; want %x", got, want)
+	}
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("pack mode %v; want 0600", fi.Mode())
+	}
+	if x, err := s.index(b.CID); err != nil || x.pack != 1 || x.off != uint64(len(want)-1000) || x.size != 1000 {
+		t.Fatalf("index entry %+v, %v", x, err)
+	}
+}
+
+// editPack changes pack n of the closed repository in dir with edit.
+func editPack(t *testing.T, dir string, n uint32, edit func([]byte) []byte) {
+	t.Helper()
+	p := filepath.Join(dir, packsDirName, fmt.Sprintf("%d.pack", n))
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, edit(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCorruptPackDetected damages packs behind the store's back. Get does
+// not hash what it reads (see Options.VerifyReads), so flipped bytes are
+// served as they are; bytes cut off or a missing pack fail with
+// ErrInvalidBlock; Verify finds all of them.
+func TestCorruptPackDetected(t *testing.T) {
+	dir := t.TempDir()
+	// Three records fit in a pack; the fourth starts pack 2.
+	s, err := Open(dir, Options{Logger: testLogger(t), packBytes: 3 * (64<<10 + 64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	flipped, fine, short, missing := block(1, 64<<10), block(2, 64<<10), block(3, 64<<10), block(4, 64<<10)
+	for _, b := range []store.Block{flipped, fine, short, missing} {
+		if err := s.Put(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	xf, _ := s.index(flipped.CID)
+	xm, _ := s.index(missing.CID)
+	if xf.pack != 1 || xm.pack != 2 {
+		t.Fatalf("blocks in packs %d and %d; want 1 and 2", xf.pack, xm.pack)
+	}
+	s.Close()
+	editPack(t, dir, 1, func(d []byte) []byte { d[xf.off+100] ^= 0xFF; return d[:len(d)-1000] })
+	os.Remove(filepath.Join(dir, packsDirName, "2.pack"))
+
+	var logs bytes.Buffer
+	s, err = Open(dir, Options{Logger: logTo(t, &logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "shorter") || !strings.Contains(logs.String(), "missing") {
+		t.Errorf("no warning about the short and the missing pack; logs:\n%s", logs.String())
+	}
+	if got, err := s.Get(ctx, flipped.CID); err != nil || bytes.Equal(got.Data, flipped.Data) {
+		t.Fatalf("Get of flipped bytes without VerifyReads: %v; want the damaged bytes", err)
+	}
+	for _, b := range []store.Block{short, missing} {
+		if _, err := s.Get(ctx, b.CID); !errors.Is(err, store.ErrInvalidBlock) {
+			t.Fatalf("Get of a cut-off or missing record: %v; want ErrInvalidBlock", err)
+		}
+	}
+	r, err := s.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := map[string]bool{}
+	for _, c := range r.Damaged {
+		damaged[c.KeyString()] = true
+	}
+	if r.Blocks != 4 || len(r.Damaged) != 3 || !damaged[flipped.CID.KeyString()] || !damaged[short.CID.KeyString()] ||
+		!damaged[missing.CID.KeyString()] {
+		t.Fatalf("Verify = %+v; want 4 blocks checked, the 3 damaged ones reported", r)
+	}
+	// Writing goes on, into a new pack.
+	if err := s.Put(ctx, block(5, 96)); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, s, block(5, 96))
+	s.Close()
+
+	s, err = Open(dir, Options{VerifyReads: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Get(ctx, flipped.CID); !errors.Is(err, store.ErrInvalidBlock) {
+		t.Fatalf("Get of flipped bytes with VerifyReads: %v; want ErrInvalidBlock", err)
+	}
+	if err := s.PutLeaf(ctx, store.Leaf{Tree: tree(1).CID, Block: flipped.CID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.GetLeaf(ctx, tree(1).CID, 0); !errors.Is(err, store.ErrInvalidBlock) {
+		t.Fatalf("GetLeaf of flipped bytes with VerifyReads: %v; want ErrInvalidBlock", err)
+	}
+	mustGet(t, s, fine)
+}
+
+func TestRefusesOldFormats(t *testing.T) {
+	for _, format := range []byte{formatValues, formatFiles} {
+		dir := t.TempDir()
+		s := openTest(t, dir, 0)
+		s.db.Put(keyFormat, []byte{format}, nil)
+		s.Close()
+		_, err := Open(dir, Options{Logger: testLogger(t)})
+		if !errors.Is(err, errOldFormat) || !strings.Contains(err.Error(), "no migration") || !strings.Contains(err.Error(), dir) {
+			t.Fatalf("Open of format %d: %v; want a clear error naming the dir and what to do", format, err)
+		}
+	}
+}
+
+// TestLeftoversFound plants what a crash or a hand can leave in packs/: a
+// pack file the index has no record of (Open removes it), bytes past the
+// last committed record (Open truncates them), and a file that is not a
+// pack (reported, left alone). Dead records are reported as reclaimable.
+func TestLeftoversFound(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	ctx := t.Context()
+	held, gone := block(1, 4096), block(2, 4096)
+	for _, b := range []store.Block{held, gone} {
+		if err := s.Put(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Delete(ctx, gone.CID); err != nil {
+		t.Fatal(err)
+	}
+	foreign := filepath.Join(dir, packsDirName, "notes.txt")
+	os.WriteFile(foreign, []byte("not a pack"), 0o600)
+	r, err := s.Verify(ctx)
+	if err != nil || r.Blocks != 1 || len(r.Damaged) != 0 || r.Packs != 1 ||
+		r.Reclaimable != recordLen(gone.CID, 4096) || len(r.Foreign) != 1 || r.Foreign[0] != foreign {
+		t.Fatalf("Verify = %+v, %v; want one block, the deleted record reclaimable and one foreign file", r, err)
+	}
+	s.Close()
+
+	stray := filepath.Join(dir, packsDirName, "7.pack")
+	os.WriteFile(stray, gone.Data, 0o600)
+	editPack(t, dir, 1, func(d []byte) []byte { return append(d, "torn record"...) })
+	s = openTest(t, dir, 0)
+	checkConsistent(t, s)
+	checkTrimmed(t, s)
+	if _, err := os.Stat(stray); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a pack with no record survived Open: %v", err)
+	}
+	if _, err := os.Stat(foreign); err != nil {
+		t.Fatalf("a foreign file was removed: %v", err)
+	}
+	mustGet(t, s, held)
+	// Appends resume in pack 1, right after its last committed record.
+	if err := s.Put(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if x, _ := s.index(gone.CID); x.pack != 1 {
+		t.Fatalf("Put after reopen went to pack %d; want 1", x.pack)
+	}
+	checkConsistent(t, s)
+}
+
+// TestLostIndexIsRebuiltFromPacks removes the whole LevelDB index: the packs
+// are the data, so Open indexes the records that verify again (their
+// leaves are gone with the index) and leaves the damaged one dead.
+func TestLostIndexIsRebuiltFromPacks(t *testing.T) {
+	dir := t.TempDir()
+	s := openSmall(t, dir, false)
+	ctx := t.Context()
+	var blocks []store.Block
+	for i := range uint64(20) {
+		b := block(i, 64<<10)
+		blocks = append(blocks, b)
+		if err := s.Put(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x0, _ := s.index(blocks[0].CID)
+	s.Close()
+	editPack(t, dir, x0.pack, func(d []byte) []byte { d[x0.off] ^= 1; return d })
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !e.IsDir() {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+
+	var logs bytes.Buffer
+	s, err := Open(dir, Options{Logger: logTo(t, &logs), packBytes: smallPacks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	checkConsistent(t, s)
+	if u, _ := s.Usage(ctx); u.Blocks != 19 || !strings.Contains(logs.String(), "recount") {
+		t.Fatalf("Usage after losing the index = %+v; want the 19 intact blocks, recounted", u)
+	}
+	for _, b := range blocks[1:] {
+		mustGet(t, s, b)
+	}
+	if ok, _ := s.Has(ctx, blocks[0].CID); ok {
+		t.Fatal("the damaged block was indexed")
+	}
+}
+
+// TestCloseWaitsForPuts closes the store under concurrent Puts: each
+// either completes or fails with ErrClosed, and what is left adds up.
+func TestCloseWaitsForPuts(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	var wg sync.WaitGroup
+	for w := range uint64(4) {
+		wg.Go(func() {
+			for i := uint64(0); ; i++ {
+				err := s.Put(context.Background(), block(w<<32|i, 64<<10))
+				if errors.Is(err, store.ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	s = openTest(t, dir, 0)
+	checkConsistent(t, s)
 }

@@ -124,4 +124,86 @@ var concurrencyCases = []testCase{
 		checkAbsent(t, s, shared.CID)
 		checkUsage(t, s, usageOf(0))
 	}},
+	{name: "ConcurrentPutDeleteSameBlocks", run: func(t *testing.T, s store.BlockStore) {
+		// Writers and deleters of the same few blocks race, as an upload
+		// racing garbage collection does. Whatever interleaving wins, a
+		// block is either held with its bytes or absent, and usage counts
+		// exactly what is held.
+		blocks := []store.Block{newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2), newBlock(store.CodecManifest, 1)}
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := range 24 {
+					b := blocks[(w+i)%len(blocks)]
+					var err error
+					if (w+i)%3 == 0 {
+						err = s.Delete(t.Context(), b.CID)
+					} else {
+						err = s.Put(t.Context(), b)
+					}
+					if err != nil {
+						t.Errorf("worker %d: %v", w, err)
+						return
+					}
+					got, err := s.Get(t.Context(), b.CID)
+					if err == nil && !bytes.Equal(got.Data, b.Data) {
+						t.Errorf("worker %d: Get of %s: bytes differ", w, b.CID)
+					} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+						t.Errorf("worker %d: Get of %s: %v", w, b.CID, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		var held []store.Block
+		for _, b := range blocks {
+			if ok, err := s.Has(t.Context(), b.CID); err != nil {
+				t.Fatalf("Has: %v", err)
+			} else if ok {
+				checkBlock(t, s, b)
+				held = append(held, b)
+			} else {
+				checkAbsent(t, s, b.CID)
+			}
+		}
+		checkUsage(t, s, usageOf(0, held...))
+		// Whatever was left, it can be put and deleted again.
+		mustPut(t, s, blocks...)
+		for _, b := range blocks {
+			if err := s.Delete(t.Context(), b.CID); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			checkAbsent(t, s, b.CID)
+		}
+		checkUsage(t, s, usageOf(0))
+	}},
+	{name: "GetLeafRacesDeleteLeaf", run: func(t *testing.T, s store.BlockStore) {
+		// A reader of a leaf whose last reference is being dropped gets the
+		// leaf with its block's bytes, or ErrNotFound: never a leaf without
+		// its block, nor any other error.
+		const rounds = 32
+		var wg sync.WaitGroup
+		for r := range uint64(rounds) {
+			b := newBlock(store.CodecBlock, 100+r)
+			mustPut(t, s, b)
+			mustPutLeaf(t, s, store.Leaf{Tree: tree(r), Index: 0, Block: b.CID})
+			wg.Go(func() {
+				if err := s.DeleteLeaf(t.Context(), tree(r), 0); err != nil {
+					t.Errorf("DeleteLeaf: %v", err)
+				}
+			})
+			for range 2 {
+				wg.Go(func() {
+					_, got, err := s.GetLeaf(t.Context(), tree(r), 0)
+					if err == nil && !bytes.Equal(got.Data, b.Data) {
+						t.Errorf("GetLeaf round %d: bytes differ", r)
+					} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+						t.Errorf("GetLeaf round %d: %v; want the block or ErrNotFound", r, err)
+					}
+				})
+			}
+		}
+		wg.Wait()
+		checkUsage(t, s, usageOf(0))
+	}},
 }

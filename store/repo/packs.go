@@ -1,0 +1,426 @@
+package repo
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/ipfs/go-cid"
+	"github.com/syndtr/goleveldb/leveldb/util"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+// Pack files. Under the repository directory, next to LevelDB's own files:
+//
+//	packs/<n>.pack  append-only records, n a decimal number without leading zeros
+//
+// A record is one block:
+//
+//	0xB5 | uvarint len(CID) | CID bytes | uvarint len(data) | data
+//
+// Records are only ever appended, to one active pack at a time, and a pack
+// never changes once it is no longer active. When the next record would
+// take the active pack past Options' pack size, a new pack with the next
+// number becomes active. Space goes back to the disk only when compaction
+// copies a pack's live records into the active pack and then deletes the
+// pack (compact.go).
+//
+// The header makes a pack self-describing, so that a recount can rebuild
+// lost index entries from the packs (recount.go). An index entry's offset
+// is that of the data, past the header, so that a read is one pread of
+// exactly the block; the header's length follows from the CID and the size
+// (headerLen), so the record's start needs no field either.
+const (
+	packsDirName = "packs"
+	packSuffix   = ".pack"
+	recordMagic  = 0xB5
+
+	// defaultPackBytes bounds a pack (a bigger block still gets a pack of its
+	// own). Large packs keep the number of open files small, four per GiB;
+	// small ones make each compaction cheaper. 256 MiB is a second or two
+	// of disk bandwidth to rewrite.
+	defaultPackBytes = 256 << 20
+
+	// maxCIDBytes bounds the CID of a record so that a scan of a damaged
+	// pack cannot be made to read a huge header. Real CIDs are under 100
+	// bytes; only an identity-hash CID could be longer.
+	maxCIDBytes = 4096
+	// maxPackNumber keeps pack numbers in a uint32.
+	maxPackNumber = 1<<32 - 1
+)
+
+var (
+	// errShortPack: a pack ends before a record its index entry names.
+	errShortPack = errors.New("pack is shorter than its index says")
+	// errPackMissing: the pack an index entry names has no file.
+	errPackMissing = errors.New("pack file is missing")
+)
+
+// pack is one open pack file.
+type pack struct {
+	n uint32
+	f *os.File
+	// pending counts records appended to the pack whose index commit has
+	// not yet happened or failed. A pack with pending records is never
+	// retired: an entry may be about to point into it.
+	pending atomic.Int64
+	// short: the file ended before its last committed record at Open.
+	// Appends go to a new pack rather than leave a hole of zeros.
+	short bool
+}
+
+// packSet is the set of open packs. It is replaced, never changed, so that
+// Get can look a pack up without a lock.
+type packSet map[uint32]*pack
+
+func (s *Store) packPath(n uint32) string {
+	return filepath.Join(s.packsDir, strconv.FormatUint(uint64(n), 10)+packSuffix)
+}
+
+// parsePackName returns the number of a pack file name, or false for a name
+// that packPath would not produce.
+func parsePackName(name string) (uint32, bool) {
+	num, ok := strings.CutSuffix(name, packSuffix)
+	if !ok || num == "" || (num[0] == '0' && num != "0") {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(num, 10, 32)
+	return uint32(n), err == nil
+}
+
+func headerLen(c cid.Cid, size uint64) uint64 {
+	k := uint64(c.ByteLen())
+	return 1 + uint64(uvarintLen(k)) + k + uint64(uvarintLen(size))
+}
+
+func recordLen(c cid.Cid, size uint64) uint64 { return headerLen(c, size) + size }
+
+func uvarintLen(x uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], x)
+}
+
+func appendHeader(b []byte, c cid.Cid, size uint64) []byte {
+	k := c.KeyString()
+	b = append(b, recordMagic)
+	b = binary.AppendUvarint(b, uint64(len(k)))
+	b = append(b, k...)
+	return binary.AppendUvarint(b, size)
+}
+
+// appendRecord appends the record of block c to the active pack, rolling
+// to a new pack first when it would overflow, and returns the pack and the
+// offset of the data. The pack's pending count includes the record: the
+// caller must drop it once the record's index commit is done or abandoned.
+//
+// Appends are serialised by packMu, which is held for two pwrites into the
+// page cache (tens of microseconds for 64 KiB) and nothing else: callers
+// hash before and commit after. Without Options.Sync nothing is fsynced;
+// a Get of the block reads it back from the page cache.
+func (s *Store) appendRecord(c cid.Cid, data []byte) (*pack, uint64, error) {
+	size := uint64(len(data))
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	if s.packsClosed {
+		return nil, 0, store.ErrClosed
+	}
+	s.hdr = appendHeader(s.hdr[:0], c, size)
+	n := uint64(len(s.hdr)) + size
+	if s.active == nil || (s.tail > 0 && s.tail+n > s.packBytes) {
+		if err := s.roll(); err != nil {
+			return nil, 0, err
+		}
+	}
+	p, start := s.active, s.tail
+	if _, err := p.f.WriteAt(s.hdr, int64(start)); err != nil {
+		return nil, 0, fmt.Errorf("append to pack: %w", err)
+	}
+	if _, err := p.f.WriteAt(data, int64(start)+int64(len(s.hdr))); err != nil {
+		// The tail stays put: the next record overwrites whatever part of
+		// this one was written, which nothing points at.
+		return nil, 0, fmt.Errorf("append to pack: %w", err)
+	}
+	s.tail += n
+	p.pending.Add(1)
+	return p, start + uint64(len(s.hdr)), nil
+}
+
+// roll makes a new, empty pack active. Callers hold packMu.
+func (s *Store) roll() error {
+	if s.nextPack > maxPackNumber {
+		return fmt.Errorf("new pack: pack numbers exhausted")
+	}
+	n := uint32(s.nextPack)
+	f, err := os.OpenFile(s.packPath(n), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("new pack: %w", err)
+	}
+	if s.sync {
+		// The pack's name must survive a power cut along with its records.
+		if err := syncDir(s.packsDir); err != nil {
+			f.Close()
+			return fmt.Errorf("new pack: %w", err)
+		}
+	}
+	s.nextPack++
+	p := &pack{n: n, f: f}
+	s.setPacks(func(m packSet) { m[n] = p })
+	s.active, s.tail = p, 0
+	s.activeN.Store(uint64(n) + 1)
+	// The pack that was active may now be compacted.
+	s.kick()
+	return nil
+}
+
+// setPacks replaces the pack set with a changed copy. Callers hold packMu.
+func (s *Store) setPacks(change func(packSet)) {
+	old := *s.packs.Load()
+	m := make(packSet, len(old)+1)
+	for n, p := range old {
+		m[n] = p
+	}
+	change(m)
+	s.packs.Store(&m)
+}
+
+// isActive reports whether pack n takes appends.
+func (s *Store) isActive(n uint32) bool { return s.activeN.Load() == uint64(n)+1 }
+
+// readData returns the bytes an index entry points at: one pread.
+func (s *Store) readData(x blockIndex) ([]byte, error) {
+	p := (*s.packs.Load())[x.pack]
+	if p == nil {
+		return nil, fmt.Errorf("%w: %s", errPackMissing, s.packPath(x.pack))
+	}
+	buf := make([]byte, x.size)
+	if _, err := p.f.ReadAt(buf, int64(x.off)); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: %w (%d bytes at %d)", s.packPath(x.pack), errShortPack, x.size, x.off)
+		}
+		return nil, fmt.Errorf("read pack: %w", err)
+	}
+	return buf, nil
+}
+
+// readHeader parses the record header at pos of f, a file of size bytes,
+// and returns the record's CID, the offset of its data and its size. It
+// fails for anything but a whole record.
+func readHeader(f *os.File, pos, size uint64) (cid.Cid, uint64, uint64, error) {
+	// 96 bytes hold the header of every real CID; a longer one takes a
+	// second read of the length the first one finds.
+	buf := make([]byte, min(96, size-pos))
+	for {
+		if _, err := f.ReadAt(buf, int64(pos)); err != nil {
+			return cid.Undef, 0, 0, fmt.Errorf("record at %d: %w", pos, err)
+		}
+		c, hdr, n, err := parseHeader(buf)
+		if errors.Is(err, io.ErrUnexpectedEOF) && hdr > uint64(len(buf)) && uint64(len(buf)) < size-pos {
+			buf = make([]byte, min(hdr, size-pos))
+			continue
+		}
+		if err != nil {
+			return cid.Undef, 0, 0, fmt.Errorf("record at %d: %w", pos, err)
+		}
+		if n > size-pos-hdr {
+			return cid.Undef, 0, 0, fmt.Errorf("record at %d: %w", pos, io.ErrUnexpectedEOF)
+		}
+		return c, pos + hdr, n, nil
+	}
+}
+
+// parseHeader parses a record header at the start of b and returns the
+// CID, the header's length and the data's. When b is too short it fails
+// with io.ErrUnexpectedEOF and, if known, the length the header needs.
+func parseHeader(b []byte) (cid.Cid, uint64, uint64, error) {
+	if len(b) == 0 {
+		return cid.Undef, 0, 0, io.ErrUnexpectedEOF
+	}
+	if b[0] != recordMagic {
+		return cid.Undef, 0, 0, errBadRecord
+	}
+	k, w := binary.Uvarint(b[1:])
+	switch {
+	case w == 0:
+		return cid.Undef, 0, 0, io.ErrUnexpectedEOF
+	case w < 0 || k > maxCIDBytes:
+		return cid.Undef, 0, 0, errBadRecord
+	}
+	need := 1 + uint64(w) + k + binary.MaxVarintLen64
+	if uint64(len(b)) < 1+uint64(w)+k {
+		return cid.Undef, need, 0, io.ErrUnexpectedEOF
+	}
+	c, err := cid.Cast(b[1+w : 1+uint64(w)+k])
+	if err != nil {
+		return cid.Undef, 0, 0, errBadRecord
+	}
+	rest := b[1+uint64(w)+k:]
+	n, v := binary.Uvarint(rest)
+	switch {
+	case v == 0:
+		return cid.Undef, need, 0, io.ErrUnexpectedEOF
+	case v < 0:
+		return cid.Undef, 0, 0, errBadRecord
+	}
+	return c, 1 + uint64(w) + k + uint64(v), n, nil
+}
+
+// scanPack calls fn with every whole record of f, a file of size bytes, in
+// order, and returns where the records end: size, unless the pack ends in
+// a torn or unreadable record.
+func scanPack(f *os.File, size uint64, fn func(c cid.Cid, off, n uint64) error) (uint64, error) {
+	pos := uint64(0)
+	for pos < size {
+		c, off, n, err := readHeader(f, pos, size)
+		if err != nil {
+			return pos, nil
+		}
+		if err := fn(c, off, n); err != nil {
+			return pos, err
+		}
+		pos = off + n
+	}
+	return pos, nil
+}
+
+// openPacks opens the pack files the index knows of, and makes the
+// newest one active. Files of packs the index has no record of hold no
+// held block (a pack is recorded in the batch of its first block, and its
+// record is deleted before its file), so they are removed: packs created
+// just before a crash, or retired by a compaction cut off before the
+// unlink. Packs are truncated to the end of their last committed record,
+// which drops the records a crash cut off between append and commit. It
+// runs at Open, before the store is shared.
+func (s *Store) openPacks() error {
+	metas := map[uint32]packMeta{}
+	it := s.db.NewIterator(util.BytesPrefix([]byte{prefixPack}), nil)
+	for it.Next() {
+		k := it.Key()
+		m, err := decodePackMeta(it.Value())
+		if len(k) != 5 || err != nil {
+			it.Release()
+			return fmt.Errorf("pack record %x: %w", k, errBadRecord)
+		}
+		metas[binary.BigEndian.Uint32(k[1:])] = m
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return err
+	}
+
+	entries, err := os.ReadDir(s.packsDir)
+	if err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	set := packSet{}
+	removed := 0
+	for _, e := range entries {
+		n, ok := parsePackName(e.Name())
+		if !ok || !e.Type().IsRegular() {
+			s.log.Warn("repo: ignoring a file in packs/ that is not a pack", "path", filepath.Join(s.packsDir, e.Name()))
+			continue
+		}
+		m, ok := metas[n]
+		if !ok {
+			if err := os.Remove(s.packPath(n)); err != nil {
+				return fmt.Errorf("remove unused pack: %w", err)
+			}
+			removed++
+			continue
+		}
+		p, err := s.openPack(n, m)
+		if err != nil {
+			for _, p := range set {
+				p.f.Close()
+			}
+			return err
+		}
+		set[n] = p
+	}
+	if removed > 0 {
+		s.log.Info("repo: removed packs that held no block (created or retired just before a crash)", "packs", removed)
+	}
+
+	var newest uint32
+	found := false
+	for n := range metas {
+		if set[n] == nil {
+			s.log.Warn("repo: a pack file is missing; its blocks are lost (Verify lists them)", "pack", s.packPath(n))
+		}
+		if !found || n > newest {
+			newest, found = n, true
+		}
+	}
+	s.metas = metas
+	s.packs.Store(&set)
+	if found {
+		s.nextPack = uint64(newest) + 1
+		if p := set[newest]; p != nil && metas[newest].end < s.packBytes && !p.short {
+			// Appends resume where the last committed record ends, so that
+			// restarts do not leave a trail of small packs.
+			s.active, s.tail = p, metas[newest].end
+			s.activeN.Store(uint64(newest) + 1)
+		}
+	}
+	return nil
+}
+
+// openPack opens pack n and truncates it to m.end. It never extends it: a
+// pack shorter than its record says lost data to a power cut, and reads of
+// the missing part fail rather than return zeros.
+func (s *Store) openPack(n uint32, m packMeta) (*pack, error) {
+	f, err := os.OpenFile(s.packPath(n), os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open pack: %w", err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open pack: %w", err)
+	}
+	size := uint64(info.Size())
+	switch {
+	case size > m.end:
+		if err := f.Truncate(int64(m.end)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("truncate pack to its last committed record: %w", err)
+		}
+	case size < m.end:
+		s.log.Warn("repo: a pack is shorter than its index says; blocks at its end are lost (Verify lists them)",
+			"pack", s.packPath(n), "size", size, "want", m.end)
+	}
+	return &pack{n: n, f: f, short: size < m.end}, nil
+}
+
+// closePacks closes every pack file. Callers hold packMu; no Put is in
+// flight any more.
+func (s *Store) closePacks() error {
+	var first error
+	for _, p := range *s.packs.Load() {
+		if err := p.f.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	s.packsClosed = true
+	s.active = nil
+	s.activeN.Store(0)
+	return first
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
