@@ -6,7 +6,7 @@ BIN     ?= bin/meshfs
 MOUNT   ?= /mnt/net
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build run test vet deps
+.PHONY: build run test vet deps bench bench-smoke
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/meshfs
@@ -28,3 +28,11 @@ vet:
 
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Figures with ratios against baselines measured in the same run.
+bench:
+	$(GO) run ./bench
+
+# A quick run that proves the benchmark still works end to end.
+bench-smoke:
+	$(GO) run ./bench -short
