@@ -71,6 +71,7 @@ func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
 	f.StringVar(&df.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.DurationVar(&df.fetchTimeout, "fetch-timeout", 30*time.Second, "how long to look for a block on the network before giving up (or decoding it)")
 	f.BoolVar(&df.allowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf)")
+	f.String(configFlag, "", "YAML file of daemon settings keyed by flag name (flags and environment override it)")
 	if withMount {
 		f.StringVar(&df.mount, "mount", "", "also mount the network at this directory (unmounted on exit)")
 	}

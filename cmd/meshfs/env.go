@@ -56,6 +56,9 @@ func bindEnv(cmd *cobra.Command, getenv func(string) string) {
 		if err != nil {
 			return err
 		}
+		if err := applyConfigFile(cmd); err != nil {
+			return err
+		}
 		if next != nil {
 			return next(cmd, args)
 		}
