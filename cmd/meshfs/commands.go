@@ -513,11 +513,7 @@ func (a *app) newSpaceCmd() *cobra.Command {
 		if asJSON {
 			return writeRaw(a.stdout, raw)
 		}
-		num := func(n json.Number) uint64 {
-			v, _ := strconv.ParseUint(n.String(), 10, 64)
-			return v
-		}
-		maxB, used, reserved := num(s.QuotaMaxBytes), num(s.QuotaUsedBytes), num(s.QuotaReservedBytes)
+		maxB, used, reserved := jsonUint(s.QuotaMaxBytes), jsonUint(s.QuotaUsedBytes), jsonUint(s.QuotaReservedBytes)
 		tw := tabwriter.NewWriter(a.stdout, 0, 8, 1, ' ', 0)
 		fmt.Fprintf(tw, "blocks:\t%s\n", orDash(s.TotalBlocks.String()))
 		fmt.Fprintf(tw, "used:\t%s\n", formatSize(used))
@@ -553,10 +549,6 @@ func (a *app) newStatusCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		num := func(n json.Number) uint64 {
-			v, _ := strconv.ParseUint(n.String(), 10, 64)
-			return v
-		}
 		tw := tabwriter.NewWriter(a.stdout, 0, 8, 1, ' ', 0)
 		fmt.Fprintf(tw, "id:\t%s\n", info.ID)
 		fmt.Fprintf(tw, "addresses:\t%d\n", len(info.Addrs))
@@ -565,10 +557,10 @@ func (a *app) newStatusCmd() *cobra.Command {
 			fmt.Fprintf(tw, "\t%s\n", p)
 		}
 		quota := "unlimited"
-		if q := num(s.QuotaMaxBytes); q > 0 {
+		if q := jsonUint(s.QuotaMaxBytes); q > 0 {
 			quota = formatSize(q)
 		}
-		fmt.Fprintf(tw, "store:\t%s used of %s, %s blocks\n", formatSize(num(s.QuotaUsedBytes)), quota, orDash(s.TotalBlocks.String()))
+		fmt.Fprintf(tw, "store:\t%s used of %s, %s blocks\n", formatSize(jsonUint(s.QuotaUsedBytes)), quota, orDash(s.TotalBlocks.String()))
 		fmt.Fprintf(tw, "fetches:\t%d\n", len(info.Fetches))
 		for _, f := range info.Fetches {
 			state := "running"
@@ -583,4 +575,11 @@ func (a *app) newStatusCmd() *cobra.Command {
 		return tw.Flush()
 	})
 	return a.bindAll(cmd)
+}
+
+// jsonUint reads a byte or block count from the daemon's JSON; a missing
+// or malformed one reads as 0.
+func jsonUint(n json.Number) uint64 {
+	v, _ := strconv.ParseUint(n.String(), 10, 64)
+	return v
 }
