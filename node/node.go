@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -321,7 +322,9 @@ func (n *Node) Connect(ctx context.Context, p peer.ID, addrs []string) error {
 		}
 		ai = found
 	}
-	return n.host.Connect(ctx, ai)
+	// An explicit request to connect is worth a fresh dial even if an
+	// earlier attempt to this peer failed and put it in dial backoff.
+	return n.host.Connect(network.WithForceDirectDial(ctx, "connect requested"), ai)
 }
 
 // Peers lists the peers this node is connected to.
