@@ -190,7 +190,7 @@ func (n *Node) DataDir() string { return n.cfg.DataDir }
 // Upload stores r as a dataset with the node's block size and erasure
 // parameters, and returns the manifest CID.
 func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error) {
-	c, err := Upload(ctx, n.store, r, UploadOptions{
+	c, m, err := uploadDataset(ctx, n.store, r, UploadOptions{
 		Filename: filename, Mimetype: mimetype,
 		BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
 	})
@@ -198,9 +198,7 @@ func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype strin
 		return cid.Undef, err
 	}
 	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", filename)
-	if m, err := n.Manifest(ctx, c); err == nil {
-		n.announce(c, m)
-	}
+	n.announce(c, m)
 	return c, nil
 }
 

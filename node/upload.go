@@ -48,26 +48,32 @@ type uploader struct {
 // cancelled context, a full quota — everything this upload stored is removed
 // again, so no half dataset is left behind.
 func Upload(ctx context.Context, st store.BlockStore, r io.Reader, opts UploadOptions) (cid.Cid, error) {
-	if opts.BlockSize == 0 || opts.BlockSize%64 != 0 {
-		return cid.Undef, fmt.Errorf("upload: block size %d is not a positive multiple of 64", opts.BlockSize)
-	}
-	u := &uploader{st: st, blockSize: opts.BlockSize}
-	c, err := u.run(ctx, r, opts)
-	if err != nil {
-		u.rollback()
-		return cid.Undef, fmt.Errorf("upload: %w", err)
-	}
-	return c, nil
+	c, _, err := uploadDataset(ctx, st, r, opts)
+	return c, err
 }
 
-func (u *uploader) run(ctx context.Context, r io.Reader, opts UploadOptions) (cid.Cid, error) {
+// uploadDataset is Upload that also hands back the manifest it wrote.
+func uploadDataset(ctx context.Context, st store.BlockStore, r io.Reader, opts UploadOptions) (cid.Cid, *manifest.Manifest, error) {
+	if opts.BlockSize == 0 || opts.BlockSize%64 != 0 {
+		return cid.Undef, nil, fmt.Errorf("upload: block size %d is not a positive multiple of 64", opts.BlockSize)
+	}
+	u := &uploader{st: st, blockSize: opts.BlockSize}
+	c, m, err := u.run(ctx, r, opts)
+	if err != nil {
+		u.rollback()
+		return cid.Undef, nil, fmt.Errorf("upload: %w", err)
+	}
+	return c, m, nil
+}
+
+func (u *uploader) run(ctx context.Context, r io.Reader, opts UploadOptions) (cid.Cid, *manifest.Manifest, error) {
 	digests, size, err := u.chunk(ctx, r)
 	if err != nil {
-		return cid.Undef, err
+		return cid.Undef, nil, err
 	}
 	tree, err := merkle.New(digests)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("build tree: %w", err)
+		return cid.Undef, nil, fmt.Errorf("build tree: %w", err)
 	}
 	m := &manifest.Manifest{
 		TreeCID:     tree.CID(),
@@ -84,11 +90,11 @@ func (u *uploader) run(ctx context.Context, r io.Reader, opts UploadOptions) (ci
 	if opts.EcM > 0 && size > 0 {
 		layout, err := erasure.NewLayout(opts.EcK, opts.EcM, uint64(len(digests)))
 		if err != nil {
-			return cid.Undef, err
+			return cid.Undef, nil, err
 		}
 		protected, err := u.protect(ctx, layout, digests)
 		if err != nil {
-			return cid.Undef, err
+			return cid.Undef, nil, err
 		}
 		m.Protected = true
 		m.EcK, m.EcM = opts.EcK, opts.EcM
@@ -98,23 +104,23 @@ func (u *uploader) run(ctx context.Context, r io.Reader, opts UploadOptions) (ci
 		m.DatasetSize = layout.Total() * u.blockSize
 		digests = protected
 		if tree, err = merkle.New(digests); err != nil {
-			return cid.Undef, fmt.Errorf("build protected tree: %w", err)
+			return cid.Undef, nil, fmt.Errorf("build protected tree: %w", err)
 		}
 		m.TreeCID = tree.CID()
 	}
 	if err := u.putLeaves(ctx, tree, digests); err != nil {
-		return cid.Undef, err
+		return cid.Undef, nil, err
 	}
 	mb, err := m.Block()
 	if err != nil {
-		return cid.Undef, err
+		return cid.Undef, nil, err
 	}
 	// The manifest goes last: a dataset is listed once its manifest is held,
 	// so a crash before this point leaves no dataset, only unreferenced blocks.
 	if err := u.put(ctx, mb); err != nil {
-		return cid.Undef, fmt.Errorf("store manifest: %w", err)
+		return cid.Undef, nil, fmt.Errorf("store manifest: %w", err)
 	}
-	return mb.CID, nil
+	return mb.CID, m, nil
 }
 
 // chunk reads r block by block, stores each block and returns the digests
