@@ -41,9 +41,10 @@ func CIDFromDigest(codec uint64, digest [sha256.Size]byte) cid.Cid {
 	return cid.NewCidV1(codec, m)
 }
 
-// NewBlock wraps data as a codex-block (or any codec) block with its CID.
+// NewBlock wraps data as a codex-block (or any codec) block with its CID,
+// the sha2-256 of data. Stores take the block without hashing it again.
 func NewBlock(codec uint64, data []byte) Block {
-	return Block{CID: CIDFromDigest(codec, sha256.Sum256(data)), Data: data}
+	return Block{CID: CIDFromDigest(codec, sha256.Sum256(data)), Data: data, hashed: data}
 }
 
 // Digest returns the sha2-256 digest inside c.

@@ -45,8 +45,16 @@ var blockCases = []testCase{
 		if err := s.Put(t.Context(), store.Block{CID: other.CID, Data: good.Data}); !errors.Is(err, store.ErrInvalidBlock) {
 			t.Fatalf("Put under another block's CID: %v; want ErrInvalidBlock", err)
 		}
+		// A block made by NewBlock whose Data was then swapped for other
+		// bytes is hashed again, not trusted for its origin.
+		swapped := newBlock(store.CodecBlock, 3)
+		swapped.Data = bad.Data
+		if err := s.Put(t.Context(), swapped); !errors.Is(err, store.ErrInvalidBlock) {
+			t.Fatalf("Put of a block whose bytes were swapped: %v; want ErrInvalidBlock", err)
+		}
 		checkAbsent(t, s, good.CID)
 		checkAbsent(t, s, other.CID)
+		checkAbsent(t, s, swapped.CID)
 		checkUsage(t, s, usageOf(0))
 	}},
 	{name: "QuotaExceeded", quota: 3 * blockSize, run: func(t *testing.T, s store.BlockStore) {
