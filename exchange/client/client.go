@@ -12,10 +12,10 @@ package client
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -82,6 +82,9 @@ type Options struct {
 	MaxOffences int
 	// BanFor is how long a dropped peer is ignored (default 10 minutes).
 	BanFor time.Duration
+	// Verifiers is how many delivered blocks are hashed, checked against
+	// their proofs and stored at once (default GOMAXPROCS, at least 2).
+	Verifiers int
 	// ObserveLatency, when set, is told how long each delivered block took
 	// from its WantBlock (for metrics); it must not block.
 	ObserveLatency func(time.Duration)
@@ -97,9 +100,10 @@ type Client struct {
 	opts  Options
 	log   *slog.Logger
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wake   chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wake    chan struct{}
+	verifyQ chan delivery
 
 	mu      sync.Mutex
 	wants   map[message.Key]*want
@@ -156,6 +160,9 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 	if opts.BanFor <= 0 {
 		opts.BanFor = 10 * time.Minute
 	}
+	if opts.Verifiers <= 0 {
+		opts.Verifiers = max(2, runtime.GOMAXPROCS(0))
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -163,11 +170,17 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 	c := &Client{
 		snd: snd, disc: disc, peers: peers, st: st, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
-		wants: map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
+		// One waiting delivery per verifier: enough to keep them busy
+		// while the reader fetches the next message, and no more held.
+		verifyQ: make(chan delivery, 64),
+		wants:   map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
 		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{}, offence: map[peer.ID]int{}, live: map[peer.ID]bool{},
 		stats: Stats{BlocksFrom: map[peer.ID]uint64{}},
 	}
 	go c.loop()
+	for range opts.Verifiers {
+		go c.verifier()
+	}
 	return c
 }
 
@@ -730,12 +743,40 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 	c.poke()
 }
 
-// HandleBlocks verifies, stores and hands out blocks p delivered.
+// delivery is a block a peer sent, waiting for a verifier.
+type delivery struct {
+	from peer.ID
+	d    message.Delivery
+}
+
+// HandleBlocks hands the blocks p delivered to the verifiers, which check,
+// store and hand them out. It blocks while they are all busy and their
+// queue is full: the caller is p's stream reader, so a peer sending faster
+// than we can hash and store is slowed by its own stream's flow control,
+// and what waits here is bounded. Meanwhile the reader is free to read the
+// next message, so hashing and storing overlap the transfer instead of
+// stopping it for every batch.
 func (c *Client) HandleBlocks(p peer.ID, ds []message.Delivery) {
 	for _, d := range ds {
-		c.handleBlock(p, d)
+		select {
+		case c.verifyQ <- delivery{p, d}:
+		case <-c.ctx.Done():
+			return
+		}
 	}
-	c.poke()
+}
+
+// verifier checks and stores deliveries until the client closes.
+func (c *Client) verifier() {
+	for {
+		select {
+		case j := <-c.verifyQ:
+			c.handleBlock(j.from, j.d)
+			c.poke()
+		case <-c.ctx.Done():
+			return
+		}
+	}
 }
 
 func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
@@ -886,15 +927,19 @@ var errBadBlock = errors.New("bad block")
 // to its CID, and for a dataset block the proof ties that hash to the tree
 // root at exactly the index we asked for.
 func verify(d message.Delivery, root merkle.Digest) (store.Leaf, store.Block, error) {
-	sum := sha256.Sum256(d.Data)
 	if d.CID.Type() != store.CodecBlock && d.CID.Type() != store.CodecManifest {
 		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: codec %s", errBadBlock, store.CodecName(d.CID.Type()))
 	}
-	want := store.CIDFromDigest(d.CID.Type(), sum)
-	if !want.Equals(d.CID) {
+	// NewBlock hashes the bytes as sha2-256 whatever hash the peer's CID
+	// names, and the store then takes the block without hashing it again.
+	b := store.NewBlock(d.CID.Type(), d.Data)
+	if !b.CID.Equals(d.CID) {
 		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: bytes do not hash to %s", errBadBlock, store.CIDText(d.CID))
 	}
-	b := store.Block{CID: d.CID, Data: d.Data}
+	sum, err := store.Digest(b.CID)
+	if err != nil {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: %w", errBadBlock, err)
+	}
 	if !d.Address.Leaf {
 		if !d.Address.CID.Equals(d.CID) {
 			return store.Leaf{}, store.Block{}, fmt.Errorf("%w: delivered %s for %s", errBadBlock, store.CIDText(d.CID), d.Address)

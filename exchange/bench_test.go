@@ -1,0 +1,70 @@
+package exchange
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/meshfs/meshfs/integration/cluster"
+	"github.com/meshfs/meshfs/store/repo"
+)
+
+var benchReaders = flag.Int("bench.readers", 64, "blocks a BenchmarkFetch reader keeps asked for at once")
+
+// BenchmarkFetch moves a 64 MiB dataset of 64 KiB blocks from one engine to
+// another over loopback, each on a real host and a real repo store, asking
+// for blocks as the dataset reader does (a sliding window of -bench.readers
+// outstanding blocks). It is the exchange's share of a cold network read;
+// the transport ceiling is node/p2p's BenchmarkStreamThroughput.
+func BenchmarkFetch(b *testing.B) {
+	const blocks, size = 1024, 64 << 10
+	d := newDataset(b, blocks, size)
+	provider := newRepoNode(b, nil)
+	d.put(b, provider.served)
+	b.SetBytes(blocks * size)
+	clock := cluster.StartCPUClock(b)
+	for range b.N {
+		clock.Stop()
+		fetcher := newRepoNode(b, staticDisc{addrInfo(provider.h)})
+		clock.Start()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(*benchReaders)
+		for i := range blocks {
+			g.Go(func() error {
+				_, blk, err := fetcher.e.GetLeaf(gctx, d.root, uint64(i))
+				if err == nil && !blk.CID.Equals(d.cids[i]) {
+					err = fmt.Errorf("block %d: wrong CID", i)
+				}
+				return err
+			})
+		}
+		err := g.Wait()
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		clock.Stop()
+		fetcher.e.Close()
+		clock.Start()
+	}
+	clock.Report(64)
+}
+
+// newRepoNode is newNode on a repo store in a temporary directory.
+func newRepoNode(t testing.TB, disc staticDisc) *node {
+	t.Helper()
+	st, err := repo.Open(t.TempDir(), repo.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	n := &node{h: newHost(t), served: st}
+	n.e = New(n.h, st, disc, Options{Logger: quiet})
+	t.Cleanup(n.e.Close)
+	return n
+}
