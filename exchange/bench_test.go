@@ -26,6 +26,7 @@ func BenchmarkFetch(b *testing.B) {
 	provider := newRepoNode(b, nil)
 	d.put(b, provider.served)
 	b.SetBytes(blocks * size)
+	var haves uint64
 	clock := cluster.StartCPUClock(b)
 	for range b.N {
 		clock.Stop()
@@ -49,10 +50,12 @@ func BenchmarkFetch(b *testing.B) {
 			b.Fatal(err)
 		}
 		clock.Stop()
+		haves += fetcher.e.ClientStats().WantHavesSent
 		fetcher.e.Close()
 		clock.Start()
 	}
 	clock.Report(64)
+	b.ReportMetric(float64(haves)/float64(b.N), "wanthaves/op")
 }
 
 // newRepoNode is newNode on a repo store in a temporary directory.

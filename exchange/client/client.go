@@ -506,6 +506,12 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 		if w.dontHaves[p] || c.isBanned(p, now) || c.isCongested(p, now) {
 			continue
 		}
+		if st := c.peerSt[p]; w.haves[p] || (st != nil && st.haveTrees[t]) {
+			// A holder we could not use above has its window full: it
+			// gets the WantBlock when a slot frees. Asking it WantHave
+			// meanwhile would only cost a presence round trip per block.
+			continue
+		}
 		if at, ok := w.askedHave[p]; ok {
 			if now.Sub(at) < c.opts.HaveTimeout {
 				asked++
