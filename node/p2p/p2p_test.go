@@ -15,6 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/meshfs/meshfs/integration/cluster"
 )
 
 const (
@@ -228,8 +230,8 @@ func benchThroughput(b *testing.B, listen, security string) {
 	ctx := b.Context()
 
 	b.SetBytes(total)
-	b.ResetTimer()
-	for b.Loop() {
+	clock := cluster.StartCPUClock(b)
+	for range b.N {
 		s, err := c.Host().NewStream(ctx, a.ID(), proto)
 		if err != nil {
 			b.Fatal(err)
@@ -251,6 +253,7 @@ func benchThroughput(b *testing.B, listen, security string) {
 		}
 		_ = s.Close()
 	}
+	clock.Report(total >> 20)
 }
 
 func TestLimitConfig(t *testing.T) {
