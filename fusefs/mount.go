@@ -179,7 +179,7 @@ func Mount(dir string, src Source, opts Options) (*Server, error) {
 		// root bound to its bridge.
 		srv, err := fs.Mount(abs, newRoot(opts.config(src)), fsOptions(opts, a.direct))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", a.how, err))
+			errs = append(errs, fmt.Errorf("%s: %w", a.how, helperError(err)))
 			opts.Logger.Debug("fusefs: mount attempt failed", "dir", abs, "how", a.how, "err", err)
 			continue
 		}
@@ -288,30 +288,84 @@ func (e *MountError) Error() string {
 
 func (e *MountError) Unwrap() []error { return e.Errs }
 
+// fuseConf is the file in which fusermount3 looks for user_allow_other.
+const fuseConf = "/etc/fuse.conf"
+
 // mountHints guesses what a failed mount lacks, in words an operator can
 // act on.
 func mountHints(opts Options, errs []error) []string {
 	var hints []string
-	_, fmErr := fusermountPath()
+	root := os.Geteuid() == 0
+	fm, fmErr := fusermountPath()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		hints = append(hints, fmt.Sprintf("/dev/fuse is missing (%v): load the fuse module (modprobe fuse) "+
 			"or, in a container, pass the device in (--device /dev/fuse)", err))
-	} else if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil && fmErr != nil {
-		// Only matters without the setuid helper, which opens it as root.
-		hints = append(hints, fmt.Sprintf("/dev/fuse is not read-writable by uid %d", os.Geteuid()))
+	} else if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
+		// fusermount3 is setuid root but opens the device with the
+		// caller's own rights, so the caller needs them.
+		hints = append(hints, fmt.Sprintf("/dev/fuse is not read-writable by uid %d (%v), and fusermount3 opens it "+
+			"as the calling user: make it mode 0666 (as the fuse3 package's udev rule does) or run as root", os.Getuid(), err))
 	}
-	if os.Geteuid() != 0 && fmErr != nil {
+	if !root && fmErr != nil {
 		hints = append(hints, "not running as root and fusermount3 is not installed (Debian/Ubuntu: apt install fuse3)")
+	} else if !root && !setuidRoot(fm) {
+		hints = append(hints, fmt.Sprintf("%s is not setuid root, so it cannot mount for a user "+
+			"(reinstall fuse3, or chown root and chmod u+s it)", fm))
 	}
 	joined := errors.Join(errs...)
 	if errors.Is(joined, syscall.EPERM) || errors.Is(joined, syscall.EACCES) {
 		hints = append(hints, "permission denied: mounting needs root (CAP_SYS_ADMIN, which containers often drop) "+
 			"or a setuid-root fusermount3")
 	}
-	if opts.AllowOther && os.Geteuid() != 0 {
-		hints = append(hints, "allow_other without root needs user_allow_other in /etc/fuse.conf")
+	if opts.AllowOther && !root {
+		if ok, why := userAllowOther(fuseConf); !ok {
+			hints = append(hints, fmt.Sprintf("allow_other without root needs the line user_allow_other in %s, %s: "+
+				"add it there (as root) or mount without allow_other", fuseConf, why))
+		}
 	}
 	return hints
+}
+
+// userAllowOther tells whether conf enables user_allow_other, the way
+// fusermount3 reads it (a line of its own; # starts a comment), and if not,
+// why not.
+func userAllowOther(conf string) (bool, string) {
+	raw, err := os.ReadFile(conf)
+	if err != nil {
+		return false, fmt.Sprintf("which cannot be read (%v)", err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true, ""
+		}
+	}
+	return false, "which does not have it"
+}
+
+// setuidRoot tells whether the file at path is owned by root and setuid.
+func setuidRoot(path string) bool {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return false
+	}
+	return st.Uid == 0 && st.Mode&syscall.S_ISUID != 0
+}
+
+// helperError rewords go-fuse's "fusermount exited with code 256\n" (a raw
+// wait status, with a line break) as the helper's exit status; the helper
+// has already written its own reason to stderr.
+func helperError(err error) error {
+	msg := strings.TrimSpace(err.Error())
+	rest, ok := strings.CutPrefix(msg, "fusermount exited with code ")
+	if !ok {
+		return err
+	}
+	var ws syscall.WaitStatus
+	if _, serr := fmt.Sscan(rest, (*uint32)(&ws)); serr != nil || !ws.Exited() {
+		return errors.New(msg)
+	}
+	return fmt.Errorf("exit status %d (its own message is on stderr above)", ws.ExitStatus())
 }
 
 // fusermountPath finds the mount helper, as go-fuse does: fusermount3,
@@ -376,7 +430,7 @@ func ClearStale(dir string) error {
 			if err != nil {
 				return fmt.Errorf("clear %s: %w", abs, err)
 			}
-			if mounted {
+			if mounted && !mountableOver(abs, fstype) {
 				return fmt.Errorf("%s is already a mount point in use (%s): unmount it first or choose another directory", abs, fstype)
 			}
 			return nil
@@ -394,6 +448,26 @@ func ClearStale(dir string) error {
 		}
 	}
 	return fmt.Errorf("clear %s: still a dead mount after repeated unmounts", abs)
+}
+
+// mountableOver tells whether the live mount point dir may be mounted on:
+// yes if it is an empty directory of a file system other than FUSE. That
+// is the bind mount a container runtime makes for the mount (`docker run
+// --mount type=bind,target=/mnt/net,bind-propagation=rshared` makes
+// /mnt/net one), and mounting on top of it is what carries the mount out
+// to the host. A FUSE mount belongs to a running daemon, and a directory
+// with something in it to someone else: those are left alone.
+func mountableOver(dir, fstype string) bool {
+	if fstype == "fuse" || fstype == "fuseblk" || strings.HasPrefix(fstype, "fuse.") {
+		return false
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	return len(names) == 0 && errors.Is(err, io.EOF)
 }
 
 // lazyUnmount detaches the mount at dir even when it is busy or dead
