@@ -324,6 +324,42 @@ func TestUnmountBusy(t *testing.T) {
 	}
 }
 
+// A mount point that is an empty bind mount (what docker run --mount
+// type=bind makes for the mount) is mounted over; a bind mount with
+// something in it belongs to someone else and is refused.
+func TestClearStaleBindMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("bind mounts need root")
+	}
+	bind := func(dir string) {
+		t.Helper()
+		if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
+			t.Skipf("cannot bind mount here: %v", err)
+		}
+		t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	}
+	full := t.TempDir()
+	if err := os.WriteFile(filepath.Join(full, "theirs"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bind(full)
+	if err := ClearStale(full); err == nil || !strings.Contains(err.Error(), "mount point in use") {
+		t.Errorf("ClearStale on a bind mount with contents = %v, want a mount point in use error", err)
+	}
+
+	empty := t.TempDir()
+	bind(empty)
+	if err := ClearStale(empty); err != nil {
+		t.Fatalf("ClearStale on an empty bind mount = %v, want nil", err)
+	}
+	src, cids, sets := mountedDatasets()
+	s := mountAt(t, empty, src)
+	got, err := os.ReadFile(filepath.Join(s.Dir(), store.CIDText(cids["hello.txt"])))
+	if err != nil || !bytes.Equal(got, sets["hello.txt"]) {
+		t.Fatalf("read through the mount on the bind mount: %q, %v; want %q", got, err, sets["hello.txt"])
+	}
+}
+
 // ClearStale refuses a live mount, and clears the dead mount that a
 // SIGKILLed daemon leaves, after which the dir can be mounted again.
 func TestClearStale(t *testing.T) {
