@@ -527,10 +527,13 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	}
 	// Nobody is left to ask: every peer that holds the dataset or was asked
 	// said it lacks this block (or did not answer in time). If a lookup made
-	// since this want began found no one else, fail now rather than at the
-	// caller's deadline: a missing CID is a prompt "not found", and a block
-	// lost everywhere goes to erasure decoding without waiting.
-	if ts.lastDiscover.After(w.created) && ts.concluded {
+	// since this want began, or within RediscoverAfter, found no one else,
+	// fail now rather than at the caller's deadline: a missing CID is a
+	// prompt "not found", and a block lost everywhere goes to erasure
+	// decoding without waiting. (Without the second condition, a reader
+	// crossing a run of lost blocks waited for one more DHT lookup per
+	// block, each finding the same providers.)
+	if ts.concluded && (ts.lastDiscover.After(w.created) || now.Sub(ts.lastDiscover) < c.opts.RediscoverAfter) {
 		c.resolve(w, fmt.Errorf("fetch %s: %w: no peer has it", w.addr, ErrNotFound))
 		return
 	}
