@@ -47,6 +47,14 @@ type Dataset struct {
 	lastEnd    int64               // where the previous read ended
 	prefetched uint64              // prefetch has been started up to here
 	inflight   map[uint64]struct{} // blocks being prefetched
+
+	// Set by the node (gc.go): mblock is the manifest block as read; hold
+	// keeps the dataset from garbage collection while a read or prefetch
+	// runs, and counts as an access; release ends the hold Open took.
+	mblock  store.Block
+	hold    func(ctx context.Context) (func(), error)
+	release func()
+	closed  sync.Once
 }
 
 // localer is the NetworkStore's view of what is held here already.
@@ -65,7 +73,7 @@ func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset,
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
 	}
-	d := &Dataset{CID: c, Manifest: m, st: st, cache: newBlockCache(cacheBlocks), inflight: map[uint64]struct{}{}}
+	d := &Dataset{CID: c, Manifest: m, st: st, cache: newBlockCache(cacheBlocks), inflight: map[uint64]struct{}{}, mblock: b}
 	if m.Protected {
 		if d.layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
 			return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
@@ -83,6 +91,18 @@ func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset,
 // cacheBlocks bounds the per-dataset block cache: enough for the kernel's
 // 128 KiB–1 MiB reads that straddle blocks and for one decoded codeword.
 const cacheBlocks = 32
+
+// Close ends the reader's claim on the dataset: a dataset the node opened
+// is not garbage collected until it is closed. Reads still work after
+// Close (each holds the dataset while it runs). Close is idempotent.
+func (d *Dataset) Close() error {
+	d.closed.Do(func() {
+		if d.release != nil {
+			d.release()
+		}
+	})
+	return nil
+}
 
 // Size is the original file size.
 func (d *Dataset) Size() int64 { return int64(d.Manifest.Size()) }
@@ -117,6 +137,13 @@ func (d *Dataset) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	}
 	if off >= size {
 		return 0, io.EOF
+	}
+	if d.hold != nil {
+		release, err := d.hold(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("read %s at %d: %w", store.CIDText(d.CID), off, err)
+		}
+		defer release()
 	}
 	want := p
 	if rest := size - off; int64(len(want)) > rest {
@@ -214,6 +241,13 @@ func (d *Dataset) readAhead(off, n int64, last uint64) {
 			defer cancel()
 			if has, err := l.Local().HasLeaf(ctx, d.Manifest.TreeCID, i); err != nil || has {
 				return
+			}
+			if d.hold != nil {
+				release, err := d.hold(ctx)
+				if err != nil {
+					return
+				}
+				defer release()
 			}
 			// The block lands in the local store; the reader finds it there.
 			_, _ = d.block(ctx, i)

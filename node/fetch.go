@@ -66,8 +66,10 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	n.fetch.m[c] = fs
 	n.fetch.wg.Add(1)
 	n.fetch.mu.Unlock()
+	inUse := n.uses.add(c) // not garbage collected while it is fetched
 	go func() {
 		defer n.fetch.wg.Done()
+		defer inUse()
 		err := n.fetchAll(n.ctx, d, fs)
 		fs.mu.Lock()
 		fs.done, fs.err, fs.finished = true, err, time.Now()
@@ -80,6 +82,21 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 		n.announce(c, d.Manifest)
 	}()
 	return d, nil
+}
+
+// forget drops the record of a finished fetch of a dataset no longer held,
+// so that fetching it again starts afresh.
+func (f *fetches) forget(c cid.Cid) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fs := f.m[c]; fs != nil {
+		fs.mu.Lock()
+		done := fs.done
+		fs.mu.Unlock()
+		if done {
+			delete(f.m, c)
+		}
+	}
 }
 
 func (fs *fetchState) isFailed() bool {
@@ -135,8 +152,18 @@ func (n *Node) fetchBlock(ctx context.Context, d *Dataset, i uint64) error {
 		return err
 	}
 	if !m.Protected || i < d.layout.N {
-		_, err := d.block(ctx, i) // decodes when no peer has it; recovered blocks are stored
-		return err
+		// Through the store, not the readers' block cache: a block cached
+		// in memory need not be held (its dataset may have been removed
+		// and fetched again since), and a whole dataset passing through
+		// the cache would only evict what readers use.
+		_, _, err := d.fetch(ctx, i)
+		if err != nil && m.Protected && unavailable(err) && ctx.Err() == nil {
+			_, err = d.decode(ctx, i, err) // recovered blocks are stored
+		}
+		if err != nil {
+			return fmt.Errorf("block %d: %w", i, err)
+		}
+		return nil
 	}
 	bctx, cancel := context.WithTimeout(ctx, n.cfg.FetchTimeout)
 	defer cancel()

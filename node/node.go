@@ -5,12 +5,15 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -45,7 +48,15 @@ type Config struct {
 	Exchange exchange.Options
 	// Discovery tunes provider announcements and lookups.
 	Discovery discovery.Options
-	Logger    *slog.Logger
+	// CacheTTL: a cached dataset (one that came from the network, not
+	// pinned) that nobody has read for this long is garbage collected.
+	// 0: never by age (the daemon's default is 24h).
+	CacheTTL time.Duration
+	// GCInterval: how often garbage is collected in the background; 0:
+	// only on demand (GC) and when the store is full (the daemon's
+	// default is a minute).
+	GCInterval time.Duration
+	Logger     *slog.Logger
 }
 
 // Defaults. K=4, M=2 survives the loss of any two blocks of a codeword for
@@ -73,6 +84,19 @@ type Node struct {
 
 	metrics *metrics
 	reads   readCounters
+
+	// Retention and garbage collection: see gc.go.
+	ret       retentionStore
+	full      reclaimingStore  // the local store, collecting when it is full
+	now       func() time.Time // tests set a clock of their own
+	uses      uses
+	recMu     sync.Mutex // serialises changes of retention records
+	gcMu      sync.Mutex // one collection at a time
+	reclaimMu sync.Mutex
+	futile    time.Time     // under reclaimMu: when a reclaim last freed nothing
+	gcGen     atomic.Uint64 // datasets ever collected, for Upload
+	gcStats   gcCounters
+	bg        sync.WaitGroup // the collection loop
 }
 
 // New opens (or creates) the node's repository in cfg.DataDir, starts its
@@ -114,7 +138,9 @@ func New(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, store: st, id: id}
+	n = &Node{cfg: cfg, log: cfg.Logger, store: st, id: id, ret: st, now: time.Now}
+	n.full = reclaimingStore{BlockStore: st, n: n}
+	n.uses.init()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -133,8 +159,10 @@ func New(cfg Config) (n *Node, err error) {
 	xopts := cfg.Exchange
 	xopts.Logger = cfg.Logger
 	xopts.Client.ObserveLatency = n.metrics.observe
-	n.engine = exchange.New(n.host.Host(), st, n.disc, xopts)
-	n.net = store.NewNetworkStore(st, n.engine)
+	// Blocks from peers, blocks rebuilt by decoding and uploads are all
+	// written through n.full, so a full store makes room by collecting.
+	n.engine = exchange.New(n.host.Host(), n.full, n.disc, xopts)
+	n.net = store.NewNetworkStore(n.full, n.engine)
 	n.metrics.reg.MustRegister(nodeCollector{n})
 	n.fetch.init()
 
@@ -144,6 +172,10 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	for _, e := range entries {
 		n.announce(e.CID, e.Manifest)
+	}
+	if cfg.GCInterval > 0 {
+		n.bg.Add(1)
+		go n.gcLoop(cfg.GCInterval)
 	}
 	return n, nil
 }
@@ -160,6 +192,7 @@ func (n *Node) Close() error {
 		}
 	}
 	n.fetch.wait()
+	n.bg.Wait()
 	return n.store.Close()
 }
 
@@ -188,14 +221,32 @@ func (n *Node) ID() peer.ID { return n.id }
 func (n *Node) DataDir() string { return n.cfg.DataDir }
 
 // Upload stores r as a dataset with the node's block size and erasure
-// parameters, and returns the manifest CID.
+// parameters, pins it, and returns the manifest CID. A full store makes
+// room by collecting cached datasets.
 func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error) {
-	c, m, err := uploadDataset(ctx, n.store, r, UploadOptions{
+	gen := n.gcGen.Load()
+	c, m, err := uploadDataset(ctx, n.full, r, UploadOptions{
 		Filename: filename, Mimetype: mimetype,
 		BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
 	})
 	if err != nil {
 		return cid.Undef, err
+	}
+	release, err := n.uses.acquire(ctx, c)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("upload: %w", err)
+	}
+	defer release()
+	if n.gcGen.Load() != gen {
+		// The upload stores nothing that is held already. If that was a
+		// cached copy of the same dataset and the collector removed it
+		// meanwhile, what the upload relied on may be gone.
+		if err := n.checkComplete(ctx, c, m); err != nil {
+			return cid.Undef, fmt.Errorf("upload: a garbage collection removed part of it meanwhile, upload it again: %w", err)
+		}
+	}
+	if err := n.setRetention(ctx, c, store.Retention{Pinned: true, LastAccess: n.now()}); err != nil {
+		return cid.Undef, fmt.Errorf("upload: pin: %w", err)
 	}
 	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", filename)
 	n.announce(c, m)
@@ -203,15 +254,28 @@ func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype strin
 }
 
 // Open prepares a reader over dataset c, wherever on the network it is:
-// blocks come from the local store, else from peers.
+// blocks come from the local store, else from peers. A manifest that comes
+// from the network is stored, and the dataset held as cached. The dataset
+// is not garbage collected until the reader is closed (Dataset.Close).
 func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
+	release, err := n.uses.acquire(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
+	}
+	held, err := n.store.Has(ctx, c)
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
+	}
 	d, err := OpenDataset(ctx, n.net, c)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	d.BlockTimeout = n.cfg.FetchTimeout
 	d.Prefetch = prefetchBlocks
 	d.counters = &n.reads
+	n.track(ctx, d, release, true, !held)
 	return d, nil
 }
 
@@ -220,9 +284,10 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 // busy without fetching much a reader that stops early never uses.
 const prefetchBlocks = 64
 
-// Manifest returns the manifest of dataset c held locally.
+// Manifest returns the manifest of dataset c held locally. It is not a
+// read of the dataset: its access time stays.
 func (n *Node) Manifest(ctx context.Context, c cid.Cid) (*manifest.Manifest, error) {
-	d, err := n.OpenLocal(ctx, c)
+	d, err := OpenDataset(ctx, n.store, c)
 	if err != nil {
 		return nil, err
 	}
@@ -238,10 +303,21 @@ func (n *Node) Has(ctx context.Context, c cid.Cid) (bool, error) {
 type Entry struct {
 	CID      cid.Cid
 	Manifest *manifest.Manifest
+	// Pinned datasets are never garbage collected; the others are cached,
+	// last read at LastAccess (to about a minute).
+	Pinned     bool
+	LastAccess time.Time
 }
 
 // List returns the datasets held locally: every manifest block in the store.
 func (n *Node) List(ctx context.Context) ([]Entry, error) {
+	records := map[cid.Cid]store.Retention{}
+	if err := n.ret.ForEachRetention(ctx, func(c cid.Cid, r store.Retention) error {
+		records[c] = r
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list datasets: %w", err)
+	}
 	var out []Entry
 	err := n.store.ForEach(ctx, store.CodecManifest, func(c cid.Cid) error {
 		b, err := n.store.Get(ctx, c)
@@ -256,7 +332,9 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 			n.log.Warn("unreadable manifest in store", "cid", store.CIDText(c), "err", err)
 			return nil
 		}
-		out = append(out, Entry{CID: c, Manifest: m})
+		r, recorded := records[c]
+		// No record: a dataset from before records, pinned (see gc.go).
+		out = append(out, Entry{CID: c, Manifest: m, Pinned: !recorded || r.Pinned, LastAccess: r.LastAccess})
 		return nil
 	})
 	if err != nil {
@@ -282,6 +360,9 @@ func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
 			return fmt.Errorf("delete %s: block %d: %w", store.CIDText(c), i, err)
 		}
 	}
+	if err := n.forget(ctx, c); err != nil {
+		return fmt.Errorf("delete %s: retention record: %w", store.CIDText(c), err)
+	}
 	n.log.Info("deleted", "cid", store.CIDText(c))
 	return nil
 }
@@ -289,9 +370,40 @@ func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
 // Space reports the store's usage.
 func (n *Node) Space(ctx context.Context) (store.Usage, error) { return n.store.Usage(ctx) }
 
-// OpenLocal opens dataset c from the local store only.
+// OpenLocal opens dataset c from the local store only. It is not garbage
+// collected until the reader is closed (Dataset.Close).
 func (n *Node) OpenLocal(ctx context.Context, c cid.Cid) (*Dataset, error) {
-	return OpenDataset(ctx, n.store, c)
+	release, err := n.uses.acquire(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
+	}
+	d, err := OpenDataset(ctx, n.store, c)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	n.track(ctx, d, release, false, false)
+	return d, nil
+}
+
+// checkComplete reports whether every stored block of dataset c is held.
+func (n *Node) checkComplete(ctx context.Context, c cid.Cid, m *manifest.Manifest) error {
+	if has, err := n.store.Has(ctx, c); err != nil || !has {
+		return fmt.Errorf("manifest of %s: held %v: %w", store.CIDText(c), has, cmp.Or(err, store.ErrNotFound))
+	}
+	d, err := OpenDataset(ctx, n.store, c)
+	if err != nil {
+		return err
+	}
+	for i := uint64(0); i < m.Blocks(); i++ {
+		if m.Protected && d.layout.IsPadding(i) {
+			continue
+		}
+		if has, err := n.store.HasLeaf(ctx, m.TreeCID, i); err != nil || !has {
+			return fmt.Errorf("block %d of %s: %w", i, store.CIDText(c), cmp.Or(err, store.ErrNotFound))
+		}
+	}
+	return nil
 }
 
 // Addrs are the node's addresses, each ending in /p2p/<peer ID>.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 )
@@ -19,6 +20,8 @@ type Memory struct {
 	used   uint64
 	blocks map[string]*memBlock // by CID bytes
 	leaves map[memLeafKey]memLeaf
+	// retention records by manifest CID bytes; see Retention.
+	retention map[string]memRetention
 }
 
 type memBlock struct {
@@ -43,9 +46,10 @@ var _ BlockStore = (*Memory)(nil)
 // (0 means unlimited).
 func NewMemory(quotaBytes uint64) *Memory {
 	return &Memory{
-		quota:  quotaBytes,
-		blocks: map[string]*memBlock{},
-		leaves: map[memLeafKey]memLeaf{},
+		quota:     quotaBytes,
+		blocks:    map[string]*memBlock{},
+		leaves:    map[memLeafKey]memLeaf{},
+		retention: map[string]memRetention{},
 	}
 }
 
@@ -256,6 +260,83 @@ func (m *Memory) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
-	m.blocks, m.leaves = nil, nil
+	m.blocks, m.leaves, m.retention = nil, nil, nil
 	return nil
+}
+
+// memRetention is one retention record of the memory store.
+type memRetention struct {
+	cid cid.Cid
+	r   Retention
+}
+
+// GetRetention returns the retention record of dataset c (ErrNotFound
+// when there is none). See Retention.
+func (m *Memory) GetRetention(ctx context.Context, c cid.Cid) (Retention, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.enter(ctx); err != nil {
+		return Retention{}, fmt.Errorf("memory: get retention %s: %w", CIDText(c), err)
+	}
+	r, ok := m.retention[c.KeyString()]
+	if !ok {
+		return Retention{}, fmt.Errorf("memory: get retention %s: %w", CIDText(c), ErrNotFound)
+	}
+	return r.r, nil
+}
+
+// PutRetention records r for dataset c, replacing any record of it.
+func (m *Memory) PutRetention(ctx context.Context, c cid.Cid, r Retention) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.enter(ctx); err != nil {
+		return fmt.Errorf("memory: put retention %s: %w", CIDText(c), err)
+	}
+	r.LastAccess = retentionTime(r.LastAccess)
+	m.retention[c.KeyString()] = memRetention{cid: c, r: r}
+	return nil
+}
+
+// DeleteRetention removes the retention record of c; none is not an error.
+func (m *Memory) DeleteRetention(ctx context.Context, c cid.Cid) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.enter(ctx); err != nil {
+		return fmt.Errorf("memory: delete retention %s: %w", CIDText(c), err)
+	}
+	delete(m.retention, c.KeyString())
+	return nil
+}
+
+// ForEachRetention calls fn with every retention record, in no particular
+// order, and stops at fn's first error. fn runs without the lock held.
+func (m *Memory) ForEachRetention(ctx context.Context, fn func(cid.Cid, Retention) error) error {
+	m.mu.RLock()
+	if err := m.enter(ctx); err != nil {
+		m.mu.RUnlock()
+		return fmt.Errorf("memory: list retention: %w", err)
+	}
+	rs := make([]memRetention, 0, len(m.retention))
+	for _, r := range m.retention {
+		rs = append(rs, r)
+	}
+	m.mu.RUnlock()
+	for _, r := range rs {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("memory: list retention: %w", err)
+		}
+		if err := fn(r.cid, r.r); err != nil {
+			return fmt.Errorf("memory: list retention: %w", err)
+		}
+	}
+	return nil
+}
+
+// retentionTime is t as every store keeps it: to the millisecond, in UTC,
+// the zero time staying zero.
+func retentionTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.UnixMilli(t.UnixMilli()).UTC()
 }

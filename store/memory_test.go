@@ -14,3 +14,11 @@ func TestMemoryConformance(t *testing.T) {
 		return m
 	})
 }
+
+func TestMemoryRetentionConformance(t *testing.T) {
+	storetest.RunRetention(t, func(t *testing.T, quota uint64) storetest.RetentionStore {
+		m := store.NewMemory(quota)
+		t.Cleanup(func() { m.Close() })
+		return m
+	})
+}

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -325,7 +327,7 @@ func TestLs(t *testing.T) {
 	f := newFakeDaemon(t)
 	r := cli(t, noEnv, nil, "ls", "--api", f.url())
 	r.wantOK(t)
-	if r.stdout != "CID  SIZE  NAME\n" {
+	if r.stdout != "CID  SIZE  PINNED  NAME\n" {
 		t.Fatalf("empty listing %q", r.stdout)
 	}
 
@@ -337,14 +339,15 @@ func TestLs(t *testing.T) {
 	f.datasets[b].manifest["protected"] = true
 	f.datasets[b].manifest["datasetSize"] = 262144
 	f.datasets[b].manifest["originalDatasetSize"] = 123456
+	f.datasets[b].unpinned = true
 	f.mu.Unlock()
 
 	r = cli(t, noEnv, nil, "ls", "--api", f.url())
 	r.wantOK(t)
 	pad := strings.Repeat(" ", len(a)-len("CID"))
-	want := "CID" + pad + "  SIZE    NAME\n" +
-		a + "  5       a.txt\n" +
-		b + "  123456  -\n"
+	want := "CID" + pad + "  SIZE    PINNED  NAME\n" +
+		a + "  5       yes     a.txt\n" +
+		b + "  123456  no      -\n"
 	if r.stdout != want {
 		t.Fatalf("stdout:\n%q\nwant:\n%q", r.stdout, want)
 	}
@@ -405,6 +408,72 @@ func TestRm(t *testing.T) {
 	}
 	cli(t, noEnv, nil, "rm", "--api", f.url(), cid).
 		wantErr(t, 1, "404 Not Found: dataset not found no provider answered within 30s")
+}
+
+// A Codex daemon sends no "pinned": ls shows "-" rather than guessing.
+func TestLsWithoutPinned(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"content": []any{map[string]any{
+			"cid": fakeManifestCID(), "manifest": map[string]any{"datasetSize": 7, "filename": "f"},
+		}}})
+	}))
+	t.Cleanup(srv.Close)
+	r := cli(t, noEnv, nil, "ls", "--api", srv.URL)
+	r.wantOK(t)
+	if want := fakeManifestCID() + "  7     -       f\n"; !strings.HasSuffix(r.stdout, want) {
+		t.Fatalf("stdout %q; want a line %q", r.stdout, want)
+	}
+}
+
+func TestPinUnpinGC(t *testing.T) {
+	t.Parallel()
+	f := newFakeDaemon(t)
+	keep := f.add([]byte("keep me"), "", "")
+	drop := f.add(randomBytes(t, 3000), "", "")
+
+	r := cli(t, noEnv, nil, "unpin", "--api", f.url(), drop)
+	r.wantOK(t)
+	if r.stdout != "" || !f.get(drop).unpinned {
+		t.Fatalf("unpin: stdout %q, unpinned %v", r.stdout, f.get(drop).unpinned)
+	}
+	r = cli(t, noEnv, nil, "gc", "--api", f.url())
+	r.wantOK(t)
+	if want := "removed " + drop + "  2.9 KiB  expired\n1 dataset removed, 2.9 KiB freed\n"; r.stdout != want {
+		t.Fatalf("gc stdout:\n%q\nwant:\n%q", r.stdout, want)
+	}
+	if f.get(drop) != nil || f.get(keep) == nil {
+		t.Fatal("gc removed the wrong dataset")
+	}
+	r = cli(t, noEnv, nil, "gc", "--api", f.url())
+	r.wantOK(t)
+	if r.stdout != "0 datasets removed, 0 B freed\n" {
+		t.Fatalf("gc with nothing to remove: %q", r.stdout)
+	}
+
+	cli(t, noEnv, nil, "unpin", "--api", f.url(), keep).wantOK(t)
+	r = cli(t, noEnv, nil, "pin", "--api", f.url(), keep)
+	r.wantOK(t)
+	if r.stdout != "pinned "+keep+"; fetching the blocks not held yet\n" || f.get(keep).unpinned {
+		t.Fatalf("pin of a cached dataset: %q", r.stdout)
+	}
+	r = cli(t, noEnv, nil, "pin", "--api", f.url(), keep)
+	r.wantOK(t)
+	if r.stdout != "pinned "+keep+"\n" {
+		t.Fatalf("pin of a pinned dataset: %q", r.stdout)
+	}
+
+	cli(t, noEnv, nil, "pin", "--api", f.url(), drop).
+		wantErr(t, 1, "404 Not Found: dataset not found no provider answered within 30s")
+	cli(t, noEnv, nil, "unpin", "--api", f.url(), drop).
+		wantErr(t, 1, "404 Not Found: dataset not found no provider answered within 30s")
+	cli(t, noEnv, nil, "pin", "--api", f.url()).
+		wantErr(t, 2, "missing CID argument (see meshfs pin --help)")
+	cli(t, noEnv, nil, "gc", "--api", f.url(), keep).
+		wantErrPrefix(t, 2, "too many arguments")
+	if r := cli(t, noEnv, nil, "unpin", "--api", f.url(), fakeBlockCID()); r.code != 1 || !strings.Contains(r.stderr, "codex-block") {
+		t.Fatalf("unpin of a block CID: exit %d, %q", r.code, r.stderr)
+	}
 }
 
 func TestSpace(t *testing.T) {

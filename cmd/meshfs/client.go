@@ -276,10 +276,12 @@ func (c *client) DebugInfo(ctx context.Context) (debugInfo, error) {
 
 // dataset is one {"cid", "manifest"} object. The manifest is kept as a map
 // so that fields this CLI does not know (Codex adds some over time) still
-// show in stat.
+// show in stat. Pinned is meshfs's addition to listings; nil from a daemon
+// that does not send it (Codex).
 type dataset struct {
 	CID      string         `json:"cid"`
 	Manifest map[string]any `json:"manifest"`
+	Pinned   *bool          `json:"pinned,omitempty"`
 }
 
 // List returns the datasets held locally, and the raw JSON.
@@ -326,4 +328,71 @@ func (c *client) Space(ctx context.Context) (space, []byte, error) {
 	var s space
 	raw, err := c.getJSON(ctx, "/space", &s)
 	return s, raw, err
+}
+
+// postJSON POSTs path with no body and decodes the JSON answer into v.
+func (c *client) postJSON(ctx context.Context, path string, v any) error {
+	req, err := c.newRequest(ctx, http.MethodPost, path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("daemon's answer to POST %s is not the expected JSON: %w", path, err)
+	}
+	return nil
+}
+
+// pinResult is POST /data/{cid}/pin's answer.
+type pinResult struct {
+	CID      string `json:"cid"`
+	Pinned   bool   `json:"pinned"`
+	Local    bool   `json:"local"`
+	Fetching bool   `json:"fetching"`
+}
+
+// Pin keeps a dataset from garbage collection, fetching what is missing.
+func (c *client) Pin(ctx context.Context, cid string) (pinResult, error) {
+	var p pinResult
+	err := c.postJSON(ctx, "/data/"+url.PathEscape(cid)+"/pin", &p)
+	return p, err
+}
+
+// Unpin hands a dataset to garbage collection.
+func (c *client) Unpin(ctx context.Context, cid string) error {
+	req, err := c.newRequest(ctx, http.MethodDelete, "/data/"+url.PathEscape(cid)+"/pin", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(req, http.StatusNoContent, http.StatusOK)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// gcResult is POST /gc's answer.
+type gcResult struct {
+	DatasetsRemoved int         `json:"datasetsRemoved"`
+	BytesFreed      json.Number `json:"bytesFreed"`
+	Removed         []struct {
+		CID    string      `json:"cid"`
+		Reason string      `json:"reason"`
+		Bytes  json.Number `json:"bytes"`
+	} `json:"removed"`
+}
+
+// GC runs a garbage collection on the daemon now.
+func (c *client) GC(ctx context.Context) (gcResult, error) {
+	var g gcResult
+	err := c.postJSON(ctx, "/gc", &g)
+	return g, err
 }

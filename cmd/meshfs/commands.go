@@ -349,9 +349,11 @@ func (a *app) newLsCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "ls",
-		Short: "List the datasets held locally: CID, size, name",
+		Short: "List the datasets held locally: CID, size, pinned, name",
 		Long: `List the datasets the daemon holds locally, with their original size in
-bytes and file name ("-" when none was given).`,
+bytes, whether they are pinned ("yes"; "no" for datasets cached from the
+network, which garbage collection may remove; "-" when the daemon does not
+say) and file name ("-" when none was given).`,
 		Args: exactArgs(0, "no arguments"),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the daemon's JSON answer as is")
@@ -364,9 +366,13 @@ bytes and file name ("-" when none was given).`,
 			return writeRaw(a.stdout, raw)
 		}
 		tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "CID\tSIZE\tNAME")
+		fmt.Fprintln(tw, "CID\tSIZE\tPINNED\tNAME")
 		for _, d := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", d.CID, originalSize(d.Manifest), orDash(fieldText(d.Manifest["filename"])))
+			pinned := "-"
+			if d.Pinned != nil {
+				pinned = map[bool]string{true: "yes", false: "no"}[*d.Pinned]
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.CID, originalSize(d.Manifest), pinned, orDash(fieldText(d.Manifest["filename"])))
 		}
 		return tw.Flush()
 	})
@@ -490,6 +496,93 @@ stays available from any other node that holds it.`,
 			return err
 		}
 		return c.Delete(ctx, cid)
+	})
+	return a.bindAll(cmd)
+}
+
+func (a *app) newPinCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "pin CID",
+		Short: "Keep a dataset from garbage collection, fetching what is missing",
+		Long: `Pin dataset CID: the daemon keeps all of it until "meshfs unpin" or
+"meshfs rm". Uploads are pinned already; datasets that came from the network
+are a cache that garbage collection removes once unused. A dataset not held
+completely is fetched in the background ("meshfs status" shows progress).`,
+		Args: exactArgs(1, "CID argument"),
+	}
+	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, args []string) error {
+		cid, err := parseManifestCID(args[0])
+		if err != nil {
+			return err
+		}
+		p, err := c.Pin(ctx, cid)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !p.Local:
+			_, err = fmt.Fprintf(a.stdout, "pinned %s; fetching it from the network\n", cid)
+		case p.Fetching:
+			_, err = fmt.Fprintf(a.stdout, "pinned %s; fetching the blocks not held yet\n", cid)
+		default:
+			_, err = fmt.Fprintf(a.stdout, "pinned %s\n", cid)
+		}
+		return err
+	})
+	return a.bindAll(cmd)
+}
+
+func (a *app) newUnpinCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "unpin CID",
+		Short: "Let garbage collection remove a dataset once unused",
+		Long: `Unpin dataset CID: it stays held, as a cache, until garbage collection
+removes it (not read for --cache-ttl, or least recently used when the store
+is above 90% of its quota). "meshfs rm" drops it at once.`,
+		Args: exactArgs(1, "CID argument"),
+	}
+	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, args []string) error {
+		cid, err := parseManifestCID(args[0])
+		if err != nil {
+			return err
+		}
+		return c.Unpin(ctx, cid)
+	})
+	return a.bindAll(cmd)
+}
+
+func (a *app) newGCCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Collect garbage now; prints what was removed and the space freed",
+		Long: `Run a garbage collection on the daemon now, as it does every --gc-interval:
+remove cached (unpinned) datasets nobody read for --cache-ttl and, when the
+store is above 90% of its quota, the least recently used ones until it is
+below 80%. Pinned datasets and datasets being read stay. Prints one line per
+removed dataset (CID, bytes freed, why), then the totals.`,
+		Args: exactArgs(0, "no arguments"),
+	}
+	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, _ []string) error {
+		g, err := c.GC(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
+		for _, r := range g.Removed {
+			fmt.Fprintf(tw, "removed %s\t%s\t%s\n", r.CID, formatSize(jsonUint(r.Bytes)), r.Reason)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		noun := "datasets"
+		if g.DatasetsRemoved == 1 {
+			noun = "dataset"
+		}
+		_, err = fmt.Fprintf(a.stdout, "%d %s removed, %s freed\n", g.DatasetsRemoved, noun, formatSize(jsonUint(g.BytesFreed)))
+		return err
 	})
 	return a.bindAll(cmd)
 }

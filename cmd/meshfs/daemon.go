@@ -30,6 +30,8 @@ type daemonConfig struct {
 	Mount        string // absolute path of an existing directory, or ""
 	FetchTimeout time.Duration
 	AllowOther   bool
+	CacheTTL     time.Duration // 0: cached datasets never expire
+	GCInterval   time.Duration // 0: only on demand and when the store is full
 }
 
 // Limits on --block-size. The lower bound keeps per-block overhead (a
@@ -55,6 +57,8 @@ type daemonFlags struct {
 	mount        string
 	fetchTimeout time.Duration
 	allowOther   bool
+	cacheTTL     time.Duration
+	gcInterval   time.Duration
 }
 
 func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
@@ -71,6 +75,8 @@ func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
 	f.StringVar(&df.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.DurationVar(&df.fetchTimeout, "fetch-timeout", 30*time.Second, "how long to look for a block on the network before giving up (or decoding it)")
 	f.BoolVar(&df.allowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf)")
+	f.DurationVar(&df.cacheTTL, "cache-ttl", 24*time.Hour, "garbage-collect datasets from the network (not pinned) that nobody read for this long (0: never by age)")
+	f.DurationVar(&df.gcInterval, "gc-interval", time.Minute, "how often to collect garbage: expired cached datasets, and least recently used ones above 90% of --quota (0: only on demand and when the store is full)")
 	f.String(configFlag, "", "YAML file of daemon settings keyed by flag name (flags and environment override it)")
 	if withMount {
 		f.StringVar(&df.mount, "mount", "", "also mount the network at this directory (unmounted on exit)")
@@ -89,6 +95,8 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 		EcM:          df.ecM,
 		FetchTimeout: df.fetchTimeout,
 		AllowOther:   df.allowOther,
+		CacheTTL:     df.cacheTTL,
+		GCInterval:   df.gcInterval,
 	}
 	var err error
 	if cfg.DataDir, err = expandPath(df.dataDir, getenv); err != nil {
@@ -136,6 +144,12 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 	}
 	if cfg.FetchTimeout <= 0 {
 		return cfg, fmt.Errorf("--fetch-timeout %s: must be positive", cfg.FetchTimeout)
+	}
+	if cfg.CacheTTL < 0 {
+		return cfg, fmt.Errorf("--cache-ttl %s: must be 0 (never expire) or positive", cfg.CacheTTL)
+	}
+	if cfg.GCInterval < 0 {
+		return cfg, fmt.Errorf("--gc-interval %s: must be 0 (only on demand) or positive", cfg.GCInterval)
 	}
 	if df.mount != "" {
 		if cfg.Mount, err = expandPath(df.mount, getenv); err != nil {

@@ -42,6 +42,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 		DataDir: cfg.DataDir, QuotaBytes: cfg.QuotaBytes, BlockSize: cfg.BlockSize,
 		EcK: cfg.EcK, EcM: cfg.EcM, Logger: log,
 		Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, FetchTimeout: cfg.FetchTimeout,
+		CacheTTL: cfg.CacheTTL, GCInterval: cfg.GCInterval,
 	})
 	if err != nil {
 		return err
@@ -115,6 +116,11 @@ func (s source) Open(ctx context.Context, c cid.Cid) (fusefs.Dataset, error) {
 	if err != nil {
 		return nil, err // not d: a nil *Dataset in an interface is not nil
 	}
+	// The mount keeps a dataset for as long as the kernel keeps its
+	// inode, which says nothing about open files: it does not hold it
+	// against garbage collection in between, only while each read runs
+	// (a read of a dataset collected meanwhile fetches it again).
+	d.Close()
 	return d, nil
 }
 

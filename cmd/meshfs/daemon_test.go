@@ -58,6 +58,8 @@ func TestDaemonDefaults(t *testing.T) {
 		EcM:          2,
 		LogLevel:     slog.LevelInfo,
 		FetchTimeout: 30 * time.Second,
+		CacheTTL:     24 * time.Hour,
+		GCInterval:   time.Minute,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config\n%+v\nwant\n%+v", cfg, want)
@@ -80,6 +82,8 @@ func TestDaemonFlags(t *testing.T) {
 		"--mount", mnt,
 		"--fetch-timeout", "5s",
 		"--allow-other",
+		"--cache-ttl", "0",
+		"--gc-interval", "10m",
 	)
 	r.wantOK(t)
 	want := daemonConfig{
@@ -95,6 +99,8 @@ func TestDaemonFlags(t *testing.T) {
 		Mount:        mnt,
 		FetchTimeout: 5 * time.Second,
 		AllowOther:   true,
+		CacheTTL:     0,
+		GCInterval:   10 * time.Minute,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config\n%+v\nwant\n%+v", cfg, want)
@@ -228,6 +234,8 @@ func TestDaemonValidation(t *testing.T) {
 		{[]string{"--ec-k", "200", "--ec-m", "57"}, "--ec-k 200 + --ec-m 57: at most 256 blocks per codeword"},
 		{[]string{"--log-level", "loud"}, `--log-level: "loud": want debug, info, warn or error`},
 		{[]string{"--fetch-timeout", "0s"}, "--fetch-timeout 0s: must be positive"},
+		{[]string{"--cache-ttl", "-1h"}, "--cache-ttl -1h0m0s: must be 0 (never expire) or positive"},
+		{[]string{"--gc-interval", "-1s"}, "--gc-interval -1s: must be 0 (only on demand) or positive"},
 		{[]string{"--api", "8080"}, `--api: "8080": want host:port, e.g. 127.0.0.1:8080: address 8080: missing port in address`},
 		{[]string{"--listen", "tcp/8070"}, `--listen "tcp/8070": not a multiaddr: `},
 		{[]string{"--bootstrap", "/ip4/1.2.3.4/tcp/1"}, `--bootstrap "/ip4/1.2.3.4/tcp/1": no /p2p/<peer ID> at the end ("meshfs id" on that node prints full addresses)`},
@@ -256,5 +264,25 @@ func TestDaemonFailure(t *testing.T) {
 	}
 	if code := a.run([]string{"daemon"}); code != 1 || errb.String() != "meshfs: daemon: listen tcp 127.0.0.1:8080: address already in use\n" {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// The retention settings come through the environment and the config file
+// like every other daemon flag.
+func TestDaemonRetentionSettings(t *testing.T) {
+	t.Parallel()
+	cfg, r := daemonCLI(t, map[string]string{"HOME": "/h", "MESHFS_CACHE_TTL": "2h", "MESHFS_GC_INTERVAL": "30s"}, "daemon")
+	r.wantOK(t)
+	if cfg.CacheTTL != 2*time.Hour || cfg.GCInterval != 30*time.Second {
+		t.Fatalf("from the environment: cache TTL %s, GC interval %s", cfg.CacheTTL, cfg.GCInterval)
+	}
+	file := filepath.Join(t.TempDir(), "meshfs.yaml")
+	if err := os.WriteFile(file, []byte("cache-ttl: 168h\ngc-interval: 5m\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, r = daemonCLI(t, map[string]string{"HOME": "/h"}, "daemon", "--config", file, "--gc-interval", "0")
+	r.wantOK(t)
+	if cfg.CacheTTL != 168*time.Hour || cfg.GCInterval != 0 {
+		t.Fatalf("from the file, --gc-interval 0 on the command line: cache TTL %s, GC interval %s", cfg.CacheTTL, cfg.GCInterval)
 	}
 }

@@ -42,6 +42,7 @@ type fakeDaemon struct {
 type fakeDataset struct {
 	data     []byte
 	manifest map[string]any
+	unpinned bool // uploads are pinned
 }
 
 // fakeUpload is what one POST /data carried.
@@ -63,6 +64,9 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 	mux.HandleFunc("DELETE /api/codex/v1/data/{cid}", f.delete)
 	mux.HandleFunc("GET /api/codex/v1/space", f.space)
 	mux.HandleFunc("GET /api/codex/v1/debug/info", f.debugInfo)
+	mux.HandleFunc("POST /api/codex/v1/data/{cid}/pin", f.pin)
+	mux.HandleFunc("DELETE /api/codex/v1/data/{cid}/pin", f.unpin)
+	mux.HandleFunc("POST /api/codex/v1/gc", f.gc)
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.requests++
@@ -167,7 +171,8 @@ func (f *fakeDaemon) list(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	content := []map[string]any{}
 	for _, cid := range f.order {
-		content = append(content, map[string]any{"cid": cid, "manifest": f.datasets[cid].manifest})
+		d := f.datasets[cid]
+		content = append(content, map[string]any{"cid": cid, "manifest": d.manifest, "pinned": !d.unpinned})
 	}
 	f.mu.Unlock()
 	writeJSON(w, map[string]any{"content": content})
@@ -244,6 +249,50 @@ func (f *fakeDaemon) delete(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakeDaemon) pin(w http.ResponseWriter, r *http.Request) {
+	cid, d := f.lookup(w, r)
+	if d == nil {
+		return
+	}
+	f.mu.Lock()
+	fetching := d.unpinned
+	d.unpinned = false
+	f.mu.Unlock()
+	writeJSON(w, map[string]any{"cid": cid, "pinned": true, "local": true, "fetching": fetching})
+}
+
+func (f *fakeDaemon) unpin(w http.ResponseWriter, r *http.Request) {
+	_, d := f.lookup(w, r)
+	if d == nil {
+		return
+	}
+	f.mu.Lock()
+	d.unpinned = true
+	f.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// gc removes every unpinned dataset, each freeing its length.
+func (f *fakeDaemon) gc(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	removed := []map[string]any{}
+	freed := 0
+	var order []string
+	for _, cid := range f.order {
+		d := f.datasets[cid]
+		if !d.unpinned {
+			order = append(order, cid)
+			continue
+		}
+		removed = append(removed, map[string]any{"cid": cid, "reason": "expired", "bytes": len(d.data), "lastAccess": "2030-01-01T00:00:00Z"})
+		freed += len(d.data)
+		delete(f.datasets, cid)
+	}
+	f.order = order
+	f.mu.Unlock()
+	writeJSON(w, map[string]any{"datasetsRemoved": len(removed), "bytesFreed": freed, "removed": removed})
 }
 
 func (f *fakeDaemon) space(w http.ResponseWriter, r *http.Request) {

@@ -53,6 +53,12 @@ type Node interface {
 	Peers() []peer.ID
 	Fetches() []node.FetchProgress
 	Gatherer() prometheus.Gatherer
+	// Retention and garbage collection.
+	Pin(ctx context.Context, c cid.Cid) (node.PinResult, error)
+	Unpin(ctx context.Context, c cid.Cid) error
+	GC(ctx context.Context) (node.GCResult, error)
+	// MakeRoom collects cached datasets so that need more bytes fit.
+	MakeRoom(ctx context.Context, need uint64) (node.GCResult, error)
 }
 
 // DefaultUploadIdleTimeout is Options.UploadIdleTimeout's default.
@@ -109,6 +115,9 @@ func New(n Node, opts Options) *Server {
 	s.mux.HandleFunc("GET "+prefix+"/data/{cid}/network/manifest", s.manifest)
 	s.mux.HandleFunc("POST "+prefix+"/data/{cid}/network", s.fetch)
 	s.mux.HandleFunc("GET "+prefix+"/data/{cid}/network/progress", s.progress)
+	s.mux.HandleFunc("POST "+prefix+"/data/{cid}/pin", s.pin)
+	s.mux.HandleFunc("DELETE "+prefix+"/data/{cid}/pin", s.unpin)
+	s.mux.HandleFunc("POST "+prefix+"/gc", s.gc)
 	s.mux.HandleFunc("GET "+prefix+"/space", s.space)
 	s.mux.HandleFunc("GET "+prefix+"/peerid", s.peerID)
 	s.mux.HandleFunc("GET "+prefix+"/debug/info", s.debugInfo)
@@ -227,6 +236,17 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		need := s.n.SpaceNeeded(uint64(r.ContentLength))
+		if u.QuotaBytes > 0 && u.UsedBytes+need > u.QuotaBytes {
+			// Cached datasets give way to uploads.
+			if _, err := s.n.MakeRoom(r.Context(), need); err != nil {
+				s.fail(w, r, status(err), err)
+				return
+			}
+			if u, err = s.n.Space(r.Context()); err != nil {
+				s.fail(w, r, http.StatusInternalServerError, err)
+				return
+			}
+		}
 		if u.QuotaBytes > 0 && u.UsedBytes+need > u.QuotaBytes {
 			s.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Errorf("upload of %d bytes needs %d bytes of storage, %d of the %d byte quota are free: %w",
 				r.ContentLength, need, u.QuotaBytes-min(u.UsedBytes, u.QuotaBytes), u.QuotaBytes, store.ErrQuotaExceeded))
@@ -375,6 +395,14 @@ func toJSON(c cid.Cid, m *manifest.Manifest) contentJSON {
 	return contentJSON{CID: store.CIDText(c), Manifest: j}
 }
 
+// listedJSON is one dataset of GET /data: Codex's shape, plus whether it
+// is pinned (meshfs's addition: unpinned datasets are a cache that garbage
+// collection may remove).
+type listedJSON struct {
+	contentJSON
+	Pinned bool `json:"pinned"`
+}
+
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	entries, err := s.n.List(r.Context())
 	if err != nil {
@@ -382,10 +410,10 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := struct {
-		Content []contentJSON `json:"content"`
-	}{Content: []contentJSON{}}
+		Content []listedJSON `json:"content"`
+	}{Content: []listedJSON{}}
 	for _, e := range entries {
-		out.Content = append(out.Content, toJSON(e.CID, e.Manifest))
+		out.Content = append(out.Content, listedJSON{toJSON(e.CID, e.Manifest), e.Pinned})
 	}
 	s.writeJSON(w, out)
 }
@@ -410,6 +438,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, open func(cont
 		s.fail(w, r, status(err), err)
 		return
 	}
+	defer d.Close() // until then, garbage collection leaves it alone
 	m := d.Manifest
 	ct := m.Mimetype
 	if ct == "" {
@@ -468,6 +497,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, status(err), err)
 		return
 	}
+	d.Close()
 	s.writeJSON(w, toJSON(c, d.Manifest))
 }
 
@@ -483,7 +513,67 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, status(err), err)
 		return
 	}
+	d.Close() // the background fetch holds it on its own
 	s.writeJSON(w, toJSON(c, d.Manifest))
+}
+
+// pin keeps a dataset from garbage collection; one not held completely is
+// fetched in the background (progress at …/network/progress). meshfs's
+// addition: Codex has no retention of its own to control.
+func (s *Server) pin(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.cidParam(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.FetchTimeout)
+	defer cancel()
+	res, err := s.n.Pin(ctx, c)
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	s.writeJSON(w, map[string]any{"cid": store.CIDText(c), "pinned": true, "local": res.Local, "fetching": res.Fetching})
+}
+
+// unpin hands a dataset held here to garbage collection, as a cached one.
+func (s *Server) unpin(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.cidParam(w, r)
+	if !ok {
+		return
+	}
+	if err := s.n.Unpin(r.Context(), c); err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// gcJSON is POST /gc's answer.
+type gcJSON struct {
+	DatasetsRemoved int             `json:"datasetsRemoved"`
+	BytesFreed      uint64          `json:"bytesFreed"`
+	Removed         []collectedJSON `json:"removed"`
+}
+
+type collectedJSON struct {
+	CID        string    `json:"cid"`
+	Reason     string    `json:"reason"`
+	Bytes      uint64    `json:"bytes"`
+	LastAccess time.Time `json:"lastAccess"`
+}
+
+// gc runs a garbage collection now.
+func (s *Server) gc(w http.ResponseWriter, r *http.Request) {
+	res, err := s.n.GC(r.Context())
+	if err != nil {
+		s.fail(w, r, status(err), err)
+		return
+	}
+	out := gcJSON{DatasetsRemoved: len(res.Removed), BytesFreed: res.BytesFreed, Removed: []collectedJSON{}}
+	for _, c := range res.Removed {
+		out.Removed = append(out.Removed, collectedJSON{CID: store.CIDText(c.CID), Reason: c.Reason, Bytes: c.Bytes, LastAccess: c.LastAccess})
+	}
+	s.writeJSON(w, out)
 }
 
 func (s *Server) exists(w http.ResponseWriter, r *http.Request) {

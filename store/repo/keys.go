@@ -3,8 +3,12 @@ package repo
 import (
 	"encoding/binary"
 	"errors"
+	"math"
+	"time"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/store"
 )
 
 // Key layout. One-byte prefixes keep keys short and group each kind together
@@ -26,6 +30,13 @@ const (
 	// 'l' + tree CID + big-endian index → uvarint len, block CID, proof.
 	// Big-endian so that a tree's leaves sort by position.
 	prefixLeaf = 'l'
+	// 'r' + manifest CID → one flags byte (bit 0: pinned), uvarint last
+	// access in Unix milliseconds: the node's retention record of a
+	// dataset (see store.Retention). Added without a format change: a
+	// repository written before it simply has none, and the node treats a
+	// dataset without a record as pinned. Recount and Verify leave these
+	// keys alone.
+	prefixRetention = 'r'
 )
 
 var (
@@ -63,6 +74,43 @@ func leafKey(tree cid.Cid, index uint64) []byte {
 	copy(b[1:], k)
 	binary.BigEndian.PutUint64(b[1+len(k):], index)
 	return b
+}
+
+func retentionKey(c cid.Cid) []byte {
+	k := c.KeyString()
+	b := make([]byte, 1+len(k))
+	b[0] = prefixRetention
+	copy(b[1:], k)
+	return b
+}
+
+const retentionPinned = 1 << 0
+
+func encodeRetention(r store.Retention) []byte {
+	b := make([]byte, 1, 1+binary.MaxVarintLen64)
+	if r.Pinned {
+		b[0] |= retentionPinned
+	}
+	var ms uint64
+	if !r.LastAccess.IsZero() && r.LastAccess.UnixMilli() > 0 {
+		ms = uint64(r.LastAccess.UnixMilli())
+	}
+	return binary.AppendUvarint(b, ms)
+}
+
+func decodeRetention(v []byte) (store.Retention, error) {
+	if len(v) < 2 || v[0]&^retentionPinned != 0 {
+		return store.Retention{}, errBadRecord
+	}
+	var ms [1]uint64
+	if err := uvarints(v[1:], ms[:]); err != nil || ms[0] > math.MaxInt64 {
+		return store.Retention{}, errBadRecord
+	}
+	r := store.Retention{Pinned: v[0]&retentionPinned != 0}
+	if ms[0] > 0 {
+		r.LastAccess = time.UnixMilli(int64(ms[0])).UTC()
+	}
+	return r, nil
 }
 
 func packKey(n uint32) []byte {

@@ -122,6 +122,10 @@ func checkConsistent(t *testing.T, s *Store) {
 	for it.Next() {
 		switch it.Key()[0] {
 		case prefixIndex, prefixLeaf, prefixPack, keyUsage[0], keyFormat[0]:
+		case prefixRetention:
+			if _, err := decodeRetention(it.Value()); err != nil {
+				t.Errorf("retention record %x: %v", it.Key(), err)
+			}
 		default:
 			t.Errorf("unknown key left: %x", it.Key())
 		}
