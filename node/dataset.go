@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -28,7 +29,7 @@ type Dataset struct {
 	st     store.BlockStore
 	layout erasure.Layout // valid when Manifest.Protected
 	coder  *erasure.Coder
-	cache  *blockCache
+	cache  treeCache
 
 	// BlockTimeout bounds the wait for one block from the network before
 	// its codeword is decoded instead (or the read fails); 0: ctx only.
@@ -42,6 +43,8 @@ type Dataset struct {
 	// counters, when set, are the node's: cache and decode figures for
 	// its metrics.
 	counters *readCounters
+	// log, when set, is the node's logger.
+	log *slog.Logger
 
 	pmu        sync.Mutex
 	lastEnd    int64               // where the previous read ended
@@ -73,7 +76,7 @@ func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset,
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
 	}
-	d := &Dataset{CID: c, Manifest: m, st: st, cache: newBlockCache(cacheBlocks), inflight: map[uint64]struct{}{}, mblock: b}
+	d := &Dataset{CID: c, Manifest: m, st: st, cache: newTreeCache(newBlockCache(ownCacheBytes), m.TreeCID), inflight: map[uint64]struct{}{}, mblock: b}
 	if m.Protected {
 		if d.layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
 			return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
@@ -88,9 +91,10 @@ func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset,
 	return d, nil
 }
 
-// cacheBlocks bounds the per-dataset block cache: enough for the kernel's
-// 128 KiB–1 MiB reads that straddle blocks and for one decoded codeword.
-const cacheBlocks = 32
+// ownCacheBytes is the block cache of a dataset opened on its own (not
+// through a node, which shares one cache among its datasets): enough for
+// the kernel's reads that straddle blocks and for one decoded codeword.
+const ownCacheBytes = 2 << 20
 
 // Close ends the reader's claim on the dataset: a dataset the node opened
 // is not garbage collected until it is closed. Reads still work after
@@ -314,45 +318,11 @@ func unavailable(err error) bool {
 	return errors.Is(err, store.ErrNotFound) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// blockCache keeps the most recently used blocks of one dataset. A tiny
-// clock of fixed slots is enough: it only has to bridge reads that straddle
-// block boundaries and codeword decodes, not act as a general cache (the
-// kernel's page cache does that for the mount).
-type blockCache struct {
-	mu    sync.Mutex
-	slots []cacheSlot
-	next  int
-}
-
-type cacheSlot struct {
-	index uint64
-	data  []byte
-}
-
-func newBlockCache(n int) *blockCache { return &blockCache{slots: make([]cacheSlot, n)} }
-
-func (c *blockCache) get(i uint64) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, s := range c.slots {
-		if s.data != nil && s.index == i {
-			return s.data, true
-		}
-	}
-	return nil, false
-}
-
-func (c *blockCache) put(i uint64, data []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k, s := range c.slots {
-		if s.data != nil && s.index == i {
-			c.slots[k].data = data
-			return
-		}
-	}
-	c.slots[c.next] = cacheSlot{index: i, data: data}
-	c.next = (c.next + 1) % len(c.slots)
-}
-
 func sha256Of(b []byte) [32]byte { return sha256.Sum256(b) }
+
+func (d *Dataset) logger() *slog.Logger {
+	if d.log != nil {
+		return d.log
+	}
+	return slog.Default()
+}

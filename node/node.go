@@ -81,6 +81,7 @@ type Node struct {
 	ctx    context.Context // lives until Close: background fetches, announcements
 	cancel context.CancelFunc
 	fetch  fetches
+	blocks *blockCache // recently fetched blocks, for every dataset
 
 	metrics *metrics
 	reads   readCounters
@@ -165,6 +166,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.net = store.NewNetworkStore(n.full, n.engine)
 	n.metrics.reg.MustRegister(nodeCollector{n})
 	n.fetch.init()
+	n.blocks = newBlockCache(blockCacheBytes)
 
 	entries, err := n.List(n.ctx)
 	if err != nil {
@@ -274,6 +276,8 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	}
 	d.BlockTimeout = n.cfg.FetchTimeout
 	d.Prefetch = prefetchBlocks
+	d.cache = newTreeCache(n.blocks, d.Manifest.TreeCID)
+	d.log = n.log
 	d.counters = &n.reads
 	n.track(ctx, d, release, true, !held)
 	return d, nil
@@ -283,6 +287,11 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 // fetched: 4 MiB of 64 KiB blocks, a window that keeps several providers
 // busy without fetching much a reader that stops early never uses.
 const prefetchBlocks = 64
+
+// blockCacheBytes is the node's cache of recently fetched blocks, shared by
+// all its datasets: read-ahead windows of several sequential readers at
+// once, so that what was fetched ahead is still here when it is read.
+const blockCacheBytes = 32 << 20
 
 // Manifest returns the manifest of dataset c held locally. It is not a
 // read of the dataset: its access time stays.
