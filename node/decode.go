@@ -2,8 +2,8 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,9 +95,11 @@ func (d *Dataset) decode(ctx context.Context, i uint64, cause error) ([]byte, er
 	return call.blocks[i], nil
 }
 
-// decodeColumn rebuilds the data blocks of codeword col from any K of its
-// blocks, fetched in parallel; the first K to arrive win and the rest are
-// cancelled. Only this codeword is decoded, on demand.
+// decodeColumn rebuilds the data blocks of codeword col from K of its
+// blocks. It asks for no more than it needs: the codeword's other data
+// blocks first (a sequential reader wants them next anyway), then parity,
+// never the block just found lost, and one more only for each that
+// fails. Only this codeword is decoded, on demand.
 func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause error) (map[uint64][]byte, error) {
 	l := d.layout
 	idx := l.Indices(col)
@@ -110,29 +112,48 @@ func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause erro
 		leaf store.Leaf
 		data []byte
 	}
-	results := make(chan got, len(idx))
+	have := 0
+	failed := make([]bool, len(idx))
+	var todo []int // rows to fetch, in order of preference
 	for row, j := range idx {
-		if l.IsPadding(j) {
-			results <- got{row: row, data: make([]byte, d.Manifest.BlockSize)}
-			continue
+		switch {
+		case l.IsPadding(j):
+			shards[row] = make([]byte, d.Manifest.BlockSize)
+			have++
+		case j == lost:
+			failed[row] = true
+		default:
+			todo = append(todo, row)
 		}
+	}
+	results := make(chan got, len(idx))
+	inflight := 0
+	launch := func() {
+		row := todo[0]
+		todo = todo[1:]
+		inflight++
 		go func() {
-			leaf, data, err := d.fetch(fctx, j)
+			leaf, data, err := d.fetch(fctx, idx[row])
 			if err != nil {
 				data = nil
 			}
 			results <- got{row, leaf, data}
 		}()
 	}
-	have := 0
-	failed := make([]bool, len(idx))
-	for pending := len(idx); pending > 0 && have < l.K; pending-- {
+	for have+inflight < l.K && len(todo) > 0 {
+		launch()
+	}
+	for have < l.K && inflight > 0 {
 		r := <-results
+		inflight--
 		if r.data != nil {
 			shards[r.row], leaves[r.row] = r.data, r.leaf
 			have++
-		} else {
-			failed[r.row] = true
+			continue
+		}
+		failed[r.row] = true
+		if len(todo) > 0 {
+			launch()
 		}
 	}
 	cancel()
@@ -347,13 +368,17 @@ func (d *Dataset) storeProvable() (again bool) {
 		if err != nil {
 			continue
 		}
-		digest := sha256Of(data)
-		if err := p.Verify(digest, root); err != nil {
-			slog.Warn("rebuilt block does not prove against the tree; dropped", "cid", store.CIDText(d.CID), "index", j, "err", err)
+		// NewBlock hashes once for the proof and the store both.
+		b := store.NewBlock(store.CodecBlock, data)
+		digest, err := store.Digest(b.CID)
+		if err == nil {
+			err = p.Verify(digest, root)
+		}
+		if err != nil {
+			d.logger().Warn("rebuilt block does not prove against the tree; dropped", "cid", store.CIDText(d.CID), "index", j, "err", err)
 			delete(r.pending, j)
 			continue
 		}
-		b := store.Block{CID: store.CIDFromDigest(store.CodecBlock, digest), Data: data}
 		out = append(out, ready{store.Leaf{Tree: m.TreeCID, Index: j, Block: b.CID, Proof: p.Marshal()}, b})
 	}
 	r.mu.Unlock()
@@ -365,8 +390,12 @@ func (d *Dataset) storeProvable() (again bool) {
 		if err == nil {
 			err = d.st.PutLeaf(ctx, x.leaf)
 		}
-		if err != nil {
-			slog.Warn("storing a rebuilt block failed", "cid", store.CIDText(d.CID), "index", x.leaf.Index, "err", err)
+		switch {
+		case errors.Is(err, store.ErrClosed):
+			// The node is shutting down: the block stays decodable.
+			d.logger().Debug("rebuilt block not stored: store closed", "cid", store.CIDText(d.CID), "index", x.leaf.Index)
+		case err != nil:
+			d.logger().Warn("storing a rebuilt block failed", "cid", store.CIDText(d.CID), "index", x.leaf.Index, "err", err)
 		}
 	}
 	r.mu.Lock()
