@@ -437,7 +437,11 @@ func (n *Node) collect(ctx context.Context, need uint64, trigger string) (GCResu
 	if err != nil {
 		return res, fmt.Errorf("gc: %w", err)
 	}
-	if q := u.QuotaBytes; q > 0 && u.UsedBytes+need > highWatermark(q) {
+	if q := u.QuotaBytes; q > 0 && need > q {
+		// Not even an empty store would take it: emptying the cache for
+		// a write that fails anyway would only lose it.
+		n.log.Info("gc: nothing collected for a write larger than the whole quota", "need", need, "quota", q, "trigger", trigger)
+	} else if q > 0 && u.UsedBytes+need > highWatermark(q) {
 		for _, cd := range rest {
 			if u.UsedBytes+need < lowWatermark(q) {
 				break

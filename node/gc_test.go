@@ -219,6 +219,28 @@ func TestGCEvictsLeastRecentlyUsedUnderQuota(t *testing.T) {
 	}
 }
 
+// Making room for a write larger than the whole quota collects nothing:
+// it could not fit in an empty store, and the cache would be lost for it.
+func TestMakeRoomBeyondQuotaKeepsCache(t *testing.T) {
+	n, _ := gcNode(t, t.TempDir(), Config{})
+	data := randomBytes(30, 4*testBS)
+	c := cachedUpload(t, n, data)
+	quota := used(t, n) + 1 // above the high watermark already
+	n.store.(*repo.Store).SetQuota(quota)
+	res, err := n.MakeRoom(t.Context(), quota+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Removed) != 0 {
+		t.Fatalf("MakeRoom for more than the quota removed %v; want nothing", removedCIDs(res))
+	}
+	readBack(t, n, c, data)
+	// Room that can be made still is.
+	if res, err := n.MakeRoom(t.Context(), testBS); err != nil || len(res.Removed) != 1 {
+		t.Fatalf("MakeRoom for one block: removed %v, %v; want the cached dataset", removedCIDs(res), err)
+	}
+}
+
 // Blocks a collected dataset shares with a pinned one stay: the pinned
 // dataset reads back whole.
 func TestGCKeepsBlocksSharedWithPinned(t *testing.T) {
