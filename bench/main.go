@@ -2,13 +2,17 @@
 // ratios against baselines measured in the same run, since absolute numbers
 // drift on shared machines:
 //
-//	go run ./bench            # 256 MiB
+//	go run ./bench            # 256 MiB, plus 2 GiB streamed for the RSS figure
 //	go run ./bench -short     # a quick smoke run (16 MiB)
 //
 // It reports the transport ceiling (raw libp2p stream throughput between two
 // local hosts), a cold two-node download through the API and through the
 // mount as a fraction of it, the time to the first byte of `head -c 1` on a
 // cold mount, and upload throughput against sha256sum of the same file.
+// Where it may make network namespaces (root, iproute2, /dev/net/tun) it
+// also fills a long link (200 Mbit/s, 50 ms RTT) against raw TCP over the
+// same link, and swarms from 4 providers of 100 Mbit/s each against one;
+// last it streams -rss-size MiB through a mount for the daemon's peak RSS.
 package main
 
 import (
@@ -18,8 +22,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -28,30 +35,99 @@ import (
 )
 
 func main() {
-	short := flag.Bool("short", false, "quick smoke run with 16 MiB")
+	short := flag.Bool("short", false, "quick smoke run with 16 MiB (and -rss-size 32)")
 	sizeMiB := flag.Int64("size", 256, "dataset size in MiB")
+	rssMiB := flag.Int64("rss-size", 2048, "MiB streamed through a mount for the peak-RSS figure")
+	sections := flag.String("sections", "base,link,swarm,rss", "sections to run, comma-separated: base (local figures), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), rss")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *short {
 		*sizeMiB = 16
+		if !set["rss-size"] {
+			*rssMiB = 32
+		}
 	}
-	if err := run(*sizeMiB<<20, *keep); err != nil {
+	// On SIGINT or SIGTERM, end the daemons and remove the namespaces and
+	// TUN devices before exiting: they would outlive the process.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "bench: %v: cleaning up\n", s)
+		cleanups.runTo(0)
+		os.Exit(1)
+	}()
+	err := run(*sizeMiB<<20, *rssMiB<<20, strings.Split(*sections, ","), *keep)
+	cleanups.runTo(0)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
 type row struct {
-	what, figure, ratio string
+	what, figure, ratio, target string
 }
 
-func run(size int64, keep bool) error {
+// cleanups holds what must be undone however the run ends (daemons,
+// mounts, namespaces, TUN devices), newest first.
+var cleanups cleanupStack
+
+type cleanupStack struct {
+	run sync.Mutex // one runTo at a time, so the order holds under a signal
+	mu  sync.Mutex
+	fs  []func()
+}
+
+func (c *cleanupStack) push(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fs = append(c.fs, f)
+}
+
+func (c *cleanupStack) mark() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.fs)
+}
+
+// runTo undoes everything pushed since mark, newest first.
+func (c *cleanupStack) runTo(mark int) {
+	c.run.Lock()
+	defer c.run.Unlock()
+	for {
+		c.mu.Lock()
+		if len(c.fs) <= mark {
+			c.mu.Unlock()
+			return
+		}
+		f := c.fs[len(c.fs)-1]
+		c.fs = c.fs[:len(c.fs)-1]
+		c.mu.Unlock()
+		f()
+	}
+}
+
+// notes are printed under the table: how a section's figures came about.
+var notes []string
+
+func notef(format string, args ...any) { notes = append(notes, fmt.Sprintf(format, args...)) }
+
+// progressf tells the operator what the bench is doing now (on stderr).
+func progressf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+func run(size, rssSize int64, sections []string, keep bool) error {
 	work, err := os.MkdirTemp("", "meshfs-bench-")
 	if err != nil {
 		return err
 	}
 	if !keep {
-		defer os.RemoveAll(work)
+		// Pushed first, so it runs last: after the daemons and mounts.
+		cleanups.push(func() { os.RemoveAll(work) })
 	}
 	root, err := moduleRoot()
 	if err != nil {
@@ -63,52 +139,86 @@ func run(size int64, keep bool) error {
 	}
 	mib := float64(size) / (1 << 20)
 	var rows []row
-
-	ceiling, err := streamCeiling(size)
-	if err != nil {
-		return fmt.Errorf("transport ceiling: %w", err)
-	}
-	rows = append(rows, row{"libp2p stream, TCP+TLS+yamux (ceiling)", mbps(size, ceiling), "1.00"})
-
 	file := filepath.Join(work, "data")
 	if err := cluster.WriteNoiseFile(file, size, 1); err != nil {
 		return err
 	}
-	hashT, err := timed(func() error { return exec.Command("sha256sum", file).Run() })
-	if err != nil {
-		return err
-	}
-	var daemons []*cluster.Daemon
 	defer func() {
-		for _, d := range daemons {
-			d.Kill()
-			if d.Mount != "" {
-				syscall.Unmount(d.Mount, syscall.MNT_DETACH)
-			}
+		fmt.Printf("meshfs bench: %.0f MiB dataset, %s\n", mib, time.Now().Format(time.RFC3339))
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "what\tfigure\tratio to baseline\ttarget")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.what, r.figure, r.ratio, r.target)
+		}
+		tw.Flush()
+		for _, n := range notes {
+			fmt.Println("  " + n)
 		}
 	}()
+	if slices.Contains(sections, "base") {
+		progressf("base: local figures")
+		base, err := baseSection(bin, work, file, size)
+		rows = append(rows, base...)
+		if err != nil {
+			return err
+		}
+	}
+	if slices.Contains(sections, "link") {
+		progressf("link: 200 Mbit/s, 50 ms RTT")
+		r, err := linkSection(bin, work, file, size)
+		rows = append(rows, r...)
+		if err != nil {
+			return fmt.Errorf("link filling: %w", err)
+		}
+	}
+	if slices.Contains(sections, "swarm") {
+		progressf("swarm: 4 providers at 100 Mbit/s")
+		r, err := swarmSection(bin, work, file, size)
+		rows = append(rows, r...)
+		if err != nil {
+			return fmt.Errorf("swarming: %w", err)
+		}
+	}
+	if slices.Contains(sections, "rss") {
+		progressf("rss: %d MiB through a mount", rssSize>>20)
+		r, err := rssSection(bin, work, rssSize)
+		rows = append(rows, r...)
+		if err != nil {
+			return fmt.Errorf("peak RSS: %w", err)
+		}
+	}
+	return nil
+}
+
+// baseSection is the bench's original section: local figures against the
+// libp2p ceiling and sha256sum, all on loopback.
+func baseSection(bin, work, file string, size int64) (rows []row, err error) {
+	mib := float64(size) / (1 << 20)
+	ceiling, err := streamCeiling(size)
+	if err != nil {
+		return rows, fmt.Errorf("transport ceiling: %w", err)
+	}
+	rows = append(rows, row{"libp2p stream, TCP+TLS+yamux (ceiling)", mbps(size, ceiling), "1.00", ""})
+
+	hashT, err := timed(func() error { return exec.Command("sha256sum", file).Run() })
+	if err != nil {
+		return rows, err
+	}
+	defer cleanups.runTo(cleanups.mark())
 	start := func(name string, mount bool, extra ...string) (*cluster.Daemon, error) {
-		mnt := ""
-		if mount {
-			mnt = filepath.Join(work, name+"-mnt")
-		}
-		d, err := cluster.Start(bin, nil, filepath.Join(work, name), mnt, append([]string{"--listen", "/ip4/127.0.0.1/tcp/0"}, extra...)...)
-		if err == nil {
-			daemons = append(daemons, d)
-		}
-		return d, err
+		return startDaemon(bin, nil, work, name, mount, append([]string{"--listen", "/ip4/127.0.0.1/tcp/0"}, extra...)...)
 	}
 	a, err := start("a", true)
 	if err != nil {
-		return err
+		return rows, err
 	}
 	var c string
 	upT, err := timed(func() (err error) { c, err = a.Upload(file); return err })
 	if err != nil {
-		return err
+		return rows, err
 	}
-	rows = append(rows, row{"sha256sum of the file (hashing floor)", mbps(size, hashT), "1.00"})
-	rows = append(rows, row{"meshfs upload, K=4 M=2", mbps(size, upT), ratio(hashT, upT)})
+	rows = append(rows, row{"sha256sum of the file (hashing floor)", mbps(size, hashT), "1.00", ""})
+	rows = append(rows, row{"meshfs upload, K=4 M=2", mbps(size, upT), ratio(hashT, upT), ""})
 
 	// Warm read: the dataset is in A's store; the mount against the same
 	// bytes in a plain file, each from a cold and then a warm page cache.
@@ -118,88 +228,102 @@ func run(size int64, keep bool) error {
 		cold bool
 	}{{"page cache dropped", true}, {"page cache warm", false}} {
 		if pass.cold && !dropCaches() {
-			rows = append(rows, row{"(page cache could not be dropped: cold rows are warm)", "", ""})
+			rows = append(rows, row{"(page cache could not be dropped: cold rows are warm)", "", "", ""})
 		}
 		plainT, err := timed(func() error { return shell(fmt.Sprintf("cat %q > /dev/null", file)) })
 		if err != nil {
-			return err
+			return rows, err
 		}
 		if pass.cold {
 			dropCaches()
 		}
 		mountT, err := timed(func() error { return shell(fmt.Sprintf("cat %q > /dev/null", onMount)) })
 		if err != nil {
-			return fmt.Errorf("cat of a local dataset: %w", err)
+			return rows, fmt.Errorf("cat of a local dataset: %w", err)
 		}
-		rows = append(rows, row{"plain file cat, " + pass.name, mbps(size, plainT), "1.00"})
-		rows = append(rows, row{"local dataset cat through the mount, " + pass.name, mbps(size, mountT), ratio(plainT, mountT)})
+		rows = append(rows, row{"plain file cat, " + pass.name, mbps(size, plainT), "1.00", ""})
+		rows = append(rows, row{"local dataset cat through the mount, " + pass.name, mbps(size, mountT), ratio(plainT, mountT), ""})
 	}
 
 	boot, err := a.P2PAddr()
 	if err != nil {
-		return err
+		return rows, err
 	}
 	b, err := start("b", false, "--bootstrap", boot)
 	if err != nil {
-		return err
+		return rows, err
 	}
 	apiT, err := timed(func() error { return httpDrain(b.API+"/api/codex/v1/data/"+c+"/network/stream", size) })
 	if err != nil {
-		return fmt.Errorf("API download: %w", err)
+		return rows, fmt.Errorf("API download: %w", err)
 	}
-	rows = append(rows, row{"cold download through the API (/network/stream)", mbps(size, apiT), ratio(ceiling, apiT)})
+	rows = append(rows, row{"cold download through the API (/network/stream)", mbps(size, apiT), ratio(ceiling, apiT), ""})
 
 	m, err := start("c", true, "--bootstrap", boot)
 	if err != nil {
-		return err
+		return rows, err
 	}
 	catT, err := timed(func() error { return shell(fmt.Sprintf("cat %q > /dev/null", filepath.Join(m.Mount, c))) })
 	if err != nil {
-		return fmt.Errorf("cat through the mount: %w", err)
+		return rows, fmt.Errorf("cat through the mount: %w", err)
 	}
-	rows = append(rows, row{"cold cat through the mount", mbps(size, catT), ratio(ceiling, catT)})
+	rows = append(rows, row{"cold cat through the mount", mbps(size, catT), ratio(ceiling, catT), ""})
 	warmT, err := timed(func() error { return shell(fmt.Sprintf("cat %q > /dev/null", filepath.Join(m.Mount, c))) })
 	if err != nil {
-		return err
+		return rows, err
 	}
-	rows = append(rows, row{"second cat (page cache)", mbps(size, warmT), ratio(ceiling, warmT)})
+	rows = append(rows, row{"second cat (page cache)", mbps(size, warmT), ratio(ceiling, warmT), ""})
 	if hwm, err := vmHWM(m.Pid()); err == nil {
-		rows = append(rows, row{fmt.Sprintf("peak RSS of the reading daemon after %.0f MiB through its mount", mib), fmt.Sprintf("%d MiB", hwm>>20), ""})
+		rows = append(rows, row{fmt.Sprintf("peak RSS of the reading daemon after %.0f MiB through its mount", mib), fmt.Sprintf("%d MiB", hwm>>20), "", ""})
 	}
 
 	f, err := start("d", true, "--bootstrap", boot)
 	if err != nil {
-		return err
+		return rows, err
 	}
 	ttfb, err := timed(func() error { return shell(fmt.Sprintf("head -c 1 %q > /dev/null", filepath.Join(f.Mount, c))) })
 	if err != nil {
-		return fmt.Errorf("head -c 1: %w", err)
+		return rows, fmt.Errorf("head -c 1: %w", err)
 	}
-	rows = append(rows, row{"head -c 1 on a cold mount (lookup + first block)", ttfb.Round(100 * time.Microsecond).String(), ""})
+	rows = append(rows, row{"head -c 1 on a cold mount (lookup + first block)", ttfb.Round(100 * time.Microsecond).String(), "", ""})
 
 	e, err := start("e", true, "--bootstrap", boot)
 	if err != nil {
-		return err
+		return rows, err
 	}
 	p50, p99, err := randomReads(filepath.Join(e.Mount, c), size, 200)
 	if err != nil {
-		return fmt.Errorf("random reads: %w", err)
+		return rows, fmt.Errorf("random reads: %w", err)
 	}
-	rows = append(rows, row{"4 KiB random reads on a cold mount, p50 / p99", fmt.Sprintf("%s / %s", p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond)), ""})
+	rows = append(rows, row{"4 KiB random reads on a cold mount, p50 / p99", fmt.Sprintf("%s / %s", p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond)), "", ""})
 
 	erasureRows, err := erasureRead(work, a, boot, size, start, apiT)
 	if err != nil {
-		return fmt.Errorf("erasure read: %w", err)
+		return rows, fmt.Errorf("erasure read: %w", err)
 	}
 	rows = append(rows, erasureRows...)
 
-	fmt.Printf("meshfs bench: %.0f MiB dataset, %s\n", mib, time.Now().Format(time.RFC3339))
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "what\tfigure\tratio to baseline")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.what, r.figure, r.ratio)
+	return rows, nil
+}
+
+// startDaemon starts a daemon on work/name (mounted at work/name-mnt if
+// mount) under prefix, and has it killed and unmounted at cleanup.
+func startDaemon(bin string, prefix []string, work, name string, mount bool, extra ...string) (*cluster.Daemon, error) {
+	mnt := ""
+	if mount {
+		mnt = filepath.Join(work, name+"-mnt")
 	}
-	return tw.Flush()
+	d, err := cluster.Start(bin, prefix, filepath.Join(work, name), mnt, extra...)
+	if err != nil {
+		return nil, err
+	}
+	cleanups.push(func() {
+		d.Kill()
+		if d.Mount != "" {
+			syscall.Unmount(d.Mount, syscall.MNT_DETACH)
+		}
+	})
+	return d, nil
 }
 
 func timed(f func() error) (time.Duration, error) {

@@ -103,7 +103,7 @@ func erasureRead(work string, a *cluster.Daemon, boot string, size int64, start 
 	if err != nil {
 		return nil, err
 	}
-	return []row{{"cold API read, one block of every codeword lost (decoded on demand) vs intact", mbps(size, t), ratio(intactT, t)}}, nil
+	return []row{{"cold API read, one block of every codeword lost (decoded on demand) vs intact", mbps(size, t), ratio(intactT, t), ""}}, nil
 }
 
 // dropFirstRow deletes row 0 of every codeword of dataset c from a stopped
