@@ -48,8 +48,12 @@ type Options struct {
 	// past this its stream is reset and the messages being written are
 	// lost (their wants time out and are asked elsewhere).
 	WriteTimeout time.Duration
+	// Lanes bounds the streams one peer's messages are spread over when
+	// they back up (default 4); see sender.
+	Lanes int
 	// MaxInboundStreams bounds the streams one peer may keep open to us
-	// (default 4); more are reset at once.
+	// (default 8: its lanes, and room for a reconnect's new ones while the
+	// old close); more are reset at once.
 	MaxInboundStreams int
 	// DialTimeout bounds opening a stream to a peer (default 10s).
 	DialTimeout time.Duration
@@ -95,8 +99,11 @@ func New(h host.Host, opts Options) *Network {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
+	if opts.Lanes <= 0 {
+		opts.Lanes = 4
+	}
 	if opts.MaxInboundStreams <= 0 {
-		opts.MaxInboundStreams = 4
+		opts.MaxInboundStreams = 8
 	}
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 10 * time.Second
@@ -180,9 +187,10 @@ func (n *Network) sender(p peer.ID) (*sender, error) {
 	}
 	s := n.senders[p]
 	if s == nil {
-		s = &sender{n: n, p: p, queue: make(chan item, n.opts.QueueLength), done: make(chan struct{}), freed: make(chan struct{})}
+		s = &sender{n: n, p: p, queue: make(chan item, n.opts.QueueLength), done: make(chan struct{}),
+			freed: make(chan struct{}), open: map[network.Stream]bool{}, lanes: 1}
 		n.senders[p] = s
-		go s.run()
+		go s.lane(true)
 	}
 	return s, nil
 }
@@ -241,7 +249,18 @@ type item struct {
 	size int
 }
 
-// sender owns the one outbound stream to a peer.
+// sender carries one peer's queue over up to Options.Lanes outbound streams
+// ("lanes"), each written by a goroutine of its own taking the next message
+// from the shared queue.
+//
+// Why more than one stream: yamux flow control is per stream, and its
+// receive-window autotuning stops growing at a few MiB on links with real
+// latency (go-yamux#136), which caps one stream at window/RTT: about 20
+// MB/s at 50 ms, a third of a 200 Mbit/s link idle. A backlog opens more
+// lanes, each with a window of its own; an idle extra lane closes. Messages
+// on different lanes may arrive out of order, which the protocol allows: a
+// cancel overtaking its want only costs a block delivered late (an
+// unwanted, not unsolicited, block), and presences and blocks commute.
 type sender struct {
 	n     *Network
 	p     peer.ID
@@ -252,9 +271,27 @@ type sender struct {
 	mu    sync.Mutex
 	bytes int           // encoded bytes queued and not yet written
 	freed chan struct{} // closed, and replaced, whenever bytes go down
-	st    network.Stream
+	lanes int           // lane goroutines running
+	open  map[network.Stream]bool
 	// stalled: until then, sends fail with ErrStalled (see stall).
 	stalled time.Time
+}
+
+// laneBacklog is how many queued bytes make a sender open another lane: a
+// batch of blocks waiting while the lanes there are busy writing.
+const laneBacklog = 1 << 20
+
+// laneIdle is how long an extra lane waits for a message before closing.
+const laneIdle = 5 * time.Second
+
+// grow starts another lane if the queue is backed up and the peer may have
+// one more. Callers hold mu.
+func (s *sender) grow() {
+	if s.lanes >= s.n.opts.Lanes || s.bytes < laneBacklog || s.stopped() {
+		return
+	}
+	s.lanes++
+	go s.lane(false)
 }
 
 // stall marks the peer as not reading after a write timed out: everything
@@ -275,14 +312,13 @@ func (s *sender) stall() {
 }
 
 // stop ends the sender. A write blocked on a peer that does not read is cut
-// short at once, so the sender's goroutine does not outlive it by up to
-// WriteTimeout.
+// short at once, so the lanes do not outlive it by up to WriteTimeout.
 func (s *sender) stop() {
 	s.once.Do(func() {
 		close(s.done)
 		s.mu.Lock()
-		if s.st != nil {
-			_ = s.st.SetWriteDeadline(time.Now())
+		for st := range s.open {
+			_ = st.SetWriteDeadline(time.Now())
 		}
 		s.mu.Unlock()
 	})
@@ -300,6 +336,7 @@ func (s *sender) reserve(ctx context.Context, size int, wait bool) error {
 		}
 		if s.bytes == 0 || s.bytes+size <= s.n.opts.QueueBytes {
 			s.bytes += size
+			s.grow()
 			s.mu.Unlock()
 			return nil
 		}
@@ -326,17 +363,20 @@ func (s *sender) release(size int) {
 	s.mu.Unlock()
 }
 
-func (s *sender) setStream(st network.Stream) {
+// track records st as open (or closed, with st nil for old), so that stop
+// can cut its writes short.
+func (s *sender) track(st, old network.Stream) {
 	s.mu.Lock()
-	s.st = st
+	if old != nil {
+		delete(s.open, old)
+	}
+	if st != nil {
+		s.open[st] = true
+	}
 	s.mu.Unlock()
-	select {
-	case <-s.done:
+	if st != nil && s.stopped() {
 		// stopped while opening: make sure stop's deadline applies
-		if st != nil {
-			_ = st.SetWriteDeadline(time.Now())
-		}
-	default:
+		_ = st.SetWriteDeadline(time.Now())
 	}
 }
 
@@ -344,21 +384,33 @@ func (s *sender) setStream(st network.Stream) {
 // and muxer framing cost per write, not per byte.
 const writeBuffer = 1 << 20
 
-func (s *sender) run() {
+// lane writes queued messages on a stream of its own until the sender
+// stops; an extra lane (not first) also ends after laneIdle without work.
+func (s *sender) lane(first bool) {
 	var (
-		st network.Stream
-		w  *bufio.Writer
+		st   network.Stream
+		w    *bufio.Writer
+		idle <-chan time.Time
 	)
 	defer func() {
 		if st != nil {
 			st.Close()
+			s.track(nil, st)
 		}
+		s.mu.Lock()
+		s.lanes--
+		s.mu.Unlock()
 	}()
 	for {
 		var it item
+		if !first {
+			idle = time.After(laneIdle)
+		}
 		select {
 		case it = <-s.queue:
 		case <-s.done:
+			return
+		case <-idle:
 			return
 		}
 		// One retry on a fresh stream: a stream may have been reset under
@@ -368,12 +420,12 @@ func (s *sender) run() {
 		for attempt := 0; ; attempt++ {
 			if st == nil {
 				var err error
-				if st, err = s.open(); err != nil {
+				if st, err = s.openStream(); err != nil {
 					s.n.log.Debug("exchange: cannot open stream", "peer", s.p, "err", err)
 					s.release(it.size)
 					break
 				}
-				s.setStream(st)
+				s.track(st, nil)
 				w = bufio.NewWriterSize(st, writeBuffer)
 			}
 			err := s.write(st, w, it)
@@ -382,8 +434,8 @@ func (s *sender) run() {
 			}
 			s.n.log.Debug("exchange: send failed", "peer", s.p, "attempt", attempt, "err", err)
 			st.Reset()
+			s.track(nil, st)
 			st = nil
-			s.setStream(nil)
 			if isTimeout(err) {
 				s.n.log.Debug("exchange: peer is not reading; dropping its queue", "peer", s.p)
 				s.stall()
@@ -414,10 +466,11 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &t) && t.Timeout())
 }
 
-// write sends it and whatever else is already queued, then flushes, under
-// one write deadline. Each message's bytes leave the peer's budget once
-// handed to w (w's buffer is bounded by writeBuffer); on error the whole
-// budget of what was taken is released too, since those messages are lost.
+// write sends it and whatever else is already queued, up to writeBuffer
+// bytes (so that other lanes get their share of a backlog), then flushes,
+// under one write deadline. Each message's bytes leave the peer's budget
+// once handed to w; on error the whole budget of what was taken is
+// released too, since those messages are lost.
 func (s *sender) write(st network.Stream, w *bufio.Writer, it item) error {
 	_ = st.SetWriteDeadline(time.Now().Add(s.n.opts.WriteTimeout))
 	// After the deadline is set: a stop from now on cuts it short (stop
@@ -426,22 +479,28 @@ func (s *sender) write(st network.Stream, w *bufio.Writer, it item) error {
 		s.release(it.size)
 		return ErrClosed
 	}
+	written := 0
 	for {
 		err := message.WriteMessage(w, it.m)
+		written += it.size
 		s.release(it.size)
 		if err != nil {
 			return err
+		}
+		if written >= writeBuffer {
+			break
 		}
 		select {
 		case it = <-s.queue:
 			continue
 		default:
 		}
-		return w.Flush()
+		break
 	}
+	return w.Flush()
 }
 
-func (s *sender) open() (network.Stream, error) {
+func (s *sender) openStream() (network.Stream, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.n.opts.DialTimeout)
 	defer cancel()
 	go func() {

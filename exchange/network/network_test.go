@@ -1,0 +1,110 @@
+package network
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/node/p2p"
+	"github.com/meshfs/meshfs/store"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func newTestHost(t *testing.T) *p2p.Host {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := p2p.New(ctx, p2p.Config{Key: k, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// stallFirst is a Handler whose first message blocks its stream's reader
+// until released; it counts the others.
+type stallFirst struct {
+	once    sync.Once
+	release chan struct{}
+	stalled chan struct{}
+	others  atomic.Int64
+}
+
+func (h *stallFirst) HandleMessage(peer.ID, *message.Message) {
+	first := false
+	h.once.Do(func() { first = true })
+	if first {
+		close(h.stalled)
+		<-h.release
+		return
+	}
+	h.others.Add(1)
+}
+
+func (h *stallFirst) PeerDisconnected(peer.ID) {}
+
+// A backlog to a peer spreads over more streams: with the stream that
+// carried the first message stuck at its reader, later messages still
+// arrive, on lanes of their own. With a single stream none would until the
+// reader moved on.
+func TestBacklogOpensLanes(t *testing.T) {
+	a, b := newTestHost(t), newTestHost(t)
+	if err := a.Host().Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	recv := &stallFirst{release: make(chan struct{}), stalled: make(chan struct{})}
+	nb := New(b.Host(), Options{Logger: quiet})
+	nb.Start(recv)
+	t.Cleanup(nb.Close)
+	na := New(a.Host(), Options{Logger: quiet, Lanes: 3})
+	na.Start(&stallFirst{release: make(chan struct{}), stalled: make(chan struct{})})
+	t.Cleanup(na.Close)
+	defer close(recv.release)
+
+	// 64 KiB blocks, 16 to a message: 1 MiB messages, more than a fresh
+	// stream's window, so the stuck stream backs the queue up at once.
+	blocks := make([]message.Delivery, 16)
+	for i := range blocks {
+		data := make([]byte, 64<<10)
+		data[0] = byte(i)
+		b := store.NewBlock(store.CodecBlock, data)
+		blocks[i] = message.Delivery{CID: b.CID, Data: b.Data, Address: message.CIDAddress(b.CID)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const sent = 12
+	go func() {
+		for range sent {
+			if err := na.Send(ctx, b.ID(), &message.Message{Blocks: blocks}); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-recv.stalled:
+	case <-ctx.Done():
+		t.Fatal("the first message never arrived")
+	}
+	for recv.others.Load() < 4 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d messages arrived past the stuck stream; want at least 4 on other lanes", recv.others.Load())
+		case <-time.After(10 * time.Millisecond): // polling interval, not synchronisation
+		}
+	}
+}
