@@ -220,7 +220,8 @@ func (d *Dataset) readAhead(off, n int64, last uint64) {
 	sequential := off == d.lastEnd
 	d.lastEnd = off + n
 	from := max(last+1, d.prefetched)
-	to := min(last+uint64(d.Prefetch), d.Manifest.Blocks()-1)
+	// Only the file's own blocks: parity rows are for decoding, never read.
+	to := min(last+uint64(d.Prefetch), d.Manifest.DataBlocks()-1)
 	if !sequential || from > to {
 		d.pmu.Unlock()
 		return

@@ -1,0 +1,86 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+// sourceFetcher serves blocks from a store standing for the network,
+// keeping each in the local store as the exchange does, and records which
+// positions were fetched.
+type sourceFetcher struct {
+	src, local store.BlockStore
+	mu         sync.Mutex
+	fetched    map[uint64]bool
+}
+
+func (f *sourceFetcher) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
+	b, err := f.src.Get(ctx, c)
+	if err == nil {
+		err = f.local.Put(ctx, b)
+	}
+	return b, err
+}
+
+func (f *sourceFetcher) GetLeaf(ctx context.Context, tree cid.Cid, i uint64) (store.Leaf, store.Block, error) {
+	f.mu.Lock()
+	f.fetched[i] = true
+	f.mu.Unlock()
+	l, b, err := f.src.GetLeaf(ctx, tree, i)
+	if err == nil {
+		if err = f.local.Put(ctx, b); err == nil {
+			err = f.local.PutLeaf(ctx, l)
+		}
+	}
+	return l, b, err
+}
+
+// A sequential reader of a protected dataset has the blocks after it
+// fetched ahead, but never the parity rows past the end of the file: they
+// are for decoding, and fetching them only wastes the link.
+func TestReadAheadStopsAtTheFilesEnd(t *testing.T) {
+	src := store.NewMemory(0)
+	data := randomBytes(7, 40*testBS+100)
+	c := upload(t, src, data, 4, 2)
+	local := store.NewMemory(0)
+	f := &sourceFetcher{src: src, local: local, fetched: map[uint64]bool{}}
+	ctx := context.Background()
+	d, err := OpenDataset(ctx, store.NewNetworkStore(local, f), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Prefetch = 64
+	got, err := io.ReadAll(d.Reader(ctx))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, %v; want the %d bytes uploaded", len(got), err, len(data))
+	}
+	// Read-ahead runs in the background: wait until it is done.
+	for {
+		d.pmu.Lock()
+		busy := len(d.inflight)
+		d.pmu.Unlock()
+		if busy == 0 {
+			break
+		}
+		runtime.Gosched()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := d.Manifest.DataBlocks()
+	for i := range f.fetched {
+		if i >= n {
+			t.Errorf("block %d fetched: past the file's %d blocks (parity)", i, n)
+		}
+	}
+	if uint64(len(f.fetched)) != n {
+		t.Errorf("%d blocks fetched; want the file's %d", len(f.fetched), n)
+	}
+}
