@@ -286,7 +286,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 // prefetchBlocks is how far ahead of a sequential reader blocks are
 // fetched: 4 MiB of 64 KiB blocks, a window that keeps several providers
 // busy without fetching much a reader that stops early never uses.
-const prefetchBlocks = 64
+const prefetchBlocks = 128
 
 // blockCacheBytes is the node's cache of recently fetched blocks, shared by
 // all its datasets: read-ahead windows of several sequential readers at
