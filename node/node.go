@@ -284,8 +284,9 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 }
 
 // prefetchBlocks is how far ahead of a sequential reader blocks are
-// fetched: 4 MiB of 64 KiB blocks, a window that keeps several providers
-// busy without fetching much a reader that stops early never uses.
+// fetched: 8 MiB of 64 KiB blocks, twice the exchange's window per peer,
+// so that the window stays full while a reader is a little behind, and
+// little fetched that a reader stopping early never uses.
 const prefetchBlocks = 128
 
 // blockCacheBytes is the node's cache of recently fetched blocks, shared by
