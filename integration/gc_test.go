@@ -42,9 +42,11 @@ func TestGarbageCollectionKeepsPinsWithinQuota(t *testing.T) {
 	x, y, z, w := cids[0], cids[1], cids[2], cids[3]
 
 	// Room for B's own upload (1.5 MiB with its parity) and two datasets
-	// fetched from the network (3 MiB each with theirs), not three.
+	// read from the network (2 MiB each: a read fetches no parity), not
+	// three; and, once one of them is pinned (which fetches its 1 MiB of
+	// parity too), for it and one more.
 	b := startDaemon(t, filepath.Join(tmp, "b"), "", append(listen,
-		"--quota", "8MiB", "--gc-interval", "0", "--bootstrap", a.p2pAddr(t))...)
+		"--quota", "7MiB", "--gc-interval", "0", "--bootstrap", a.p2pAddr(t))...)
 	own := b.upload(t, writeRandomFile(t, tmp, 1<<20, 99))
 
 	download := func(c, file string) {
@@ -93,7 +95,7 @@ func TestGarbageCollectionKeepsPinsWithinQuota(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&space); err != nil {
 		t.Fatal(err)
 	}
-	if space.QuotaUsedBytes > space.QuotaMaxBytes || space.QuotaMaxBytes != 8<<20 {
-		t.Errorf("space: %d of %d bytes used; want within the 8 MiB quota", space.QuotaUsedBytes, space.QuotaMaxBytes)
+	if space.QuotaUsedBytes > space.QuotaMaxBytes || space.QuotaMaxBytes != 7<<20 {
+		t.Errorf("space: %d of %d bytes used; want within the 7 MiB quota", space.QuotaUsedBytes, space.QuotaMaxBytes)
 	}
 }
