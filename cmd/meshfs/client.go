@@ -303,7 +303,12 @@ func (c *client) Manifest(ctx context.Context, cid string) (dataset, []byte, err
 
 // Delete drops a dataset from the daemon's local store.
 func (c *client) Delete(ctx context.Context, cid string) error {
-	req, err := c.newRequest(ctx, http.MethodDelete, "/data/"+url.PathEscape(cid), nil)
+	return c.delete(ctx, "/data/"+url.PathEscape(cid))
+}
+
+// delete sends DELETE path and expects no content back.
+func (c *client) delete(ctx context.Context, path string) error {
+	req, err := c.newRequest(ctx, http.MethodDelete, path, nil)
 	if err != nil {
 		return err
 	}
@@ -367,16 +372,7 @@ func (c *client) Pin(ctx context.Context, cid string) (pinResult, error) {
 
 // Unpin hands a dataset to garbage collection.
 func (c *client) Unpin(ctx context.Context, cid string) error {
-	req, err := c.newRequest(ctx, http.MethodDelete, "/data/"+url.PathEscape(cid)+"/pin", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(req, http.StatusNoContent, http.StatusOK)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	return nil
+	return c.delete(ctx, "/data/"+url.PathEscape(cid)+"/pin")
 }
 
 // gcResult is POST /gc's answer.

@@ -481,76 +481,56 @@ the network if it is not held locally.`,
 	return a.bindAll(cmd)
 }
 
-func (a *app) newRmCmd() *cobra.Command {
+// cidCmd builds a client command that takes one dataset CID.
+func (a *app) cidCmd(use, short, long string, run func(ctx context.Context, c *client, cid string) error) *cobra.Command {
 	var cf clientFlags
-	cmd := &cobra.Command{
-		Use:   "rm CID",
-		Short: "Drop a dataset from the local store",
-		Long: `Drop dataset CID from the daemon's local store, freeing its quota. The data
-stays available from any other node that holds it.`,
-		Args: exactArgs(1, "CID argument"),
-	}
+	cmd := &cobra.Command{Use: use + " CID", Short: short, Long: long, Args: exactArgs(1, "CID argument")}
 	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, args []string) error {
 		cid, err := parseManifestCID(args[0])
 		if err != nil {
 			return err
 		}
-		return c.Delete(ctx, cid)
+		return run(ctx, c, cid)
 	})
 	return a.bindAll(cmd)
+}
+
+func (a *app) newRmCmd() *cobra.Command {
+	return a.cidCmd("rm", "Drop a dataset from the local store",
+		`Drop dataset CID from the daemon's local store, freeing its quota. The data
+stays available from any other node that holds it.`,
+		func(ctx context.Context, c *client, cid string) error { return c.Delete(ctx, cid) })
 }
 
 func (a *app) newPinCmd() *cobra.Command {
-	var cf clientFlags
-	cmd := &cobra.Command{
-		Use:   "pin CID",
-		Short: "Keep a dataset from garbage collection, fetching what is missing",
-		Long: `Pin dataset CID: the daemon keeps all of it until "meshfs unpin" or
+	return a.cidCmd("pin", "Keep a dataset from garbage collection, fetching what is missing",
+		`Pin dataset CID: the daemon keeps all of it until "meshfs unpin" or
 "meshfs rm". Uploads are pinned already; datasets that came from the network
 are a cache that garbage collection removes once unused. A dataset not held
 completely is fetched in the background ("meshfs status" shows progress).`,
-		Args: exactArgs(1, "CID argument"),
-	}
-	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, args []string) error {
-		cid, err := parseManifestCID(args[0])
-		if err != nil {
+		func(ctx context.Context, c *client, cid string) error {
+			p, err := c.Pin(ctx, cid)
+			if err != nil {
+				return err
+			}
+			switch {
+			case !p.Local:
+				_, err = fmt.Fprintf(a.stdout, "pinned %s; fetching it from the network\n", cid)
+			case p.Fetching:
+				_, err = fmt.Fprintf(a.stdout, "pinned %s; fetching the blocks not held yet\n", cid)
+			default:
+				_, err = fmt.Fprintf(a.stdout, "pinned %s\n", cid)
+			}
 			return err
-		}
-		p, err := c.Pin(ctx, cid)
-		if err != nil {
-			return err
-		}
-		switch {
-		case !p.Local:
-			_, err = fmt.Fprintf(a.stdout, "pinned %s; fetching it from the network\n", cid)
-		case p.Fetching:
-			_, err = fmt.Fprintf(a.stdout, "pinned %s; fetching the blocks not held yet\n", cid)
-		default:
-			_, err = fmt.Fprintf(a.stdout, "pinned %s\n", cid)
-		}
-		return err
-	})
-	return a.bindAll(cmd)
+		})
 }
 
 func (a *app) newUnpinCmd() *cobra.Command {
-	var cf clientFlags
-	cmd := &cobra.Command{
-		Use:   "unpin CID",
-		Short: "Let garbage collection remove a dataset once unused",
-		Long: `Unpin dataset CID: it stays held, as a cache, until garbage collection
+	return a.cidCmd("unpin", "Let garbage collection remove a dataset once unused",
+		`Unpin dataset CID: it stays held, as a cache, until garbage collection
 removes it (not read for --cache-ttl, or least recently used when the store
 is above 90% of its quota). "meshfs rm" drops it at once.`,
-		Args: exactArgs(1, "CID argument"),
-	}
-	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, args []string) error {
-		cid, err := parseManifestCID(args[0])
-		if err != nil {
-			return err
-		}
-		return c.Unpin(ctx, cid)
-	})
-	return a.bindAll(cmd)
+		func(ctx context.Context, c *client, cid string) error { return c.Unpin(ctx, cid) })
 }
 
 func (a *app) newGCCmd() *cobra.Command {
