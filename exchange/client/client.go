@@ -889,6 +889,14 @@ func (c *Client) offend(p peer.ID, now time.Time) {
 	c.log.Warn("exchange: dropping peer after repeated offences", "peer", p, "offences", c.offence[p])
 	c.banned[p] = now.Add(c.opts.BanFor)
 	c.stats.PeersDropped++
+	c.forget(p)
+	go c.peers.Disconnect(p)
+}
+
+// forget drops what we know of p: its presences, the wants sent to it
+// (they go elsewhere on the next pass), its trees, its state. Its offence
+// count stays. Callers hold mu.
+func (c *Client) forget(p peer.ID) {
 	for _, w := range c.wants {
 		delete(w.haves, p)
 		if w.sentTo == p {
@@ -899,7 +907,6 @@ func (c *Client) offend(p peer.ID, now time.Time) {
 		delete(ts.providers, p)
 	}
 	delete(c.peerSt, p)
-	go c.peers.Disconnect(p)
 }
 
 // resolve completes w for every waiter. Callers hold mu.
@@ -974,16 +981,7 @@ func verify(d message.Delivery, root merkle.Digest) (store.Leaf, store.Block, er
 // PeerGone forgets what a disconnected peer had or was doing.
 func (c *Client) PeerGone(p peer.ID) {
 	c.mu.Lock()
-	for _, w := range c.wants {
-		delete(w.haves, p)
-		if w.sentTo == p {
-			w.sentTo = ""
-		}
-	}
-	for _, ts := range c.trees {
-		delete(ts.providers, p)
-	}
-	delete(c.peerSt, p)
+	c.forget(p)
 	c.mu.Unlock()
 	c.poke()
 }
