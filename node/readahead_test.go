@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -63,6 +63,7 @@ func TestReadAheadStopsAtTheFilesEnd(t *testing.T) {
 		t.Fatalf("read %d bytes, %v; want the %d bytes uploaded", len(got), err, len(data))
 	}
 	// Read-ahead runs in the background: wait until it is done.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		d.pmu.Lock()
 		busy := len(d.inflight)
@@ -70,7 +71,10 @@ func TestReadAheadStopsAtTheFilesEnd(t *testing.T) {
 		if busy == 0 {
 			break
 		}
-		runtime.Gosched()
+		if time.Now().After(deadline) {
+			t.Fatalf("read-ahead still fetching %d blocks after 10s", busy)
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
