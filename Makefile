@@ -16,9 +16,15 @@ build:
 run: build
 	$(BIN) daemon --mount $(MOUNT)
 
+# fuse3 for fusermount3 (mounts without root, and their tests); iproute2
+# for the network-namespace tests and bench sections (ip, tc), which skip
+# without it.
 deps:
-	@if [ -e /dev/fuse ] && ! command -v fusermount3 >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null; \
+	@missing=""; \
+	if [ -e /dev/fuse ] && ! command -v fusermount3 >/dev/null 2>&1; then missing="$$missing fuse3"; fi; \
+	if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then missing="$$missing iproute2"; fi; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 vet:
@@ -30,9 +36,9 @@ test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # Figures with ratios against baselines measured in the same run.
-bench:
+bench: deps
 	$(GO) run ./bench
 
 # A quick run that proves the benchmark still works end to end.
-bench-smoke:
+bench-smoke: deps
 	$(GO) run ./bench -short
