@@ -554,16 +554,16 @@ func (n *Node) remove(ctx context.Context, cd candidate, reason string, res *GCR
 	res.BytesFreed += freed
 	n.gcStats.datasets.Add(1)
 	n.gcStats.bytes.Add(freed)
-	n.gcGen.Add(1)
 	n.log.Info("gc: removed cached dataset", "cid", store.CIDText(c), "reason", reason,
 		"lastAccess", cd.last.Format(time.RFC3339), "bytes", freed)
 	return true
 }
 
-// drop removes a dataset for the collector: its leaves first, then its
-// manifest and record, so that an interrupted removal leaves a smaller
-// cached dataset, still listed and collected next time, rather than
-// blocks no dataset names. Blocks other datasets reference stay.
+// drop removes a dataset, for the collector and for Delete: its leaves
+// first, then its manifest and record, so that an interrupted removal
+// leaves a smaller dataset, still listed (and collected or deleted next
+// time), rather than blocks no dataset names. Blocks other datasets
+// reference stay.
 func (n *Node) drop(ctx context.Context, c cid.Cid) error {
 	m, err := n.Manifest(ctx, c)
 	if err != nil {
@@ -578,7 +578,13 @@ func (n *Node) drop(ctx context.Context, c cid.Cid) error {
 	if err := n.store.Delete(ctx, c); err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
-	return n.forget(ctx, c)
+	// An upload of the same content running meanwhile may have relied on
+	// blocks just deleted: it checks (see Upload).
+	n.gcGen.Add(1)
+	if err := n.forget(ctx, c); err != nil {
+		return fmt.Errorf("retention record: %w", err)
+	}
+	return nil
 }
 
 // reclaim runs a collection when a write finds the store full; it reports

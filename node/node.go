@@ -356,25 +356,12 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 	return out, nil
 }
 
-// Delete drops dataset c from the local store: the manifest first, so the
-// dataset stops being listed at once, then every leaf it holds. Blocks shared
-// with other datasets stay.
+// Delete drops dataset c from the local store (see drop: the leaves first,
+// so that an interrupted delete leaves a smaller dataset, still listed,
+// rather than blocks nothing names). Blocks shared with other datasets stay.
 func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
-	m, err := n.Manifest(ctx, c)
-	if err != nil {
+	if err := n.drop(ctx, c); err != nil {
 		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
-	}
-	n.disc.Forget(c, m.TreeCID)
-	if err := n.store.Delete(ctx, c); err != nil {
-		return fmt.Errorf("delete %s: manifest: %w", store.CIDText(c), err)
-	}
-	for i := uint64(0); i < m.Blocks(); i++ {
-		if err := n.store.DeleteLeaf(ctx, m.TreeCID, i); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("delete %s: block %d: %w", store.CIDText(c), i, err)
-		}
-	}
-	if err := n.forget(ctx, c); err != nil {
-		return fmt.Errorf("delete %s: retention record: %w", store.CIDText(c), err)
 	}
 	n.log.Info("deleted", "cid", store.CIDText(c))
 	return nil
