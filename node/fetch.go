@@ -71,6 +71,13 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 		defer n.fetch.wg.Done()
 		defer inUse()
 		err := n.fetchAll(n.ctx, d, fs)
+		if err == nil {
+			// Blocks rebuilt by decoding are stored in the background; the
+			// dataset is not fetched, nor announced, before they are. (A
+			// parity block nobody had may be missing: the file is whole.)
+			d.WaitStored()
+			err = n.checkComplete(n.ctx, c, d.Manifest, d.Manifest.DataBlocks())
+		}
 		fs.mu.Lock()
 		fs.done, fs.err, fs.finished = true, err, time.Now()
 		fs.mu.Unlock()

@@ -243,7 +243,7 @@ func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype strin
 		// The upload stores nothing that is held already. If that was a
 		// cached copy of the same dataset and the collector removed it
 		// meanwhile, what the upload relied on may be gone.
-		if err := n.checkComplete(ctx, c, m); err != nil {
+		if err := n.checkComplete(ctx, c, m, m.Blocks()); err != nil {
 			return cid.Undef, fmt.Errorf("upload: a garbage collection removed part of it meanwhile, upload it again: %w", err)
 		}
 	}
@@ -386,17 +386,22 @@ func (n *Node) OpenLocal(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	return d, nil
 }
 
-// checkComplete reports whether every stored block of dataset c is held.
-func (n *Node) checkComplete(ctx context.Context, c cid.Cid, m *manifest.Manifest) error {
+// checkComplete reports whether the manifest of dataset c and its first
+// upTo blocks (all of them: m.Blocks(); the file's: m.DataBlocks()) are
+// held, padding apart.
+func (n *Node) checkComplete(ctx context.Context, c cid.Cid, m *manifest.Manifest, upTo uint64) error {
 	if has, err := n.store.Has(ctx, c); err != nil || !has {
 		return fmt.Errorf("manifest of %s: held %v: %w", store.CIDText(c), has, cmp.Or(err, store.ErrNotFound))
 	}
-	d, err := OpenDataset(ctx, n.store, c)
-	if err != nil {
-		return err
+	var layout erasure.Layout
+	if m.Protected {
+		var err error
+		if layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
+			return fmt.Errorf("%s: %w", store.CIDText(c), err)
+		}
 	}
-	for i := uint64(0); i < m.Blocks(); i++ {
-		if m.Protected && d.layout.IsPadding(i) {
+	for i := range upTo {
+		if m.Protected && layout.IsPadding(i) {
 			continue
 		}
 		if has, err := n.store.HasLeaf(ctx, m.TreeCID, i); err != nil || !has {
