@@ -146,6 +146,7 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 	}
 	if wl.Full {
 		// A full want list replaces what p wanted before.
+		s.queued -= len(q.entries)
 		q.order, q.entries = nil, map[message.Key]message.Entry{}
 	}
 	var haves []message.Entry

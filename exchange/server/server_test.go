@@ -57,3 +57,37 @@ func TestWantCancelChurnStaysBounded(t *testing.T) {
 		t.Fatalf("stats %+v, queue %d", st, entries)
 	}
 }
+
+// A full want list replaces what the peer wanted before, and the queued
+// count (a metric) follows: it does not keep the replaced wants.
+func TestFullWantListReplacesQueue(t *testing.T) {
+	st := store.NewMemory(0)
+	b := store.NewBlock(store.CodecManifest, []byte("a block to keep the worker busy"))
+	if err := st.Put(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	snd := blockingSender{sent: make(chan struct{}, 1)}
+	s := New(st, snd, Options{})
+	defer s.Close()
+	p := peer.ID("replacer")
+	s.HandleWants(p, message.WantList{Entries: []message.Entry{{Address: message.CIDAddress(b.CID)}}})
+	<-snd.sent // the worker is stuck sending: the rest stays queued
+
+	want := func(n int) []message.Entry {
+		var es []message.Entry
+		for i := range n {
+			es = append(es, message.Entry{Address: message.CIDAddress(store.NewBlock(store.CodecManifest, []byte{byte(n), byte(i)}).CID)})
+		}
+		return es
+	}
+	s.HandleWants(p, message.WantList{Entries: want(5)})
+	if q := s.Stats().Queued; q != 5 {
+		t.Fatalf("queued %d after 5 wants", q)
+	}
+	for range 3 {
+		s.HandleWants(p, message.WantList{Full: true, Entries: want(2)})
+	}
+	if q := s.Stats().Queued; q != 2 {
+		t.Fatalf("queued %d after full want lists of 2; want 2", q)
+	}
+}
