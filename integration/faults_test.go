@@ -17,6 +17,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/integration/cluster"
 	"github.com/meshfs/meshfs/node"
 	"github.com/meshfs/meshfs/node/erasure"
 	"github.com/meshfs/meshfs/node/manifest"
@@ -253,8 +254,16 @@ func TestDaemonKilledMidTransferRecovers(t *testing.T) {
 	ddir := filepath.Join(tmp, "d")
 	d := startDaemon(t, ddir, "", listen...)
 	pr, pw := io.Pipe()
-	up := make(chan result, 1)
-	go func() { up <- run(t, pr, bin, "upload", "-", "--api", d.API) }()
+	defer pw.Close() // on an early failure too, so the upload ends
+	type upload struct {
+		r   cluster.Result
+		err error
+	}
+	up := make(chan upload, 1)
+	go func() {
+		r, err := cluster.Run(pr, bin, "upload", "-", "--api", d.API)
+		up <- upload{r, err} // checked here, not t.Fatal off the test's goroutine
+	}()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -265,13 +274,13 @@ func TestDaemonKilledMidTransferRecovers(t *testing.T) {
 	}
 	d.kill()
 	pw.CloseWithError(errors.New("daemon killed"))
-	if r := <-up; r.code == 0 {
-		t.Fatalf("upload to a killed daemon succeeded: %q", r.stdout)
+	if u := <-up; u.err != nil || u.r.Code == 0 {
+		t.Fatalf("upload to a killed daemon: %v, exit %d, %q; want it to fail", u.err, u.r.Code, u.r.Stdout)
 	}
 	verifyRepo(t, ddir)
 	d = startDaemon(t, ddir, "", listen...)
-	if out := d.meshfs(t, "ls"); strings.Count(strings.TrimSpace(out.stdout), "\n") != 0 {
-		t.Fatalf("an interrupted upload is listed:\n%s", out.stdout)
+	if held := listCIDs(t, d); len(held) != 0 {
+		t.Fatalf("an interrupted upload is listed: %v", held)
 	}
 	if again := d.upload(t, path); again != id {
 		t.Errorf("the same upload after the crash gave %s, before %s", again, id)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,8 +27,8 @@ func TestTwoProcessesMountAndDownload(t *testing.T) {
 	a := startDaemon(t, filepath.Join(tmp, "a"), "", "--listen", "/ip4/127.0.0.1/tcp/0")
 	mnt := filepath.Join(tmp, "mnt")
 	b := startDaemon(t, filepath.Join(tmp, "b"), mnt, "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", a.p2pAddr(t))
-	if out := b.meshfs(t, "ls"); strings.Count(strings.TrimSpace(out.stdout), "\n") != 0 {
-		t.Fatalf("B holds datasets before the test:\n%s", out.stdout)
+	if held := listCIDs(t, b); len(held) != 0 {
+		t.Fatalf("B holds datasets before the test: %v", held)
 	}
 	path := writeRandomFile(t, tmp, 5<<20+333, 7)
 	c := a.upload(t, path)
@@ -59,8 +60,8 @@ func TestChainDiscoveryThroughDHT(t *testing.T) {
 		t.Fatalf("download on C: exit %d: %s\nC's log:\n%s", r.code, r.stderr, c.Logs())
 	}
 	must(t, "cmp", got, path)
-	if out := b.meshfs(t, "ls"); strings.Contains(out.stdout, cid) {
-		t.Errorf("B holds the dataset, so C may have got it from B:\n%s", out.stdout)
+	if held := listCIDs(t, b); slices.Contains(held, cid) {
+		t.Errorf("B holds the dataset, so C may have got it from B: %v", held)
 	}
 }
 
