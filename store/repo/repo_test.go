@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -411,7 +412,10 @@ func TestLostIndexIsRebuiltFromPacks(t *testing.T) {
 func TestCloseWaitsForPuts(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir, 0)
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		done atomic.Int64 // Puts that completed
+	)
 	for w := range uint64(4) {
 		wg.Go(func() {
 			for i := uint64(0); ; i++ {
@@ -423,14 +427,25 @@ func TestCloseWaitsForPuts(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				done.Add(1)
 			}
 		})
 	}
-	time.Sleep(50 * time.Millisecond)
+	// Close while Puts are under way, not before any began.
+	deadline := time.Now().Add(10 * time.Second)
+	for done.Load() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d Puts in 10s", done.Load())
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
 	s = openTest(t, dir, 0)
 	checkConsistent(t, s)
+	if u, err := s.Usage(context.Background()); err != nil || u.Blocks < uint64(done.Load()) {
+		t.Fatalf("after reopening: %+v, %v; want at least the %d blocks whose Put returned", u, err, done.Load())
+	}
 }
