@@ -223,8 +223,9 @@ func encodeLeaf(block cid.Cid, proof []byte) []byte {
 	return append(b, proof...)
 }
 
-// decodeLeaf returns the block CID and a copy of the proof (v may be a
-// buffer that goleveldb reuses).
+// decodeLeaf returns the block CID and the proof, which is a slice of v:
+// callers that keep it pass a value of their own (db.Get's), and those
+// reading an iterator's reused buffer use the CID alone.
 func decodeLeaf(v []byte) (cid.Cid, []byte, error) {
 	n, w := binary.Uvarint(v)
 	if w <= 0 || n > uint64(len(v)-w) {
@@ -234,5 +235,5 @@ func decodeLeaf(v []byte) (cid.Cid, []byte, error) {
 	if err != nil {
 		return cid.Undef, nil, errBadRecord
 	}
-	return c, append([]byte(nil), v[w+int(n):]...), nil
+	return c, v[w+int(n):], nil
 }
