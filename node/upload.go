@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -216,7 +215,9 @@ func (u *uploader) protect(ctx context.Context, layout erasure.Layout, data []me
 			if err := u.put(ctx, b); err != nil {
 				return nil, fmt.Errorf("store parity of codeword %d: %w", col, err)
 			}
-			out[idx[j]] = sha256.Sum256(shards[j])
+			if out[idx[j]], err = store.Digest(b.CID); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil
