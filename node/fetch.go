@@ -172,9 +172,7 @@ func (n *Node) fetchBlock(ctx context.Context, d *Dataset, i uint64) error {
 		}
 		return nil
 	}
-	bctx, cancel := context.WithTimeout(ctx, n.cfg.FetchTimeout)
-	defer cancel()
-	if _, _, err := n.net.GetLeaf(bctx, m.TreeCID, i); err != nil {
+	if _, _, err := d.fetch(ctx, i); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			// A parity block nobody has: the data is complete without it.
 			n.log.Debug("parity block unavailable", "cid", store.CIDText(d.CID), "index", i)
