@@ -86,7 +86,7 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 			return
 		}
 		n.log.Info("dataset fetched", "cid", store.CIDText(c), "blocks", fs.total.Load(), "took", time.Since(fs.started))
-		n.announce(c, d.Manifest)
+		n.announce(c, d.Manifest.TreeCID)
 	}()
 	return d, nil
 }

@@ -172,9 +172,13 @@ func New(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	// One call for all: Announce provides them concurrently, where one call
+	// per dataset made start-up take a provide round per dataset.
+	var held []cid.Cid
 	for _, e := range entries {
-		n.announce(e.CID, e.Manifest)
+		held = append(held, e.CID, e.Manifest.TreeCID)
 	}
+	n.announce(held...)
 	if cfg.GCInterval > 0 {
 		n.bg.Add(1)
 		go n.gcLoop(cfg.GCInterval)
@@ -198,10 +202,16 @@ func (n *Node) Close() error {
 	return n.store.Close()
 }
 
-// announce tells the network this node provides dataset c: its manifest
-// CID and tree CID, as Codex does (never single blocks).
-func (n *Node) announce(c cid.Cid, m *manifest.Manifest) {
-	n.disc.Announce(n.ctx, c, m.TreeCID)
+// announce tells the network this node provides datasets: each one's
+// manifest CID and tree CID, as Codex does (never single blocks).
+func (n *Node) announce(cids ...cid.Cid) {
+	if len(cids) == 0 {
+		return
+	}
+	// Failures are remembered and retried by discovery; say so, though.
+	if err := n.disc.Announce(n.ctx, cids...); err != nil && n.ctx.Err() == nil {
+		n.log.Debug("announce: not yet provided, will retry", "cids", len(cids), "err", err)
+	}
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
@@ -251,7 +261,7 @@ func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype strin
 		return cid.Undef, fmt.Errorf("upload: pin: %w", err)
 	}
 	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", filename)
-	n.announce(c, m)
+	n.announce(c, m.TreeCID)
 	return c, nil
 }
 
