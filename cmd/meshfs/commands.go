@@ -16,7 +16,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/multiformats/go-multibase"
 	"github.com/spf13/cobra"
 
 	"github.com/meshfs/meshfs/store"
@@ -80,11 +79,7 @@ func parseManifestCID(s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	text, err := c.StringOfBase(multibase.Base58BTC)
-	if err != nil {
-		return "", fmt.Errorf("CID %q: %w", s, err)
-	}
-	return text, nil
+	return store.CIDText(c), nil
 }
 
 func (a *app) newUploadCmd() *cobra.Command {

@@ -14,9 +14,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/ipfs/go-cid"
-	"github.com/multiformats/go-multibase"
-
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -89,9 +86,9 @@ func (f *fakeDaemon) requestCount() int {
 // a manifest-codec CID over the data: not Codex's, but well-formed, which is
 // all the CLI can check.
 func (f *fakeDaemon) add(data []byte, filename, mimetype string) string {
-	cid := b58(store.NewBlock(store.CodecManifest, data).CID)
+	cid := store.CIDText(store.NewBlock(store.CodecManifest, data).CID)
 	m := map[string]any{
-		"treeCid":     b58(store.NewBlock(store.CodecRoot, data).CID),
+		"treeCid":     store.CIDText(store.NewBlock(store.CodecRoot, data).CID),
 		"datasetSize": len(data),
 		"blockSize":   65536,
 		"protected":   false,
@@ -374,19 +371,10 @@ func (r result) wantErrPrefix(t *testing.T, code int, prefix string) {
 
 // fakeManifestCID is a well-formed manifest CID that no fake daemon holds.
 func fakeManifestCID() string {
-	return b58(store.NewBlock(store.CodecManifest, []byte("nobody has this")).CID)
+	return store.CIDText(store.NewBlock(store.CodecManifest, []byte("nobody has this")).CID)
 }
 
 // fakeBlockCID is a well-formed CID of a data block, not a manifest.
 func fakeBlockCID() string {
-	return b58(store.NewBlock(store.CodecBlock, []byte("a block")).CID)
-}
-
-// b58 prints a CID as Codex does, in base58btc.
-func b58(c cid.Cid) string {
-	s, err := c.StringOfBase(multibase.Base58BTC)
-	if err != nil {
-		panic(err)
-	}
-	return s
+	return store.CIDText(store.NewBlock(store.CodecBlock, []byte("a block")).CID)
 }
