@@ -383,7 +383,7 @@ func (d *Dataset) storeProvable() (again bool) {
 	}
 	r.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(d.lifetime(), 30*time.Second)
 	defer cancel()
 	for _, x := range out {
 		err := d.st.Put(ctx, x.b)
@@ -391,7 +391,7 @@ func (d *Dataset) storeProvable() (again bool) {
 			err = d.st.PutLeaf(ctx, x.leaf)
 		}
 		switch {
-		case errors.Is(err, store.ErrClosed):
+		case errors.Is(err, store.ErrClosed) || ctx.Err() != nil && d.lifetime().Err() != nil:
 			// The node is shutting down: the block stays decodable.
 			d.logger().Debug("rebuilt block not stored: store closed", "cid", store.CIDText(d.CID), "index", x.leaf.Index)
 		case err != nil:

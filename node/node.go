@@ -288,6 +288,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	d.Prefetch = prefetchBlocks
 	d.cache = newTreeCache(n.blocks, d.Manifest.TreeCID)
 	d.log = n.log
+	d.life = n.ctx
 	d.counters = &n.reads
 	n.track(ctx, d, release, true, !held)
 	return d, nil
