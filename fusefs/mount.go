@@ -243,7 +243,7 @@ func statMountPoint(dir string, st *syscall.Stat_t) error {
 		return err
 	}
 	var sfs syscall.Statfs_t
-	if err := syscall.Statfs(dir, &sfs); isDeadMount(err) {
+	if err := syscall.Statfs(dir, &sfs); IsDeadMount(err) {
 		return err
 	}
 	return nil
@@ -259,7 +259,7 @@ func checkMountPoint(dir string) error {
 		return fmt.Errorf("mount point %s is not a directory", dir)
 	case err == nil:
 		return nil
-	case isDeadMount(err):
+	case IsDeadMount(err):
 		return fmt.Errorf("mount point %s: %w: a dead FUSE mount (killed daemon) is in the way; "+
 			"clear it with fusefs.ClearStale or `umount -l %s`", dir, err, dir)
 	default:
@@ -400,10 +400,10 @@ func (s *Server) raiseReadahead() {
 	s.log.Debug("fusefs: read-ahead raised", "path", p, "kb", maxIO/1024)
 }
 
-// isDeadMount tells whether a stat error means a FUSE mount whose server
+// IsDeadMount tells whether a stat error means a FUSE mount whose server
 // is gone: ENOTCONN after the daemon died, ECONNABORTED after an abort
 // through /sys/fs/fuse/connections.
-func isDeadMount(err error) bool {
+func IsDeadMount(err error) bool {
 	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
 }
 
@@ -434,7 +434,7 @@ func ClearStale(dir string) error {
 				return fmt.Errorf("%s is already a mount point in use (%s): unmount it first or choose another directory", abs, fstype)
 			}
 			return nil
-		case isDeadMount(err):
+		case IsDeadMount(err):
 			if err := lazyUnmount(abs); err != nil {
 				return fmt.Errorf("clear dead mount at %s: %w", abs, err)
 			}

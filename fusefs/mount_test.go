@@ -392,7 +392,7 @@ func TestClearStale(t *testing.T) {
 			_ = lazyUnmount(dir)
 		}
 		var st syscall.Stat_t
-		if err := syscall.Stat(dir, &st); isDeadMount(err) {
+		if err := syscall.Stat(dir, &st); IsDeadMount(err) {
 			_ = lazyUnmount(dir)
 		}
 	})

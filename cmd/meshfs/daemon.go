@@ -9,12 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/meshfs/meshfs/fusefs"
 )
 
 // daemonConfig is the validated daemon command line, handed to runDaemon.
@@ -159,7 +160,7 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 		// has started and joined the network.
 		st, err := os.Stat(cfg.Mount)
 		switch {
-		case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTCONN):
+		case errors.Is(err, fs.ErrNotExist), fusefs.IsDeadMount(err):
 			// The daemon creates a missing mount point and clears the dead
 			// mount a killed daemon left behind.
 		case err != nil:
