@@ -485,29 +485,6 @@ func (d *Discovery) collect(ctx context.Context, c cid.Cid) []peer.AddrInfo {
 	}
 }
 
-// FindProvidersAsync streams the providers of c (this node excluded) as the
-// DHT finds them, for a caller that wants to start on the first one at
-// once. It is not shared with other callers; the channel closes after at
-// most MaxProviders providers, FindTimeout, or when ctx is done. Read it
-// until it closes or cancel ctx: the query waits on its reader.
-func (d *Discovery) FindProvidersAsync(ctx context.Context, c cid.Cid) <-chan peer.AddrInfo {
-	out := make(chan peer.AddrInfo)
-	go func() {
-		defer close(out)
-		ctx, cancel := context.WithTimeout(ctx, d.opts.FindTimeout)
-		defer cancel()
-		for ai := range d.findAsync(ctx, c) {
-			select {
-			case out <- ai:
-			case <-ctx.Done():
-				// findAsync sees the same ctx and stops the query.
-				return
-			}
-		}
-	}()
-	return out
-}
-
 // findAsync runs the DHT query, drops this node, fills missing addresses
 // from the peerstore and stops after MaxProviders. Its channel closes once
 // the DHT query has stopped too, so no goroutine outlives it.

@@ -403,17 +403,6 @@ func TestFindProvidersLimitAndAddrFill(t *testing.T) {
 		t.Fatalf("first provider %v: want %s with its peerstore address", got[0], known)
 	}
 
-	// The streaming variant gives the same, one at a time.
-	n := 0
-	for ai := range d.FindProvidersAsync(t.Context(), testCID("many")) {
-		if ai.ID == h.ID() {
-			t.Fatal("self among the providers")
-		}
-		n++
-	}
-	if n != limit {
-		t.Fatalf("streamed %d providers, want %d", n, limit)
-	}
 }
 
 func TestFindProvidersNoneIsNotFound(t *testing.T) {
