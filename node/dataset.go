@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -332,8 +331,6 @@ func (d *Dataset) fetch(ctx context.Context, i uint64) (store.Leaf, []byte, erro
 func unavailable(err error) bool {
 	return errors.Is(err, store.ErrNotFound) || errors.Is(err, context.DeadlineExceeded)
 }
-
-func sha256Of(b []byte) [32]byte { return sha256.Sum256(b) }
 
 // lifetime is the context the dataset's background work runs in.
 func (d *Dataset) lifetime() context.Context {

@@ -19,7 +19,7 @@ import (
 type recovery struct {
 	mu       sync.Mutex
 	decoding map[uint64]*decodeCall   // by codeword
-	pending  map[uint64][]byte        // rebuilt, waiting for a proof to be stored
+	pending  map[uint64]store.Block   // rebuilt, waiting for a proof to be stored
 	tree     *merkle.Sparse           // nodes learnt while blocks are pending
 	storing  bool                     // a storePending run is under way
 	learning bool                     // learnMissing is fetching
@@ -52,9 +52,9 @@ func (d *Dataset) decode(ctx context.Context, i uint64, cause error) ([]byte, er
 	r.mu.Lock()
 	// A decode of this codeword may have finished while our fetch failed:
 	// its block is pending, or stored by now.
-	if data, ok := r.pending[i]; ok {
+	if b, ok := r.pending[i]; ok {
 		r.mu.Unlock()
-		return data, nil
+		return b.Data, nil
 	}
 	if data, ok := d.cache.get(i); ok {
 		r.mu.Unlock()
@@ -172,7 +172,7 @@ func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause erro
 	d.rec.decodes.Add(1)
 	// Rows that simply had not arrived when K others had are rebuilt too;
 	// any not held here is kept (it is correct, and saves fetching it).
-	rebuilt := make(map[uint64][]byte, len(need))
+	rebuilt := make(map[uint64]store.Block, len(need))
 	for _, row := range need {
 		j := idx[row]
 		if l.IsPadding(j) {
@@ -183,7 +183,9 @@ func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause erro
 				continue
 			}
 		}
-		rebuilt[j] = shards[row]
+		// Hashed here, once, outside the lock: its digest goes into the
+		// tree now and its CID into the store later.
+		rebuilt[j] = store.NewBlock(store.CodecBlock, shards[row])
 	}
 	out := make(map[uint64][]byte, l.K)
 	for row := 0; row < l.K; row++ {
@@ -203,7 +205,7 @@ func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause erro
 
 // keep records what a decode taught about the tree and queues the rebuilt
 // blocks to be stored once they can be proved.
-func (d *Dataset) keep(idx []uint64, leaves []store.Leaf, rebuilt map[uint64][]byte) {
+func (d *Dataset) keep(idx []uint64, leaves []store.Leaf, rebuilt map[uint64]store.Block) {
 	r := &d.rec
 	r.mu.Lock()
 	if r.tree == nil {
@@ -233,10 +235,14 @@ func (d *Dataset) keep(idx []uint64, leaves []store.Leaf, rebuilt map[uint64][]b
 		}
 	}
 	if r.pending == nil {
-		r.pending = map[uint64][]byte{}
+		r.pending = map[uint64]store.Block{}
 	}
 	for j, b := range rebuilt {
-		r.tree.AddLeaf(int(j), sha256Of(b))
+		digest, err := store.Digest(b.CID)
+		if err != nil {
+			continue
+		}
+		r.tree.AddLeaf(int(j), digest)
 		if len(r.pending) >= maxPending {
 			for old := range r.pending {
 				delete(r.pending, old)
@@ -363,13 +369,11 @@ func (d *Dataset) storeProvable() (again bool) {
 	}
 	var out []ready
 	r.mu.Lock()
-	for j, data := range r.pending {
+	for j, b := range r.pending {
 		p, err := r.tree.Proof(int(j))
 		if err != nil {
 			continue
 		}
-		// NewBlock hashes once for the proof and the store both.
-		b := store.NewBlock(store.CodecBlock, data)
 		digest, err := store.Digest(b.CID)
 		if err == nil {
 			err = p.Verify(digest, root)
