@@ -273,7 +273,7 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 		return rows, err
 	}
 	rows = append(rows, row{"second cat (page cache)", mbps(size, warmT), ratio(ceiling, warmT), ""})
-	if hwm, err := vmHWM(m.Pid()); err == nil {
+	if hwm, err := cluster.VmHWM(m.Pid()); err == nil {
 		rows = append(rows, row{fmt.Sprintf("peak RSS of the reading daemon after %.0f MiB through its mount", mib), fmt.Sprintf("%d MiB", hwm>>20), "", ""})
 	}
 

@@ -195,7 +195,7 @@ func linkSection(bin, work, file string, size int64) (rows []row, err error) {
 		if err := freshReader(api, r, c, 1); err != nil {
 			return rows, err
 		}
-		sentBefore, _ := metric(pAPI, p, `meshfs_exchange_total{event="byte_sent"}`)
+		sentBefore, _ := cluster.Metric(pAPI, p.API, `meshfs_exchange_total{event="byte_sent"}`)
 		cpu := startCPU([]string{"provider", "reader", "bench (delay line)"}, []int{p.Pid(), r.Pid(), os.Getpid()})
 		sq := startSendQueue(a, 4001, linkBDP)
 		t, series, err := sampledRead(api, r, c, size, mount, func() string { return tcpState(a, ":4001") })
@@ -204,7 +204,7 @@ func linkSection(bin, work, file string, size int64) (rows []row, err error) {
 			return rows, fmt.Errorf("%s: %w", what, err)
 		}
 		series += "; " + cpu.String() + "; provider's " + sqs + " (a BDP: below it the link idles)"
-		sent, _ := metric(pAPI, p, `meshfs_exchange_total{event="byte_sent"}`)
+		sent, _ := cluster.Metric(pAPI, p.API, `meshfs_exchange_total{event="byte_sent"}`)
 		rows = append(rows, row{what, mbit(size, t),
 			fmt.Sprintf("%s of 200 Mbit/s, %s of raw TCP", ratio(nominal, t), ratio(tcpT, t)), ">= 0.85 of the link"})
 		notef("link, %s: MB/s per 0.5 s (WantBlocks in flight at the reader): %s", what, series)
@@ -271,7 +271,7 @@ func swarmSection(bin, work, file string, size int64) (rows []row, err error) {
 	served := func() []float64 {
 		out := make([]float64, len(provs))
 		for i, d := range provs {
-			out[i], _ = metric(nss[i].HTTPClient(), d, `meshfs_exchange_total{event="byte_sent"}`)
+			out[i], _ = cluster.Metric(nss[i].HTTPClient(), d.API, `meshfs_exchange_total{event="byte_sent"}`)
 		}
 		return out
 	}
@@ -468,26 +468,6 @@ func getJSON(api *http.Client, url string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// metric reads one sample (name with its labels, as /metrics prints it)
-// from a daemon's /metrics.
-func metric(api *http.Client, d *cluster.Daemon, name string) (float64, error) {
-	resp, err := api.Get(d.API + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s in /metrics", name)
-}
-
 // sampledRead reads dataset c cold on reader r, through the API or (mount)
 // with 128 KiB reads through its mount like cat, and returns the time and
 // the throughput every 0.5 s with the reader's WantBlocks in flight.
@@ -496,7 +476,7 @@ func metric(api *http.Client, d *cluster.Daemon, name string) (float64, error) {
 func sampledRead(api *http.Client, r *cluster.Daemon, c string, size int64, mount bool, atHalf func() string) (time.Duration, string, error) {
 	var got atomic.Int64
 	probe := func() string {
-		v, err := metric(api, r, "meshfs_exchange_wants_in_flight")
+		v, err := cluster.Metric(api, r.API, "meshfs_exchange_wants_in_flight")
 		if err != nil {
 			return "?"
 		}

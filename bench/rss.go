@@ -36,16 +36,16 @@ func rssSection(bin, work string, size int64) (rows []row, err error) {
 	if err != nil {
 		return nil, err
 	}
-	startHWM, _ := vmHWM(r.Pid())
+	startHWM, _ := cluster.VmHWM(r.Pid())
 	t, err := timed(func() error { return shell(fmt.Sprintf("cat %q > /dev/null", filepath.Join(r.Mount, c))) })
 	if err != nil {
 		return nil, fmt.Errorf("cat through the mount: %w", err)
 	}
-	hwm, err := vmHWM(r.Pid())
+	hwm, err := cluster.VmHWM(r.Pid())
 	if err != nil {
 		return nil, err
 	}
-	pHWM, _ := vmHWM(p.Pid())
+	pHWM, _ := cluster.VmHWM(p.Pid())
 	rows = append(rows, row{fmt.Sprintf("cold cat of %d MiB through the mount (RSS run)", mib), mbps(size, t), "", ""})
 	rows = append(rows, row{fmt.Sprintf("peak RSS (VmHWM) of the reading daemon streaming %d MiB through its mount", mib),
 		fmt.Sprintf("%d MiB", hwm>>20), fmt.Sprintf("%.2f of target", float64(hwm)/float64(200<<20)), "< 200 MiB"})

@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/meshfs/meshfs/integration/cluster"
@@ -25,21 +22,6 @@ func dropCaches() bool {
 		return false
 	}
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0) == nil
-}
-
-// vmHWM is a process's peak resident set size.
-func vmHWM(pid int) (int64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmHWM")
 }
 
 // randomReads times n reads of 4 KiB at random offsets of path, each a

@@ -327,23 +327,11 @@ func dropPageCache(path string) {
 // /proc/<pid>/status.
 func vmHWM(t *testing.T, pid int) int64 {
 	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	hwm, err := cluster.VmHWM(pid)
 	if err != nil {
-		t.Fatalf("read status of the daemon: %v", err)
+		t.Fatalf("peak RSS of the daemon: %v", err)
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			f := strings.Fields(v) // "123456 kB"
-			if len(f) == 2 && f[1] == "kB" {
-				kb, err := strconv.ParseInt(f[0], 10, 64)
-				if err == nil {
-					return kb << 10
-				}
-			}
-		}
-	}
-	t.Fatalf("no VmHWM in /proc/%d/status", pid)
-	return 0
+	return hwm
 }
 
 // procIO is one field of /proc/<pid>/io, such as wchar: bytes the process

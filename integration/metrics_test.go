@@ -1,35 +1,27 @@
 package integration
 
 import (
-	"bufio"
+	"errors"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/meshfs/meshfs/integration/cluster"
 )
 
 // scrape reads one sample of a daemon's /metrics, by its full name with
 // labels as Prometheus prints them; absent is -1.
 func scrape(t *testing.T, d *daemon, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(d.API + "/metrics")
+	v, err := cluster.Metric(http.DefaultClient, d.API, sample)
+	if errors.Is(err, cluster.ErrNoMetric) {
+		return -1
+	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("metric %s: %v", sample, err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, sample+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %q", sample, line)
-			}
-			return f
-		}
-	}
-	return -1
+	return v
 }
 
 // The metrics a user would watch are there and move with a transfer.
