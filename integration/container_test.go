@@ -42,8 +42,8 @@ func TestContainerMountSharedWithReaders(t *testing.T) {
 	}
 	requireCommands(t, "unshare", "nsenter", "mount", "umount", "sha256sum", "cmp")
 	a, b := newLink(t, "100mbit")
-	if _, err := os.Stat("/run/netns/" + a.name); err != nil {
-		t.Skipf("network namespace %s has no /run/netns file (%v): cannot join it with nsenter", a.name, err)
+	if _, err := os.Stat(a.Path()); err != nil {
+		t.Skipf("network namespace %s has no /run/netns file (%v): cannot join it with nsenter", a.Name, err)
 	}
 
 	tmp := t.TempDir()
@@ -73,13 +73,13 @@ func TestContainerMountSharedWithReaders(t *testing.T) {
 	}
 	readerPid := strconv.Itoa(reader.pid)
 
-	provider := startDaemonUnder(t, b.exec(), filepath.Join(tmp, "provider"), "", "--listen", "/ip4/198.18.0.2/tcp/4001")
+	provider := startDaemonUnder(t, b.Exec(), filepath.Join(tmp, "provider"), "", "--listen", "/ip4/198.18.0.2/tcp/4001")
 	path := writeRandomFile(t, tmp, 3<<20+12345, 77)
 	c := provider.upload(t, path)
 	want := sha256File(t, path)
 
 	container := cmdline(
-		[]string{"nsenter", "--mount=" + host.mnt(), "--net=/run/netns/" + a.name, "--"},
+		[]string{"nsenter", "--mount=" + host.mnt(), "--net=" + a.Path(), "--"},
 		[]string{"unshare", "--mount", "--propagation", "unchanged", "--"},
 		[]string{"sh", "-c", `set -e; mount --rbind "$1" "$2"; mount --make-rshared "$2"; shift 2; exec "$@"`, "sh", hostDir, daemonDir},
 	)
