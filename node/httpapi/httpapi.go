@@ -43,6 +43,8 @@ type Node interface {
 	OpenLocal(ctx context.Context, c cid.Cid) (*node.Dataset, error)
 	Open(ctx context.Context, c cid.Cid) (*node.Dataset, error)
 	Has(ctx context.Context, c cid.Cid) (bool, error)
+	// Manifest reads a held dataset's manifest without counting as a read.
+	Manifest(ctx context.Context, c cid.Cid) (*manifest.Manifest, error)
 	List(ctx context.Context) ([]node.Entry, error)
 	Delete(ctx context.Context, c cid.Cid) error
 	Space(ctx context.Context) (store.Usage, error)
@@ -492,6 +494,13 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.FetchTimeout)
 	defer cancel()
+	// Looking at a held dataset's manifest (meshfs stat) is not reading
+	// it: its place in the collector's LRU order stays. One from the
+	// network arrives through Open, which records it as cached.
+	if m, err := s.n.Manifest(ctx, c); err == nil {
+		s.writeJSON(w, toJSON(c, m))
+		return
+	}
 	d, err := s.n.Open(ctx, c)
 	if err != nil {
 		s.fail(w, r, status(err), err)
