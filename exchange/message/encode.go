@@ -154,10 +154,12 @@ func (d *Delivery) size() int {
 	return n
 }
 
-func (d *Delivery) append(b []byte) []byte {
+// append appends d's encoding to b, passing the block's data through put.
+func (d *Delivery) append(b []byte, put putData) []byte {
 	b = appendStringField(b, fieldDeliveryCID, d.CID.KeyString())
 	b = protowire.AppendTag(b, fieldDeliveryData, protowire.BytesType)
-	b = protowire.AppendBytes(b, d.Data)
+	b = protowire.AppendVarint(b, uint64(len(d.Data)))
+	b = put(b, d.Data)
 	b = protowire.AppendTag(b, fieldDeliveryAddress, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(d.Address.size()))
 	b = d.Address.append(b)
@@ -221,6 +223,19 @@ func (m *Message) Marshal() []byte {
 // AppendMarshal appends m's encoding to dst and returns the extended slice.
 // Fields come in field-number order, repeated ones in slice order.
 func (m *Message) AppendMarshal(dst []byte) []byte {
+	return m.encode(dst, appendData)
+}
+
+// putData places a block's data after the encoding in dst, which ends with
+// the data's length prefix, and returns the slice to go on appending to.
+// The encoder is written once and serves two sinks: appendData for a whole
+// message in memory, and a buffered writer that takes the data straight
+// from the block (see WriteMessage), sparing a copy of every block.
+type putData func(dst, data []byte) []byte
+
+func appendData(dst, data []byte) []byte { return append(dst, data...) }
+
+func (m *Message) encode(dst []byte, put putData) []byte {
 	if wl := m.WantList.size(); wl > 0 {
 		dst = protowire.AppendTag(dst, fieldWantList, protowire.BytesType)
 		dst = protowire.AppendVarint(dst, uint64(wl))
@@ -230,7 +245,7 @@ func (m *Message) AppendMarshal(dst []byte) []byte {
 		d := &m.Blocks[i]
 		dst = protowire.AppendTag(dst, fieldPayload, protowire.BytesType)
 		dst = protowire.AppendVarint(dst, uint64(d.size()))
-		dst = d.append(dst)
+		dst = d.append(dst, put)
 	}
 	for i := range m.Presences {
 		p := &m.Presences[i]

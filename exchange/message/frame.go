@@ -43,29 +43,60 @@ func putBuf(bp *[]byte, b []byte) {
 	bufPool.Put(bp)
 }
 
-// WriteMessage writes m to w, framed, in a single Write call: yamux and TLS
-// then send it in as few frames as the transport allows, instead of a tiny
-// frame for the length prefix. The encoding buffer is pooled. Messages
-// larger than MaxMessageSize are refused (ErrMessageTooLarge), since peers
-// would refuse them; split such a batch.
+// WriteMessage writes m to w, framed. Messages larger than MaxMessageSize
+// are refused (ErrMessageTooLarge), since peers would refuse them; split
+// such a batch.
+//
+// To a *bufio.Writer the encoding goes straight into the writer's buffer,
+// each block's data copied once, from the block; the stream's senders all
+// write through one, and for them this is the cost that counts. Any other
+// writer gets the message in a single Write call from a pooled buffer, so
+// that yamux and TLS do not send a tiny frame for the length prefix.
 func WriteMessage(w io.Writer, m *Message) error {
 	size := m.Size()
 	if size > MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, size, MaxMessageSize)
 	}
-	bp := getBuf()
-	b := *bp
-	if need := protowire.SizeVarint(uint64(size)) + size; cap(b) < need {
-		b = make([]byte, 0, need)
+	var err error
+	if bw, ok := w.(*bufio.Writer); ok {
+		err = writeBuffered(bw, m, size)
+	} else {
+		bp := getBuf()
+		b := *bp
+		if need := protowire.SizeVarint(uint64(size)) + size; cap(b) < need {
+			b = make([]byte, 0, need)
+		}
+		b = protowire.AppendVarint(b[:0], uint64(size))
+		b = m.AppendMarshal(b)
+		_, err = w.Write(b)
+		putBuf(bp, b) // io.Writer must not retain b
 	}
-	b = protowire.AppendVarint(b[:0], uint64(size))
-	b = m.AppendMarshal(b)
-	_, err := w.Write(b)
-	putBuf(bp, b) // io.Writer must not retain b
 	if err != nil {
 		return fmt.Errorf("write block-exchange message of %d bytes: %w", size, err)
 	}
 	return nil
+}
+
+// writeBuffered encodes m into bw's free space; at each block it hands bw
+// what was encoded so far and then the data itself. bufio copies data that
+// fits into its buffer and writes larger data through, unbuffered.
+func writeBuffered(bw *bufio.Writer, m *Message, size int) error {
+	var err error
+	put := func(dst, data []byte) []byte {
+		if err == nil {
+			_, err = bw.Write(dst) // already in place, unless it outgrew the buffer
+		}
+		if err == nil {
+			_, err = bw.Write(data)
+		}
+		return bw.AvailableBuffer()
+	}
+	b := protowire.AppendVarint(bw.AvailableBuffer(), uint64(size))
+	b = m.encode(b, put)
+	if err == nil {
+		_, err = bw.Write(b)
+	}
+	return err
 }
 
 // Reader reads framed messages from a stream. It is not safe for

@@ -1,6 +1,7 @@
 package message
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -222,6 +223,43 @@ func TestReaderPassesReadErrors(t *testing.T) {
 	}
 	if _, err := NewReader(iotest.ErrReader(boom), 0).ReadMessage(); !errors.Is(err, boom) {
 		t.Fatalf("got %v, want %v", err, boom)
+	}
+}
+
+// TestWriteMessageBuffered checks that a message written through a
+// bufio.Writer, whose blocks skip the encoding buffer, is byte for byte the
+// unbuffered frame, whatever room the writer's buffer has left: a block
+// that fits, one that straddles a flush, and one larger than the buffer.
+func TestWriteMessageBuffered(t *testing.T) {
+	msgs := frameCases(t)
+	var want bytes.Buffer
+	for _, m := range msgs {
+		if err := WriteMessage(&want, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, size := range []int{16, 1000, 64 << 10, 4 << 20} {
+		for _, lead := range []int{0, 7} {
+			var got countingWriter
+			bw := bufio.NewWriterSize(&got, size)
+			bw.Write(make([]byte, lead)) // start mid-buffer
+			for _, m := range msgs {
+				if err := WriteMessage(bw, m); err != nil {
+					t.Fatalf("buffer %d: %v", size, err)
+				}
+			}
+			if err := bw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Bytes()[lead:], want.Bytes()) {
+				t.Fatalf("buffer %d, %d bytes ahead: frames differ from the unbuffered encoding", size, lead)
+			}
+		}
+	}
+	boom := errors.New("stream reset")
+	bw := bufio.NewWriterSize(errWriter{boom}, 16)
+	if err := WriteMessage(bw, roundTripCases(t)["big blocks"]); !errors.Is(err, boom) {
+		t.Fatalf("buffered write to a failing stream: got %v, want %v", err, boom)
 	}
 }
 
