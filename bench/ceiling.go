@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/meshfs/meshfs/integration/cluster"
 	"github.com/meshfs/meshfs/node/p2p"
 )
 
@@ -19,8 +20,9 @@ const ceilingProto = "/meshfs/bench/ceiling/1.0.0"
 
 // streamCeiling sends size bytes over one libp2p stream between two hosts
 // on loopback, built exactly as nodes build theirs, in 1 MiB writes: the
-// most any exchange over the same transport can move.
-func streamCeiling(size int64) (time.Duration, error) {
+// most any exchange over the same transport can move. It returns the time
+// the transfer took and the CPU it cost, both hosts being in this process.
+func streamCeiling(size int64) (took, cpu time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
@@ -33,12 +35,12 @@ func streamCeiling(size int64) (time.Duration, error) {
 	}
 	a, err := newHost()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer a.Close()
 	b, err := newHost()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer b.Close()
 	got := make(chan error, 1)
@@ -51,28 +53,37 @@ func streamCeiling(size int64) (time.Duration, error) {
 		got <- err
 	})
 	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	s, err := a.Host().NewStream(ctx, b.ID(), ceilingProto)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	buf := make([]byte, 1<<20)
+	cpu0, err := cluster.ProcessCPU(0)
+	if err != nil {
+		return 0, 0, err
+	}
 	start := time.Now()
 	for sent := int64(0); sent < size; {
 		n, err := s.Write(buf[:min(int64(len(buf)), size-sent)])
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		sent += int64(n)
 	}
 	if err := s.CloseWrite(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	select {
 	case err := <-got:
-		return time.Since(start), err
+		took = time.Since(start)
+		if err != nil {
+			return 0, 0, err
+		}
+		cpu1, err := cluster.ProcessCPU(0)
+		return took, cpu1 - cpu0, err
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return 0, 0, ctx.Err()
 	}
 }

@@ -194,11 +194,12 @@ func run(size, rssSize int64, sections []string, keep bool) error {
 // libp2p ceiling and sha256sum, all on loopback.
 func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 	mib := float64(size) / (1 << 20)
-	ceiling, err := streamCeiling(size)
+	ceiling, ceilingCPU, err := streamCeiling(size)
 	if err != nil {
 		return rows, fmt.Errorf("transport ceiling: %w", err)
 	}
 	rows = append(rows, row{"libp2p stream, TCP+TLS+yamux (ceiling)", mbps(size, ceiling), "1.00", ""})
+	rows = append(rows, row{"CPU per MiB of the ceiling, both hosts", cpuPerMiB(ceilingCPU, size), "1.00", ""})
 
 	hashT, err := timed(func() error { return exec.Command("sha256sum", file).Run() })
 	if err != nil {
@@ -253,11 +254,29 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 	if err != nil {
 		return rows, err
 	}
+	// The transfer is CPU-bound on a small machine: what each process
+	// spends per MiB, against the ceiling's, says where the time goes.
+	pids := []int{a.Pid(), b.Pid(), 0} // provider, fetcher, this reader
+	cpuBefore, err := processCPUs(pids)
+	if err != nil {
+		return rows, err
+	}
 	apiT, err := timed(func() error { return httpDrain(b.API+"/api/codex/v1/data/"+c+"/network/stream", size) })
 	if err != nil {
 		return rows, fmt.Errorf("API download: %w", err)
 	}
+	cpuAfter, err := processCPUs(pids)
+	if err != nil {
+		return rows, err
+	}
 	rows = append(rows, row{"cold download through the API (/network/stream)", mbps(size, apiT), ratio(ceiling, apiT), ""})
+	var spent [3]time.Duration
+	for i := range spent {
+		spent[i] = cpuAfter[i] - cpuBefore[i]
+	}
+	rows = append(rows, row{"CPU per MiB of that download: provider + fetcher + HTTP reader",
+		fmt.Sprintf("%s + %s + %s", cpuPerMiB(spent[0], size), cpuPerMiB(spent[1], size), cpuPerMiB(spent[2], size)),
+		ratio(ceilingCPU, spent[0]+spent[1]+spent[2]), ""})
 
 	m, err := start("c", true, "--bootstrap", boot)
 	if err != nil {
@@ -350,6 +369,23 @@ func timed(f func() error) (time.Duration, error) {
 	t := time.Now()
 	err := f()
 	return time.Since(t), err
+}
+
+// cpuPerMiB is CPU time per MiB moved, in milliseconds.
+func cpuPerMiB(cpu time.Duration, n int64) string {
+	return fmt.Sprintf("%.2f ms", float64(cpu)/float64(time.Millisecond)/(float64(n)/(1<<20)))
+}
+
+// processCPUs reads the CPU time used so far by each process (0: this one).
+func processCPUs(pids []int) ([]time.Duration, error) {
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		var err error
+		if out[i], err = cluster.ProcessCPU(pid); err != nil {
+			return nil, fmt.Errorf("CPU time of process %d: %w", pid, err)
+		}
+	}
+	return out, nil
 }
 
 func mbps(n int64, d time.Duration) string {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // VmHWM is a process's peak resident set size in bytes, from
@@ -51,4 +52,39 @@ func Metric(client *http.Client, api, sample string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: %w", sample, ErrNoMetric)
+}
+
+// clockTick is USER_HZ, the unit of /proc/<pid>/stat's CPU times; the
+// kernel reports in it whatever its internal tick rate.
+const clockTick = 10 * time.Millisecond
+
+// ProcessCPU is the CPU time, user and system, that process pid (pid 0:
+// this process) has used so far: from /proc/<pid>/stat, in 10 ms ticks.
+func ProcessCPU(pid int) (time.Duration, error) {
+	if pid == 0 {
+		pid = os.Getpid()
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold spaces
+	// or parentheses itself: count fields from the last ')'.
+	i := strings.LastIndexByte(string(raw), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(raw[i+1:])) // from field 3, state
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	var ticks int64
+	for _, v := range f[11:13] { // fields 14 and 15: utime, stime
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * clockTick, nil
 }
