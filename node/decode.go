@@ -390,10 +390,7 @@ func (d *Dataset) storeProvable() (again bool) {
 	ctx, cancel := context.WithTimeout(d.lifetime(), 30*time.Second)
 	defer cancel()
 	for _, x := range out {
-		err := d.st.Put(ctx, x.b)
-		if err == nil {
-			err = d.st.PutLeaf(ctx, x.leaf)
-		}
+		err := d.st.PutLeafBlock(ctx, x.leaf, x.b)
 		switch {
 		case errors.Is(err, store.ErrClosed) || ctx.Err() != nil && d.lifetime().Err() != nil:
 			// The node is shutting down: the block stays decodable.

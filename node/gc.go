@@ -623,3 +623,11 @@ func (s reclaimingStore) Put(ctx context.Context, b store.Block) error {
 	}
 	return err
 }
+
+func (s reclaimingStore) PutLeafBlock(ctx context.Context, leaf store.Leaf, b store.Block) error {
+	err := s.BlockStore.PutLeafBlock(ctx, leaf, b)
+	if errors.Is(err, store.ErrQuotaExceeded) && s.n.reclaim(ctx, uint64(len(b.Data))) {
+		err = s.BlockStore.PutLeafBlock(ctx, leaf, b)
+	}
+	return err
+}

@@ -194,6 +194,18 @@ func (m *Memory) PutLeaf(ctx context.Context, leaf Leaf) error {
 	return nil
 }
 
+// PutLeafBlock implements BlockStore.
+func (m *Memory) PutLeafBlock(ctx context.Context, leaf Leaf, b Block) error {
+	if !leaf.Block.Equals(b.CID) {
+		return fmt.Errorf("memory: put leaf %s[%d]: block %s is not the leaf's %s: %w",
+			CIDText(leaf.Tree), leaf.Index, CIDText(b.CID), CIDText(leaf.Block), ErrInvalidBlock)
+	}
+	if err := m.Put(ctx, b); err != nil {
+		return err
+	}
+	return m.PutLeaf(ctx, leaf)
+}
+
 // DeleteLeaf implements BlockStore. Deleting a leaf that is not held is not
 // an error.
 func (m *Memory) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) error {

@@ -79,6 +79,10 @@ type Usage struct {
 //     recording the same leaf again changes nothing but its proof. A leaf
 //     recorded at a position already held replaces it, and the old block
 //     loses its reference.
+//   - PutLeafBlock(leaf, b) is Put(b) then PutLeaf(leaf) as one call, for
+//     b the block leaf names (ErrInvalidBlock otherwise, and nothing is
+//     written), so that a store can record both in one commit. If it fails
+//     after storing b, b is held without the leaf, as after a Put alone.
 //   - DeleteLeaf removes a leaf and drops its reference; a block whose last
 //     reference goes away is deleted with it. Deleting a leaf not held is
 //     not an error.
@@ -96,6 +100,9 @@ type BlockStore interface {
 	GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error)
 	HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, error)
 	PutLeaf(ctx context.Context, leaf Leaf) error
+	// PutLeafBlock stores b and records leaf, which names it: how the
+	// block exchange and the decoder keep each block of a dataset.
+	PutLeafBlock(ctx context.Context, leaf Leaf, b Block) error
 	DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) error
 
 	// ForEach calls fn with the CID of every block of the given codec held,

@@ -50,7 +50,7 @@ type Peers interface {
 // Store keeps verified blocks.
 type Store interface {
 	Put(ctx context.Context, b store.Block) error
-	PutLeaf(ctx context.Context, l store.Leaf) error
+	PutLeafBlock(ctx context.Context, l store.Leaf, b store.Block) error
 }
 
 // ErrNotFound is wrapped when no peer could provide a block before the
@@ -927,13 +927,10 @@ func (c *Client) resolve(w *want, err error) {
 func (c *Client) keep(leaf store.Leaf, b store.Block) error {
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
-	if err := c.st.Put(ctx, b); err != nil {
-		return err
-	}
 	if leaf.Tree.Defined() {
-		return c.st.PutLeaf(ctx, leaf)
+		return c.st.PutLeafBlock(ctx, leaf, b)
 	}
-	return nil
+	return c.st.Put(ctx, b)
 }
 
 // errBadBlock marks deliveries that fail verification: the peer's fault.

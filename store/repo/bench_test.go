@@ -95,6 +95,42 @@ func BenchmarkPutParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkKeepLeaf stores new 64 KiB blocks of a dataset with their
+// leaves (a 500-byte proof each), as a fetch keeps them: in one call, and
+// as Put then PutLeaf.
+func BenchmarkKeepLeaf(b *testing.B) {
+	for _, one := range []bool{true, false} {
+		name := "PutLeafBlock"
+		if !one {
+			name = "Put+PutLeaf"
+		}
+		b.Run(name, func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			stream := &blockStream{rng: rand.NewChaCha8([32]byte{4})}
+			tree := store.NewBlock(store.CodecRoot, []byte("bench tree")).CID
+			proof := make([]byte, 500)
+			b.SetBytes(benchBlock)
+			b.ResetTimer()
+			for i := range b.N {
+				blk := stream.next(b)
+				leaf := store.Leaf{Tree: tree, Index: uint64(i), Block: blk.CID, Proof: proof}
+				if one {
+					err = s.PutLeafBlock(b.Context(), leaf, blk)
+				} else if err = s.Put(b.Context(), blk); err == nil {
+					err = s.PutLeaf(b.Context(), leaf)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // benchRepo holds 4096 blocks (256 MiB), reopened so that nothing is in
 // the store's own caches (for the LevelDB-values format: tables rather than
 // the write buffer, since reopening flushes the journal to level 0).

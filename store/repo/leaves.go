@@ -58,50 +58,78 @@ func (s *Store) HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, 
 // position already held replaces it: the old block loses its reference
 // (and is deleted if that was its last) and the new one gains one.
 func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
-	fail := func(err error) error {
-		return fmt.Errorf("repo: put leaf %s[%d]: %w", store.CIDText(leaf.Tree), leaf.Index, err)
-	}
 	if err := s.enter(ctx); err != nil {
-		return fail(err)
+		return fmt.Errorf("repo: put leaf %s[%d]: %w", store.CIDText(leaf.Tree), leaf.Index, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.putLeafLocked(leaf)
+}
 
+// putLeafLocked records leaf, whose block must be held. Callers hold mu.
+func (s *Store) putLeafLocked(leaf store.Leaf) error {
+	fail := func(err error) error {
+		return fmt.Errorf("repo: put leaf %s[%d]: %w", store.CIDText(leaf.Tree), leaf.Index, err)
+	}
 	x, err := s.index(leaf.Block)
 	if err != nil {
 		return fail(fmt.Errorf("block %s: %w", store.CIDText(leaf.Block), err))
 	}
-	lk := leafKey(leaf.Tree, leaf.Index)
 	ch := s.begin(new(change), new(leveldb.Batch))
-	old, err := s.db.Get(lk, nil)
-	switch {
-	case errors.Is(err, leveldb.ErrNotFound):
-		x.refs++
-		ch.b.Put(indexKey(leaf.Block), x.encode())
-	case err != nil:
-		return fail(dbErr(err))
-	default:
-		oldBlock, oldProof, err := decodeLeaf(old)
-		if err != nil {
-			return fail(err)
-		}
-		if oldBlock.Equals(leaf.Block) {
-			if bytes.Equal(oldProof, leaf.Proof) {
-				return nil
-			}
-			break // same reference, new proof
-		}
-		if err := s.release(ch, oldBlock); err != nil {
-			return fail(err)
-		}
+	ref, err := s.setLeaf(ch, leaf)
+	if err != nil {
+		return fail(err)
+	}
+	switch ref {
+	case sameLeaf:
+		return nil
+	case newRef:
 		x.refs++
 		ch.b.Put(indexKey(leaf.Block), x.encode())
 	}
-	ch.b.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
 	if err := s.commit(ch); err != nil {
 		return fail(err)
 	}
 	return nil
+}
+
+// leafChange is what recording a leaf does to its block's references.
+type leafChange int
+
+const (
+	sameLeaf leafChange = iota // the position holds this very leaf: nothing to do
+	newProof                   // the position names the block already: the proof changes
+	newRef                     // the leaf is a new reference to its block
+)
+
+// setLeaf adds leaf to ch in place of whatever its position holds; a block
+// named there before loses that reference in ch. Callers hold mu and count
+// the reference setLeaf reports in the block's entry.
+func (s *Store) setLeaf(ch *change, leaf store.Leaf) (leafChange, error) {
+	lk := leafKey(leaf.Tree, leaf.Index)
+	old, err := s.db.Get(lk, nil)
+	switch {
+	case errors.Is(err, leveldb.ErrNotFound):
+	case err != nil:
+		return 0, dbErr(err)
+	default:
+		oldBlock, oldProof, err := decodeLeaf(old)
+		if err != nil {
+			return 0, err
+		}
+		if oldBlock.Equals(leaf.Block) {
+			if bytes.Equal(oldProof, leaf.Proof) {
+				return sameLeaf, nil
+			}
+			ch.b.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
+			return newProof, nil
+		}
+		if err := s.release(ch, oldBlock); err != nil {
+			return 0, err
+		}
+	}
+	ch.b.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
+	return newRef, nil
 }
 
 // DeleteLeaf implements store.BlockStore. Deleting a leaf that is not held

@@ -124,6 +124,33 @@ var concurrencyCases = []testCase{
 		checkAbsent(t, s, shared.CID)
 		checkUsage(t, s, usageOf(0))
 	}},
+	{name: "ConcurrentPutLeafBlock", run: func(t *testing.T, s store.BlockStore) {
+		// Fetches of the same block at many positions, in several trees,
+		// race: as many references as positions, and the block once.
+		b := newBlock(store.CodecBlock, 1)
+		const per = 16
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := range uint64(per) {
+					l := store.Leaf{Tree: tree(uint64(w % 2)), Index: i, Block: b.CID, Proof: []byte{byte(w)}}
+					if err := s.PutLeafBlock(t.Context(), l, b); err != nil {
+						t.Errorf("worker %d: PutLeafBlock: %v", w, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		checkUsage(t, s, usageOf(0, b))
+		for tr := range uint64(2) {
+			for i := range uint64(per) {
+				deleteLeaf(t, s, tree(tr), i)
+			}
+		}
+		checkAbsent(t, s, b.CID)
+		checkUsage(t, s, usageOf(0))
+	}},
 	{name: "ConcurrentPutDeleteSameBlocks", run: func(t *testing.T, s store.BlockStore) {
 		// Writers and deleters of the same few blocks race, as an upload
 		// racing garbage collection does. Whatever interleaving wins, a

@@ -152,4 +152,79 @@ var leafCases = []testCase{
 		checkAbsent(t, s, b.CID)
 		checkUsage(t, s, usageOf(0))
 	}},
+	{name: "PutLeafBlock", run: func(t *testing.T, s store.BlockStore) {
+		b := newBlock(store.CodecBlock, 1)
+		l := store.Leaf{Tree: tree(1), Index: 7, Block: b.CID, Proof: []byte("p")}
+		mustPutLeafBlock(t, s, l, b)
+		checkLeaf(t, s, l, b)
+		checkBlock(t, s, b)
+		checkUsage(t, s, usageOf(0, b))
+		// Again, and at another position: one block, two references.
+		mustPutLeafBlock(t, s, l, b)
+		l2 := store.Leaf{Tree: tree(2), Index: 0, Block: b.CID, Proof: []byte("p2")}
+		mustPutLeafBlock(t, s, l2, b)
+		checkUsage(t, s, usageOf(0, b))
+		deleteLeaf(t, s, l.Tree, l.Index)
+		checkLeaf(t, s, l2, b)
+		deleteLeaf(t, s, l2.Tree, l2.Index)
+		checkAbsent(t, s, b.CID)
+		checkUsage(t, s, usageOf(0))
+	}},
+	{name: "PutLeafBlockOfHeldBlock", run: func(t *testing.T, s store.BlockStore) {
+		b := newBlock(store.CodecBlock, 1)
+		mustPut(t, s, b)
+		l := store.Leaf{Tree: tree(1), Index: 0, Block: b.CID, Proof: []byte("p")}
+		mustPutLeafBlock(t, s, l, b)
+		checkLeaf(t, s, l, b)
+		checkUsage(t, s, usageOf(0, b))
+		// The leaf is its only reference, as if recorded by PutLeaf.
+		deleteLeaf(t, s, l.Tree, l.Index)
+		checkAbsent(t, s, b.CID)
+	}},
+	{name: "PutLeafBlockReplacesLeaf", run: func(t *testing.T, s store.BlockStore) {
+		a, b := newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2)
+		mustPutLeafBlock(t, s, store.Leaf{Tree: tree(1), Index: 0, Block: a.CID, Proof: []byte("a")}, a)
+		repl := store.Leaf{Tree: tree(1), Index: 0, Block: b.CID, Proof: []byte("b")}
+		mustPutLeafBlock(t, s, repl, b)
+		checkLeaf(t, s, repl, b)
+		checkAbsent(t, s, a.CID) // its only reference went away
+		checkUsage(t, s, usageOf(0, b))
+		// A new proof for the same block is still one reference.
+		repl.Proof = []byte("b again")
+		mustPutLeafBlock(t, s, repl, b)
+		checkLeaf(t, s, repl, b)
+		deleteLeaf(t, s, repl.Tree, repl.Index)
+		checkAbsent(t, s, b.CID)
+		checkUsage(t, s, usageOf(0))
+	}},
+	{name: "PutLeafBlockRefusesMismatch", run: func(t *testing.T, s store.BlockStore) {
+		a, b := newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2)
+		// The leaf names another block than the one given.
+		err := s.PutLeafBlock(t.Context(), store.Leaf{Tree: tree(1), Index: 0, Block: a.CID}, b)
+		if !errors.Is(err, store.ErrInvalidBlock) {
+			t.Fatalf("PutLeafBlock of a block the leaf does not name: %v; want ErrInvalidBlock", err)
+		}
+		// The bytes do not hash to the CID the leaf names.
+		bad := store.Block{CID: a.CID, Data: b.Data}
+		err = s.PutLeafBlock(t.Context(), store.Leaf{Tree: tree(1), Index: 0, Block: a.CID}, bad)
+		if !errors.Is(err, store.ErrInvalidBlock) {
+			t.Fatalf("PutLeafBlock of bytes that are not the block: %v; want ErrInvalidBlock", err)
+		}
+		checkNoLeaf(t, s, tree(1), 0)
+		checkAbsent(t, s, a.CID)
+		checkAbsent(t, s, b.CID)
+		checkUsage(t, s, usageOf(0))
+	}},
+	{name: "PutLeafBlockOverQuota", quota: 2 * blockSize, run: func(t *testing.T, s store.BlockStore) {
+		a, b, c := newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2), newBlock(store.CodecBlock, 3)
+		mustPutLeafBlock(t, s, store.Leaf{Tree: tree(1), Index: 0, Block: a.CID}, a)
+		mustPutLeafBlock(t, s, store.Leaf{Tree: tree(1), Index: 1, Block: b.CID}, b)
+		err := s.PutLeafBlock(t.Context(), store.Leaf{Tree: tree(1), Index: 2, Block: c.CID}, c)
+		if !errors.Is(err, store.ErrQuotaExceeded) {
+			t.Fatalf("PutLeafBlock over quota: %v; want ErrQuotaExceeded", err)
+		}
+		checkNoLeaf(t, s, tree(1), 2)
+		checkAbsent(t, s, c.CID)
+		checkUsage(t, s, usageOf(2*blockSize, a, b))
+	}},
 }

@@ -79,6 +79,13 @@ func mustPutLeaf(t *testing.T, s store.BlockStore, leaves ...store.Leaf) {
 	}
 }
 
+func mustPutLeafBlock(t *testing.T, s store.BlockStore, l store.Leaf, b store.Block) {
+	t.Helper()
+	if err := s.PutLeafBlock(t.Context(), l, b); err != nil {
+		t.Fatalf("PutLeafBlock %s[%d]: %v", l.Tree, l.Index, err)
+	}
+}
+
 // checkBlock asserts that s holds b with exactly its bytes.
 func checkBlock(t *testing.T, s store.BlockStore, b store.Block) {
 	t.Helper()
