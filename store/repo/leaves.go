@@ -63,22 +63,22 @@ func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.putLeafLocked(leaf)
+	if err := s.putLeafLocked(leaf); err != nil {
+		return fmt.Errorf("repo: put leaf %s[%d]: %w", store.CIDText(leaf.Tree), leaf.Index, err)
+	}
+	return nil
 }
 
 // putLeafLocked records leaf, whose block must be held. Callers hold mu.
 func (s *Store) putLeafLocked(leaf store.Leaf) error {
-	fail := func(err error) error {
-		return fmt.Errorf("repo: put leaf %s[%d]: %w", store.CIDText(leaf.Tree), leaf.Index, err)
-	}
 	x, err := s.index(leaf.Block)
 	if err != nil {
-		return fail(fmt.Errorf("block %s: %w", store.CIDText(leaf.Block), err))
+		return fmt.Errorf("block %s: %w", store.CIDText(leaf.Block), err)
 	}
 	ch := s.begin(new(change), new(leveldb.Batch))
 	ref, err := s.setLeaf(ch, leaf)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	switch ref {
 	case sameLeaf:
@@ -87,10 +87,7 @@ func (s *Store) putLeafLocked(leaf store.Leaf) error {
 		x.refs++
 		ch.b.Put(indexKey(leaf.Block), x.encode())
 	}
-	if err := s.commit(ch); err != nil {
-		return fail(err)
-	}
-	return nil
+	return s.commit(ch)
 }
 
 // leafChange is what recording a leaf does to its block's references.
