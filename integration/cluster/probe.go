@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -58,11 +59,16 @@ func Metric(client *http.Client, api, sample string) (float64, error) {
 // kernel reports in it whatever its internal tick rate.
 const clockTick = 10 * time.Millisecond
 
-// ProcessCPU is the CPU time, user and system, that process pid (pid 0:
-// this process) has used so far: from /proc/<pid>/stat, in 10 ms ticks.
+// ProcessCPU is the CPU time, user and system, that process pid has used so
+// far: from /proc/<pid>/stat, in 10 ms ticks, or for pid 0 (this process)
+// from getrusage, to the microsecond.
 func ProcessCPU(pid int) (time.Duration, error) {
 	if pid == 0 {
-		pid = os.Getpid()
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return 0, fmt.Errorf("getrusage: %w", err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 	}
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
