@@ -281,12 +281,20 @@ func (s *Server) next(p peer.ID, max int) []message.Entry {
 }
 
 // work drains p's queue: load a batch of blocks, send them in one message.
+// The first batches are small, 1, 2, 4... blocks, up to BatchBytes: the
+// peer gets its first block after one block's load and transfer rather
+// than a full batch's, and a reader waiting on it (the first read of a
+// file) does not wait for the fifteen behind it. A peer's queue is rarely
+// empty while it reads fast, so the ramp is paid once per burst.
 func (s *Server) work(p peer.ID) {
-	perBatch := 16
+	perBatch, ramp := 16, 1
 	for {
-		entries := s.next(p, perBatch)
+		entries := s.next(p, min(ramp, perBatch))
 		if len(entries) == 0 {
 			return
+		}
+		if ramp < perBatch {
+			ramp *= 2
 		}
 		if !s.batch(p, entries, &perBatch) {
 			// Closed, or p is not taking what we send: what it still

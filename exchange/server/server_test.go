@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -89,5 +90,48 @@ func TestFullWantListReplacesQueue(t *testing.T) {
 	}
 	if q := s.Stats().Queued; q != 2 {
 		t.Fatalf("queued %d after full want lists of 2; want 2", q)
+	}
+}
+
+// recordingSender keeps every message it is handed.
+type recordingSender struct{ msgs chan *message.Message }
+
+func (r recordingSender) Send(_ context.Context, _ peer.ID, m *message.Message) error {
+	r.msgs <- m
+	return nil
+}
+
+// A burst of wants is answered in batches of 1, 2, 4... blocks, in the
+// order wanted: the first block leaves on its own, without waiting for the
+// batch behind it to be loaded, and no block is lost or repeated.
+func TestFirstBlockLeavesAlone(t *testing.T) {
+	const n = 40
+	st := store.NewMemory(0)
+	var wants []message.Entry
+	for i := range n {
+		b := store.NewBlock(store.CodecManifest, []byte{byte(i)})
+		if err := st.Put(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		wants = append(wants, message.Entry{Address: message.CIDAddress(b.CID), WantType: message.WantBlock})
+	}
+	snd := recordingSender{msgs: make(chan *message.Message, n)}
+	s := New(st, snd, Options{})
+	defer s.Close()
+	s.HandleWants(peer.ID("reader"), message.WantList{Entries: wants})
+
+	var sizes []int
+	for got := 0; got < n; {
+		m := <-snd.msgs
+		for k, d := range m.Blocks {
+			if want := wants[got+k].Address; !d.Address.CID.Equals(want.CID) {
+				t.Fatalf("block %d of the answers is %s; want %s", got+k, d.Address, want)
+			}
+		}
+		got += len(m.Blocks)
+		sizes = append(sizes, len(m.Blocks))
+	}
+	if want := []int{1, 2, 4, 8, 16, 9}; !slices.Equal(sizes, want) {
+		t.Fatalf("answered in batches of %v blocks; want %v", sizes, want)
 	}
 }
