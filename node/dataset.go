@@ -258,7 +258,7 @@ func (d *Dataset) prefetch(local store.BlockStore, todo []uint64) {
 		}
 		go func() {
 			defer done(i)
-			ctx, cancel := context.WithTimeout(life, max(d.BlockTimeout, 10*time.Second))
+			ctx, cancel := context.WithTimeout(store.Background(life), max(d.BlockTimeout, 10*time.Second))
 			defer cancel()
 			if d.hold != nil {
 				release, err := d.hold(ctx)

@@ -70,7 +70,8 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	go func() {
 		defer n.fetch.wg.Done()
 		defer inUse()
-		err := n.fetchAll(n.ctx, d, fs)
+		// Background: reads of this or any dataset go first.
+		err := n.fetchAll(store.Background(n.ctx), d, fs)
 		if err == nil {
 			// Blocks rebuilt by decoding are stored in the background; the
 			// dataset is not fetched, nor announced, before they are. (A

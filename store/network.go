@@ -16,6 +16,22 @@ type Fetcher interface {
 	GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error)
 }
 
+type backgroundKey struct{}
+
+// Background marks ctx's fetches as work no reader waits on: read-ahead,
+// or copying a whole dataset to pin it. The block exchange serves them
+// after the fetches of reads, so that the block a reader asked for does
+// not queue behind the window its read started.
+func Background(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// IsBackground reports whether ctx was marked by Background.
+func IsBackground(ctx context.Context) bool {
+	v, _ := ctx.Value(backgroundKey{}).(bool)
+	return v
+}
+
 // NetworkStore is the seed's NetworkStore: reads go to the local store
 // first and to the network when the block is not held; everything else
 // (writes, Has, listing, usage) is the local store's.

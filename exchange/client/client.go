@@ -224,6 +224,8 @@ type want struct {
 	sentAt    time.Time
 	created   time.Time
 	resolved  bool
+	// urgent: some waiter is a read, not background work (store.Background).
+	urgent bool
 }
 
 // peerState is what we know of a peer: its load, speed and conduct.
@@ -295,6 +297,7 @@ func (c *Client) request(ctx context.Context, a message.Address, root merkle.Dig
 	} else {
 		c.stats.Coalesced++
 	}
+	w.urgent = w.urgent || !store.IsBackground(ctx)
 	w.waiters++
 	c.mu.Unlock()
 	c.poke()
@@ -391,14 +394,23 @@ func (c *Client) schedule() {
 	}
 	live := c.order[:0]
 	for _, w := range c.order {
-		if w.resolved {
-			continue
+		if !w.resolved {
+			live = append(live, w)
 		}
-		live = append(live, w)
-		c.scheduleWant(w, now, connected, out, &discover)
 	}
 	clear(c.order[len(live):])
 	c.order = live
+	// Wants a reader waits on first, background ones after: they take
+	// window slots first and come first in the messages, which providers
+	// serve in order. Otherwise a read's first block, asked for just after
+	// the read-ahead it started, waits for the whole window.
+	for _, urgent := range []bool{true, false} {
+		for _, w := range live {
+			if w.urgent == urgent {
+				c.scheduleWant(w, now, connected, out, &discover)
+			}
+		}
+	}
 	if now.Sub(c.scanned) >= time.Second {
 		c.scanned = now
 		c.prune(now)
