@@ -52,6 +52,10 @@ type Options struct {
 	// MaxWorkers batches of memory; the others wait their turn.
 	MaxWorkers int
 	Logger     *slog.Logger
+
+	// rampAfter: a peer that wanted nothing for this long has its next
+	// burst answered with one block first (see work). Tests lengthen it.
+	rampAfter time.Duration
 }
 
 // Stats counts what the server has done, and what it holds now.
@@ -84,6 +88,11 @@ type Server struct {
 	queued    int // entries over all peers
 	peakQueue int
 	workers   int
+	// recent holds, for peers whose queue ran dry within rampAfter, how
+	// many blocks their bursts took since they last paused longer; it is
+	// swept of older entries at most once per rampAfter.
+	recent map[peer.ID]recentPeer
+	swept  time.Time
 
 	blocksSent, bytesSent, presencesSent, wantsRefused, queueDropped atomic.Uint64
 }
@@ -102,12 +111,15 @@ func New(st Store, snd Sender, opts Options) *Server {
 	if opts.MaxWorkers <= 0 {
 		opts.MaxWorkers = 64
 	}
+	if opts.rampAfter <= 0 {
+		opts.rampAfter = 250 * time.Millisecond
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{st: st, snd: snd, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
-		peers: map[peer.ID]*peerQueue{}, slots: make(chan struct{}, opts.MaxWorkers)}
+		peers: map[peer.ID]*peerQueue{}, recent: map[peer.ID]recentPeer{}, slots: make(chan struct{}, opts.MaxWorkers)}
 }
 
 // Close stops serving.
@@ -256,9 +268,19 @@ func (s *Server) has(a message.Address) (bool, error) {
 	return s.st.Has(s.ctx, a.CID)
 }
 
-// next takes up to BatchBytes worth of p's queued wants (by count, as block
-// sizes are not known before loading); it ends the worker when none are left.
-func (s *Server) next(p peer.ID, max int) []message.Entry {
+// recentPeer is a peer's recent demand, for the ramp (see work).
+type recentPeer struct {
+	dry    time.Time // when its queue last ran dry
+	served int       // blocks its bursts took, from the first after a pause
+}
+
+// warmBlocks is how many blocks a peer must have taken lately to count as
+// reading steadily: more than a manifest and a first read's window.
+const warmBlocks = 64
+
+// next takes up to max of p's queued wants; when none are left it ends the
+// worker, which has served that many blocks in all.
+func (s *Server) next(p peer.ID, max, served int) []message.Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.peers[p]
@@ -276,26 +298,52 @@ func (s *Server) next(p peer.ID, max int) []message.Entry {
 		q.working = false
 		s.workers--
 		delete(s.peers, p)
+		now := time.Now()
+		r := s.recent[p]
+		if now.Sub(r.dry) > s.opts.rampAfter {
+			r.served = 0
+		}
+		s.recent[p] = recentPeer{dry: now, served: r.served + served}
+		if now.Sub(s.swept) > s.opts.rampAfter {
+			s.swept = now
+			for k, r := range s.recent {
+				if now.Sub(r.dry) > s.opts.rampAfter {
+					delete(s.recent, k)
+				}
+			}
+		}
 	}
 	return out
 }
 
 // work drains p's queue: load a batch of blocks, send them in one message.
-// The first batches are small, 1, 2, 4... blocks, up to BatchBytes: the
-// peer gets its first block after one block's load and transfer rather
-// than a full batch's, and a reader waiting on it (the first read of a
-// file) does not wait for the fifteen behind it. A peer's queue is rarely
-// empty while it reads fast, so the ramp is paid once per burst.
+// A burst from a peer not reading steadily (the first read of a file) is
+// answered 1, 2, 4... blocks at a time, up to BatchBytes: its first block
+// leaves after one block's load and transfer, not a whole batch's, and the
+// reader waiting on it does not wait for the fifteen behind it. A peer
+// reading steadily runs its queue dry every few batches too; ramping each
+// time would double the messages, so a peer that took warmBlocks with no
+// pause over rampAfter gets full batches.
 func (s *Server) work(p peer.ID) {
-	perBatch, ramp := 16, 1
+	perBatch, ramp := 16, 0 // ramp: the next batch's size while ramping, else 0
+	s.mu.Lock()
+	if r, ok := s.recent[p]; !ok || time.Since(r.dry) > s.opts.rampAfter || r.served < warmBlocks {
+		ramp = 1
+	}
+	s.mu.Unlock()
+	served := 0
 	for {
-		entries := s.next(p, min(ramp, perBatch))
+		n := perBatch
+		if ramp > 0 && ramp < perBatch {
+			n, ramp = ramp, 2*ramp
+		} else {
+			ramp = 0
+		}
+		entries := s.next(p, n, served)
 		if len(entries) == 0 {
 			return
 		}
-		if ramp < perBatch {
-			ramp *= 2
-		}
+		served += len(entries)
 		if !s.batch(p, entries, &perBatch) {
 			// Closed, or p is not taking what we send: what it still
 			// wants would only be loaded to be dropped.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -101,37 +102,58 @@ func (r recordingSender) Send(_ context.Context, _ peer.ID, m *message.Message) 
 	return nil
 }
 
-// A burst of wants is answered in batches of 1, 2, 4... blocks, in the
-// order wanted: the first block leaves on its own, without waiting for the
-// batch behind it to be loaded, and no block is lost or repeated.
+// A burst of wants from a peer that was not reading is answered in batches
+// of 1, 2, 4... blocks, in the order wanted: the first block leaves on its
+// own, without waiting for the batch behind it to be loaded, and no block
+// is lost or repeated. A peer reading steadily gets full batches.
 func TestFirstBlockLeavesAlone(t *testing.T) {
-	const n = 40
+	const n = warmBlocks + 16
 	st := store.NewMemory(0)
 	var wants []message.Entry
-	for i := range n {
+	for i := range n + 40 {
 		b := store.NewBlock(store.CodecManifest, []byte{byte(i)})
 		if err := st.Put(context.Background(), b); err != nil {
 			t.Fatal(err)
 		}
 		wants = append(wants, message.Entry{Address: message.CIDAddress(b.CID), WantType: message.WantBlock})
 	}
-	snd := recordingSender{msgs: make(chan *message.Message, n)}
-	s := New(st, snd, Options{})
+	snd := recordingSender{msgs: make(chan *message.Message, len(wants))}
+	// Whatever the machine's speed, the second burst counts as steady.
+	s := New(st, snd, Options{rampAfter: time.Hour})
 	defer s.Close()
-	s.HandleWants(peer.ID("reader"), message.WantList{Entries: wants})
-
-	var sizes []int
-	for got := 0; got < n; {
-		m := <-snd.msgs
-		for k, d := range m.Blocks {
-			if want := wants[got+k].Address; !d.Address.CID.Equals(want.CID) {
-				t.Fatalf("block %d of the answers is %s; want %s", got+k, d.Address, want)
+	p := peer.ID("reader")
+	burst := func(wants []message.Entry) []int {
+		s.HandleWants(p, message.WantList{Entries: wants})
+		var sizes []int
+		for got := 0; got < len(wants); {
+			m := <-snd.msgs
+			for k, d := range m.Blocks {
+				if want := wants[got+k].Address; !d.Address.CID.Equals(want.CID) {
+					t.Fatalf("block %d of the answers is %s; want %s", got+k, d.Address, want)
+				}
 			}
+			got += len(m.Blocks)
+			sizes = append(sizes, len(m.Blocks))
 		}
-		got += len(m.Blocks)
-		sizes = append(sizes, len(m.Blocks))
+		return sizes
 	}
-	if want := []int{1, 2, 4, 8, 16, 9}; !slices.Equal(sizes, want) {
-		t.Fatalf("answered in batches of %v blocks; want %v", sizes, want)
+	// Small blocks: the ramp goes on doubling up to BatchBytes.
+	if got, want := burst(wants[:n]), []int{1, 2, 4, 8, 16, 32, n - 63}; !slices.Equal(got, want) {
+		t.Fatalf("a new reader's burst answered in batches of %v blocks; want %v", got, want)
+	}
+	eventually(t, func() bool { return s.Stats().Workers == 0 })
+	if got, want := burst(wants[n:]), []int{16, 24}; !slices.Equal(got, want) {
+		t.Fatalf("a steady reader's burst answered in batches of %v blocks; want %v", got, want)
+	}
+}
+
+// eventually polls cond until it holds, failing the test after 10s.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
 	}
 }
