@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/ipfs/go-cid"
 	"github.com/syndtr/goleveldb/leveldb/util"
@@ -29,9 +30,11 @@ import (
 // Records are only ever appended, to one active pack at a time, and a pack
 // never changes once it is no longer active. When the next record would
 // take the active pack past Options' pack size, a new pack with the next
-// number becomes active. Space goes back to the disk only when compaction
-// copies a pack's live records into the active pack and then deletes the
-// pack (compact.go).
+// number becomes active. The active pack has its full size reserved on
+// disk, and gives back what it did not use once it is no longer active
+// (preallocate, trim). Otherwise space goes back to the disk only when
+// compaction copies a pack's live records into the active pack and then
+// deletes the pack (compact.go).
 //
 // The header makes a pack self-describing, so that a recount can rebuild
 // lost index entries from the packs (recount.go). An index entry's offset
@@ -188,16 +191,32 @@ func (s *Store) roll() error {
 // from to the pack size, leaving its length alone (FALLOC_FL_KEEP_SIZE):
 // appends into allocated extents cost the kernel about a fifth less CPU
 // than ext4's delayed allocation, and a pack lies in one piece on disk.
-// Where the file system cannot, or the disk has no room to spare, appends
-// simply allocate as they go.
+//
+// Only when the disk has that much free and preallocMargin to spare: a
+// reservation would otherwise take the last free space, which LevelDB's
+// journal and everything else on the disk need. A failed fallocate may
+// keep what it reserved before failing; truncating to the pack's own
+// length gives that back. Without a reservation, appends allocate as they
+// go, as before.
 func (s *Store) preallocate(p *pack, from uint64) {
 	if from >= s.packBytes {
 		return
 	}
+	want := s.packBytes - from
 	rc, err := p.f.SyscallConn()
 	if err == nil {
 		cerr := rc.Control(func(fd uintptr) {
-			err = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, int64(from), int64(s.packBytes-from))
+			var st unix.Statfs_t
+			if err = unix.Fstatfs(int(fd), &st); err != nil {
+				return
+			}
+			if free := st.Bavail * uint64(st.Bsize); free < want+preallocMargin {
+				err = fmt.Errorf("%d bytes free, not enough to reserve %d", free, want)
+				return
+			}
+			if err = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, int64(from), int64(want)); err != nil {
+				_ = unix.Ftruncate(int(fd), int64(from))
+			}
 		})
 		if cerr != nil {
 			err = cerr
@@ -207,6 +226,9 @@ func (s *Store) preallocate(p *pack, from uint64) {
 		s.log.Debug("repo: pack not preallocated", "pack", s.packPath(p.n), "err", err)
 	}
 }
+
+// preallocMargin is the free space a pack's reservation must leave.
+const preallocMargin = 1 << 30
 
 // trim gives back the space preallocated past end, the pack's last record,
 // once p takes no more appends. Truncating to its own length is enough.
@@ -424,18 +446,36 @@ func (s *Store) openPack(n uint32, m packMeta) (*pack, error) {
 	}
 	size := uint64(info.Size())
 	switch {
-	case size >= m.end:
-		// At its own length too: that gives back space preallocated for
-		// the pack when it was active at a crash.
+	case size > m.end:
 		if err := f.Truncate(int64(m.end)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("truncate pack to its last committed record: %w", err)
 		}
-	case size < m.end:
+	case reservedPastEnd(info):
+		// Active at a crash (or cut short by one): give back the space
+		// reserved past its end by truncating it to its own length. Only
+		// then, so that opening leaves the other packs' times alone.
+		if err := f.Truncate(int64(size)); err != nil {
+			s.log.Warn("repo: cannot give back the space preallocated for a pack", "pack", s.packPath(n), "err", err)
+		}
+	}
+	if size < m.end {
 		s.log.Warn("repo: a pack is shorter than its index says; blocks at its end are lost (Verify lists them)",
 			"pack", s.packPath(n), "size", size, "want", m.end)
 	}
 	return &pack{n: n, f: f, short: size < m.end}, nil
+}
+
+// reservedPastEnd reports whether a file has disk space allocated beyond
+// its last block: a reservation (preallocate) not given back.
+func reservedPastEnd(info os.FileInfo) bool {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok || st.Blksize <= 0 {
+		return false
+	}
+	bs := st.Blksize
+	used := (info.Size() + bs - 1) / bs * bs
+	return st.Blocks*512 > used
 }
 
 // closePacks closes every pack file. Callers hold packMu; no Put is in

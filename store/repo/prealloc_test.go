@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,10 +22,24 @@ func allocated(t *testing.T, path string) uint64 {
 	return uint64(st.Blocks) * 512
 }
 
+func reserve(t *testing.T, path string, n int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestActivePackPreallocated checks that the pack taking appends has its
 // full size reserved on disk, and that a pack gives the unused part back
 // when it stops taking appends: when the next pack starts, and at Close.
-// A reopened store reserves the space of the pack it resumes again.
+// At Open, a full pack still holding a reservation (its store died while
+// it was active) gives it back, the others are left alone, and the pack
+// appends resume in is reserved again.
 func TestActivePackPreallocated(t *testing.T) {
 	dir := t.TempDir()
 	probe := filepath.Join(dir, "probe")
@@ -48,46 +63,65 @@ func TestActivePackPreallocated(t *testing.T) {
 		t.Fatal(err)
 	}
 	n0 := s.active.n
-	n1 := n0 + 1
 	if got := allocated(t, s.packPath(n0)); got < smallPacks {
 		t.Fatalf("active pack takes %d bytes on disk after one block, want its full %d reserved", got, smallPacks)
 	}
-	// Fill past one pack, so that pack 1 becomes active.
+	// Fill two packs, so that n0 and n0+1 are full and n0+2 is active.
 	for i := uint64(2); ; i++ {
-		if _, err := os.Stat(s.packPath(n1)); err == nil {
+		if _, err := os.Stat(s.packPath(n0 + 2)); err == nil {
 			break
 		}
-		if i > 2*smallPacks/(64<<10) {
-			t.Fatal("no second pack after two packs' worth of blocks")
+		if i > 3*smallPacks/(64<<10) {
+			t.Fatal("no third pack after three packs' worth of blocks")
 		}
 		if err := s.Put(ctx, block(i, 64<<10)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	size0 := packSize(t, s, n0)
-	if got := allocated(t, s.packPath(n0)); got > size0+64<<10 {
-		t.Fatalf("full pack of %d bytes still takes %d on disk", size0, got)
+	sizes := map[uint32]uint64{}
+	for _, n := range []uint32{n0, n0 + 1} {
+		sizes[n] = packSize(t, s, n)
+		if got := allocated(t, s.packPath(n)); got > sizes[n]+64<<10 {
+			t.Fatalf("full pack %d of %d bytes still takes %d on disk", n, sizes[n], got)
+		}
 	}
-	if got := allocated(t, s.packPath(n1)); got < smallPacks {
+	last := n0 + 2
+	if got := allocated(t, s.packPath(last)); got < smallPacks {
 		t.Fatalf("new active pack takes %d bytes on disk, want its full %d reserved", got, smallPacks)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	size1 := packSize(t, s, n1)
-	if got := allocated(t, s.packPath(n1)); got > size1+64<<10 {
-		t.Fatalf("after Close, the last pack of %d bytes takes %d on disk", size1, got)
+	sizes[last] = packSize(t, s, last)
+	if got := allocated(t, s.packPath(last)); got > sizes[last]+64<<10 {
+		t.Fatalf("after Close, the last pack of %d bytes takes %d on disk", sizes[last], got)
 	}
 
-	s = openSmall(t, dir, false)
-	mustGet(t, s, first)
-	if got := allocated(t, s.packPath(n1)); got < smallPacks {
-		t.Fatalf("resumed pack takes %d bytes on disk, want its full %d reserved", got, smallPacks)
-	}
-	if err := s.Put(ctx, block(100, 64<<10)); err != nil {
+	reserve(t, s.packPath(n0), 2*smallPacks) // as if active at a crash
+	past := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(s.packPath(n0+1), past, past); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := packSize(t, s, n1), size1+recordLen(block(100, 64<<10).CID, 64<<10); got != want {
+	s = openSmall(t, dir, false)
+	mustGet(t, s, first)
+	if got := allocated(t, s.packPath(n0)); got > sizes[n0]+64<<10 {
+		t.Fatalf("after Open, a full pack of %d bytes left reserved takes %d on disk", sizes[n0], got)
+	}
+	for n, size := range sizes {
+		if got := packSize(t, s, n); got != size {
+			t.Fatalf("after Open, pack %d is %d bytes; want %d", n, got, size)
+		}
+	}
+	if info, err := os.Stat(s.packPath(n0 + 1)); err != nil || !info.ModTime().Equal(past) {
+		t.Fatalf("Open changed a full pack that needed nothing: modified %v (%v), want %v", info.ModTime(), err, past)
+	}
+	if got := allocated(t, s.packPath(last)); got < smallPacks {
+		t.Fatalf("resumed pack takes %d bytes on disk, want its full %d reserved", got, smallPacks)
+	}
+	if err := s.Put(ctx, block(1000, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := packSize(t, s, last), sizes[last]+recordLen(block(1000, 64<<10).CID, 64<<10); got != want {
 		t.Fatalf("resumed pack is %d bytes after one more block, want %d: appends must follow the last record", got, want)
 	}
 }
