@@ -110,7 +110,7 @@ func (s *Store) PutLeafBlock(ctx context.Context, leaf store.Leaf, b store.Block
 func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf) error {
 	fail := func(err error) error {
 		if leaf != nil {
-			return fmt.Errorf("repo: put leaf %s[%d]: block %s: %w", store.CIDText(leaf.Tree), leaf.Index, store.CIDText(b.CID), err)
+			return fmt.Errorf("repo: put leaf %s[%d]: %w", store.CIDText(leaf.Tree), leaf.Index, err)
 		}
 		return fmt.Errorf("repo: put %s: %w", store.CIDText(b.CID), err)
 	}
@@ -131,10 +131,14 @@ func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf) error 
 		return fail(dbErr(err))
 	}
 	if held {
-		if leaf != nil {
-			return s.PutLeaf(ctx, *leaf)
+		if leaf == nil {
+			return nil
 		}
-		return nil
+		// A collection may remove the block before the leaf is recorded:
+		// then it is stored again below, since we have its bytes.
+		if err := s.PutLeaf(ctx, *leaf); !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
 	}
 
 	size := uint64(len(b.Data))
