@@ -54,8 +54,10 @@ type Options struct {
 	Logger     *slog.Logger
 
 	// rampAfter: a peer that wanted nothing for this long has its next
-	// burst answered with one block first (see work). Tests lengthen it.
+	// burst answered with one block first (see work). Tests set it and
+	// the clock it is measured by.
 	rampAfter time.Duration
+	clock     func() time.Time
 }
 
 // Stats counts what the server has done, and what it holds now.
@@ -113,6 +115,9 @@ func New(st Store, snd Sender, opts Options) *Server {
 	}
 	if opts.rampAfter <= 0 {
 		opts.rampAfter = 250 * time.Millisecond
+	}
+	if opts.clock == nil {
+		opts.clock = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -279,7 +284,7 @@ type recentPeer struct {
 const warmBlocks = 64
 
 // next takes up to max of p's queued wants; when none are left it ends the
-// worker, which has served that many blocks in all.
+// worker, whose peer has taken served blocks since its last pause.
 func (s *Server) next(p peer.ID, max, served int) []message.Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -298,12 +303,8 @@ func (s *Server) next(p peer.ID, max, served int) []message.Entry {
 		q.working = false
 		s.workers--
 		delete(s.peers, p)
-		now := time.Now()
-		r := s.recent[p]
-		if now.Sub(r.dry) > s.opts.rampAfter {
-			r.served = 0
-		}
-		s.recent[p] = recentPeer{dry: now, served: r.served + served}
+		now := s.opts.clock()
+		s.recent[p] = recentPeer{dry: now, served: served}
 		if now.Sub(s.swept) > s.opts.rampAfter {
 			s.swept = now
 			for k, r := range s.recent {
@@ -326,12 +327,18 @@ func (s *Server) next(p peer.ID, max, served int) []message.Entry {
 // pause over rampAfter gets full batches.
 func (s *Server) work(p peer.ID) {
 	perBatch, ramp := 16, 0 // ramp: the next batch's size while ramping, else 0
+	// served counts the blocks p took since it last paused for longer
+	// than rampAfter: the pause before this burst is what counts, not
+	// how long the bursts take, which a slow link makes long.
+	served := 0
 	s.mu.Lock()
-	if r, ok := s.recent[p]; !ok || time.Since(r.dry) > s.opts.rampAfter || r.served < warmBlocks {
+	if r, ok := s.recent[p]; ok && s.opts.clock().Sub(r.dry) <= s.opts.rampAfter {
+		served = r.served
+	}
+	if served < warmBlocks {
 		ramp = 1
 	}
 	s.mu.Unlock()
-	served := 0
 	for {
 		n := perBatch
 		if ramp > 0 && ramp < perBatch {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,5 +156,63 @@ func eventually(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// slowSender keeps every message and advances a fake clock by delay for
+// each, as a slow link does.
+type slowSender struct {
+	msgs  chan *message.Message
+	now   *atomic.Int64 // nanoseconds
+	delay time.Duration
+}
+
+func (s slowSender) Send(_ context.Context, _ peer.ID, m *message.Message) error {
+	s.now.Add(int64(s.delay))
+	s.msgs <- m
+	return nil
+}
+
+// What makes a reader steady is that it does not pause, however long its
+// bursts take: on a slow link a burst takes longer than the pause that
+// would end it (rampAfter), and such a reader still gets full batches once
+// it has taken warmBlocks. A real pause starts the ramp again.
+func TestSlowReaderCountsAsSteady(t *testing.T) {
+	const per = 40
+	st := store.NewMemory(0)
+	var wants []message.Entry
+	for i := range 4 * per {
+		b := store.NewBlock(store.CodecManifest, []byte{byte(i), byte(i >> 8)})
+		if err := st.Put(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		wants = append(wants, message.Entry{Address: message.CIDAddress(b.CID), WantType: message.WantBlock})
+	}
+	var now atomic.Int64
+	const rampAfter = 30 * time.Millisecond
+	snd := slowSender{msgs: make(chan *message.Message, len(wants)), now: &now, delay: 10 * time.Millisecond}
+	s := New(st, snd, Options{rampAfter: rampAfter, clock: func() time.Time { return time.Unix(0, now.Load()) }})
+	defer s.Close()
+	p := peer.ID("slow reader")
+	burst := func(wants []message.Entry) []int {
+		s.HandleWants(p, message.WantList{Entries: wants})
+		var sizes []int
+		for got := 0; got < len(wants); {
+			m := <-snd.msgs
+			got += len(m.Blocks)
+			sizes = append(sizes, len(m.Blocks))
+		}
+		eventually(t, func() bool { return s.Stats().Workers == 0 })
+		return sizes
+	}
+	ramped := []int{1, 2, 4, 8, 16, 9}
+	for i, want := range [][]int{ramped, ramped, {16, 24}} {
+		if got := burst(wants[i*per : (i+1)*per]); !slices.Equal(got, want) {
+			t.Fatalf("burst %d, no pause before it, in batches of %v; want %v", i+1, got, want)
+		}
+	}
+	now.Add(int64(2 * rampAfter))
+	if got := burst(wants[3*per:]); !slices.Equal(got, ramped) {
+		t.Fatalf("burst after a pause in batches of %v; want %v", got, ramped)
 	}
 }
