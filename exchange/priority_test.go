@@ -3,7 +3,11 @@ package exchange
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/exchange/client"
 	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/store"
 )
@@ -57,5 +61,56 @@ func TestReadWantsGoBeforeBackground(t *testing.T) {
 	}
 	if len(order) < 2 || !(order[0] == 0 && order[1] == 7 || order[0] == 7 && order[1] == 0) {
 		t.Fatalf("WantBlocks came in the order %v; want the reads' (blocks 0 and 7) first", order)
+	}
+}
+
+// A background want that has waited half a BlockTimeout goes before newer
+// reads: reads that keep a provider's window full must not starve a pin's
+// fetch until it times out.
+func TestOldBackgroundWantNotStarved(t *testing.T) {
+	const blockTimeout = 2 * time.Second
+	d := newDataset(t, 12, 1024)
+	x := newHostile(t)
+	n := newNode(t, staticDisc{addrInfo(x.h)}, Options{Client: client.Options{Window: 1, BlockTimeout: blockTimeout}}, nil)
+	x.connect(t, n.h)
+	x.handle(func(from peer.ID, wl message.WantList) {
+		var reply message.Message
+		for _, e := range wl.Entries {
+			if e.WantType == message.WantHave && !e.Cancel {
+				reply.Presences = append(reply.Presences, message.Presence{Address: e.Address, Type: message.Have})
+			}
+		}
+		if len(reply.Presences) > 0 {
+			_ = x.send(from, &reply)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	get := func(ctx context.Context, i uint64) {
+		go func() { _, _, _ = n.e.GetLeaf(ctx, d.root, i) }()
+	}
+	isBlock := func(i uint64) func(message.Entry) bool {
+		return func(e message.Entry) bool {
+			return e.WantType == message.WantBlock && !e.Cancel && e.Address.Index == i
+		}
+	}
+
+	get(ctx, 10) // a read takes the one window slot
+	x.waitWant(isBlock(10))
+	start := time.Now()
+	get(store.Background(ctx), 1)
+	// x holds the dataset and its window is full: no WantHave is sent.
+	eventually(t, "the background want registered", func() bool { return n.e.ClientStats().Requests == 2 })
+	// The behaviour under test is an age: let the background want reach it.
+	eventually(t, "half a BlockTimeout passed", func() bool { return time.Since(start) > blockTimeout/2+100*time.Millisecond })
+	get(ctx, 11) // a newer read
+	eventually(t, "the newer read registered", func() bool { return n.e.ClientStats().Requests == 3 })
+
+	if err := x.send(n.h.ID(), &message.Message{Blocks: []message.Delivery{d.delivery(t, 10)}}); err != nil {
+		t.Fatal(err)
+	}
+	got := x.waitWant(func(e message.Entry) bool { return isBlock(1)(e) || isBlock(11)(e) })
+	if got.Address.Index != 1 {
+		t.Fatalf("the freed slot went to the newer read (block %d); want the background block that waited (1)", got.Address.Index)
 	}
 }

@@ -225,6 +225,7 @@ type want struct {
 	created   time.Time
 	resolved  bool
 	// urgent: some waiter is a read, not background work (store.Background).
+	// It stays set if that reader gives up; the want is then done soon.
 	urgent bool
 }
 
@@ -403,10 +404,13 @@ func (c *Client) schedule() {
 	// Wants a reader waits on first, background ones after: they take
 	// window slots first and come first in the messages, which providers
 	// serve in order. Otherwise a read's first block, asked for just after
-	// the read-ahead it started, waits for the whole window.
-	for _, urgent := range []bool{true, false} {
+	// the read-ahead it started, waits for the whole window. A background
+	// want waiting over half a BlockTimeout goes first too, so that reads
+	// keeping every window full do not starve a pin's fetch until it fails.
+	first := func(w *want) bool { return w.urgent || now.Sub(w.created) > c.opts.BlockTimeout/2 }
+	for _, pass := range []bool{true, false} {
 		for _, w := range live {
-			if w.urgent == urgent {
+			if first(w) == pass {
 				c.scheduleWant(w, now, connected, out, &discover)
 			}
 		}
