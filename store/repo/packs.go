@@ -210,7 +210,11 @@ func (s *Store) preallocate(p *pack, from uint64) {
 			if err = unix.Fstatfs(int(fd), &st); err != nil {
 				return
 			}
-			if free := st.Bavail * uint64(st.Bsize); free < want+preallocMargin {
+			unit := int64(st.Frsize) // statfs counts blocks in fragments where it has them
+			if unit <= 0 {
+				unit = int64(st.Bsize)
+			}
+			if free := uint64(st.Bavail) * uint64(unit); free < want+preallocMargin {
 				err = fmt.Errorf("%d bytes free, not enough to reserve %d", free, want)
 				return
 			}
@@ -467,15 +471,17 @@ func (s *Store) openPack(n uint32, m packMeta) (*pack, error) {
 }
 
 // reservedPastEnd reports whether a file has disk space allocated beyond
-// its last block: a reservation (preallocate) not given back.
+// its last block: a reservation (preallocate) not given back. The file
+// system's own blocks for the file (an extent tree, say) are counted too,
+// so a few blocks over are not a reservation; one is a pack's worth.
 func reservedPastEnd(info os.FileInfo) bool {
 	st, ok := info.Sys().(*syscall.Stat_t)
 	if !ok || st.Blksize <= 0 {
 		return false
 	}
-	bs := st.Blksize
+	bs := int64(st.Blksize)
 	used := (info.Size() + bs - 1) / bs * bs
-	return st.Blocks*512 > used
+	return int64(st.Blocks)*512 > used+16*bs
 }
 
 // closePacks closes every pack file. Callers hold packMu; no Put is in
