@@ -205,12 +205,7 @@ func TestNonRootMountThroughFusermount3(t *testing.T) {
 	s.readsAs(t, mountUID, file, path)
 	s.refusedAs(t, otherUID, mnt, file)
 
-	if err := d.stop(); err != nil {
-		t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, d.Logs())
-	}
-	if m, ok := s.mounted(t, mnt); ok {
-		t.Errorf("%s still mounted after the daemon stopped (%+v)", mnt, m)
-	}
+	s.stopUnmounts(t, d, mnt)
 }
 
 // --allow-other as a user, without user_allow_other in /etc/fuse.conf:
@@ -267,6 +262,13 @@ func TestAllowOtherWithUserAllowOther(t *testing.T) {
 	d = startDaemonUnder(t, s.prefix(mountUID), data, mnt, "--listen", "/ip4/127.0.0.1/tcp/0")
 	s.readsAs(t, mountUID, file, path)
 	s.refusedAs(t, otherUID, mnt, file)
+	s.stopUnmounts(t, d, mnt)
+}
+
+// stopUnmounts stops d with SIGTERM and checks that it exited cleanly and
+// took its mount at mnt with it.
+func (s *userSession) stopUnmounts(t *testing.T, d *daemon, mnt string) {
+	t.Helper()
 	if err := d.stop(); err != nil {
 		t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, d.Logs())
 	}
