@@ -20,11 +20,7 @@ import (
 // newAPI is the API over a real node, without a listener, and the node.
 func newAPI(t *testing.T, opts Options) (*Server, *node.Node) {
 	t.Helper()
-	n, err := node.New(node.Config{DataDir: t.TempDir(), BlockSize: 4096, EcK: 3, EcM: 2, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := newNode(t, node.Config{})
 	opts.Logger = slog.New(slog.DiscardHandler)
 	return New(n, opts), n
 }

@@ -15,17 +15,32 @@ import (
 	"github.com/meshfs/meshfs/node"
 )
 
-// newServer runs the API over a real node with a LevelDB store.
-func newServer(t *testing.T, quota uint64) *httptest.Server {
+// newNode is a real node with a LevelDB store, configured by cfg with
+// small blocks and the tests' erasure coding, closed when the test ends.
+func newNode(t *testing.T, cfg node.Config) *node.Node {
 	t.Helper()
-	n, err := node.New(node.Config{DataDir: t.TempDir(), QuotaBytes: quota, BlockSize: 4096, EcK: 3, EcM: 2, Logger: slog.New(slog.DiscardHandler)})
+	cfg.DataDir = t.TempDir()
+	cfg.BlockSize, cfg.EcK, cfg.EcM = 4096, 3, 2
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	srv := httptest.NewServer(New(n, Options{Logger: slog.New(slog.DiscardHandler)}))
+	return n
+}
+
+// newServerWith runs the API over a node configured by cfg (see newNode).
+func newServerWith(t *testing.T, cfg node.Config) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(New(newNode(t, cfg), Options{Logger: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// newServer runs the API over a node with the given quota.
+func newServer(t *testing.T, quota uint64) *httptest.Server {
+	return newServerWith(t, node.Config{QuotaBytes: quota})
 }
 
 type response struct {

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,22 +11,6 @@ import (
 
 	"github.com/meshfs/meshfs/node"
 )
-
-// newServerWith runs the API over a real node configured by cfg.
-func newServerWith(t *testing.T, cfg node.Config) *httptest.Server {
-	t.Helper()
-	cfg.DataDir = t.TempDir()
-	cfg.BlockSize, cfg.EcK, cfg.EcM = 4096, 3, 2
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	n, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	srv := httptest.NewServer(New(n, Options{Logger: slog.New(slog.DiscardHandler)}))
-	t.Cleanup(srv.Close)
-	return srv
-}
 
 // pinnedList is GET /data as CID → pinned.
 func pinnedList(t *testing.T, srv *httptest.Server) map[string]bool {
