@@ -59,13 +59,13 @@ const (
 
 var errBadRecord = errors.New("malformed record")
 
-func indexKey(c cid.Cid) []byte {
+// cidKey is prefix followed by c's bytes: the key of a record about c.
+func cidKey(prefix byte, c cid.Cid) []byte {
 	k := c.KeyString()
-	b := make([]byte, 1+len(k))
-	b[0] = prefixIndex
-	copy(b[1:], k)
-	return b
+	return append(append(make([]byte, 0, 1+len(k)), prefix), k...)
 }
+
+func indexKey(c cid.Cid) []byte { return cidKey(prefixIndex, c) }
 
 func leafKey(tree cid.Cid, index uint64) []byte {
 	k := tree.KeyString()
@@ -76,13 +76,7 @@ func leafKey(tree cid.Cid, index uint64) []byte {
 	return b
 }
 
-func retentionKey(c cid.Cid) []byte {
-	k := c.KeyString()
-	b := make([]byte, 1+len(k))
-	b[0] = prefixRetention
-	copy(b[1:], k)
-	return b
-}
+func retentionKey(c cid.Cid) []byte { return cidKey(prefixRetention, c) }
 
 const retentionPinned = 1 << 0
 
