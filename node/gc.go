@@ -596,12 +596,12 @@ func (n *Node) reclaim(ctx context.Context, need uint64) bool {
 	if u, err := n.store.Usage(ctx); err == nil && (u.QuotaBytes == 0 || u.UsedBytes+need <= u.QuotaBytes) {
 		return true // another collection made room meanwhile
 	}
-	if !n.futile.IsZero() && time.Since(n.futile) < reclaimBackoff {
+	if !n.futile.IsZero() && n.now().Sub(n.futile) < reclaimBackoff {
 		return false
 	}
 	res, err := n.collect(ctx, need, "store full")
 	if err != nil || len(res.Removed) == 0 {
-		n.futile = time.Now()
+		n.futile = n.now()
 		return false
 	}
 	n.futile = time.Time{}
