@@ -64,18 +64,27 @@ type Dataset struct {
 // localer is the NetworkStore's view of what is held here already.
 type localer interface{ Local() store.BlockStore }
 
-// OpenDataset reads the manifest of c from st and prepares a reader over it.
-func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset, error) {
+// readManifest reads and decodes the manifest block c from st.
+func readManifest(ctx context.Context, st store.BlockStore, c cid.Cid) (store.Block, *manifest.Manifest, error) {
 	if c.Type() != store.CodecManifest {
-		return nil, fmt.Errorf("open %s: not a manifest CID (codec %s): %w", store.CIDText(c), store.CodecName(c.Type()), store.ErrNotFound)
+		return store.Block{}, nil, fmt.Errorf("open %s: not a manifest CID (codec %s): %w", store.CIDText(c), store.CodecName(c.Type()), store.ErrNotFound)
 	}
 	b, err := st.Get(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: manifest: %w", store.CIDText(c), err)
+		return store.Block{}, nil, fmt.Errorf("open %s: manifest: %w", store.CIDText(c), err)
 	}
 	m, err := manifest.FromBlock(b)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
+		return store.Block{}, nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
+	}
+	return b, m, nil
+}
+
+// OpenDataset reads the manifest of c from st and prepares a reader over it.
+func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset, error) {
+	b, m, err := readManifest(ctx, st, c)
+	if err != nil {
+		return nil, err
 	}
 	d := &Dataset{CID: c, Manifest: m, st: st, cache: newTreeCache(newBlockCache(ownCacheBytes), m.TreeCID), inflight: map[uint64]struct{}{}, mblock: b}
 	if m.Protected {

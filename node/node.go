@@ -311,11 +311,10 @@ const blockCacheBytes = 32 << 20
 // Manifest returns the manifest of dataset c held locally. It is not a
 // read of the dataset: its access time stays.
 func (n *Node) Manifest(ctx context.Context, c cid.Cid) (*manifest.Manifest, error) {
-	d, err := OpenDataset(ctx, n.store, c)
-	if err != nil {
-		return nil, err
-	}
-	return d.Manifest, nil
+	// Only the manifest: the collector calls this for every dataset it
+	// removes, and a Dataset would build a cache and an erasure coder.
+	_, m, err := readManifest(ctx, n.store, c)
+	return m, err
 }
 
 // Has reports whether the manifest of c is held locally.
