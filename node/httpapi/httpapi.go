@@ -497,8 +497,13 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 	// Looking at a held dataset's manifest (meshfs stat) is not reading
 	// it: its place in the collector's LRU order stays. One from the
 	// network arrives through Open, which records it as cached.
-	if m, err := s.n.Manifest(ctx, c); err == nil {
+	m, err := s.n.Manifest(ctx, c)
+	if err == nil {
 		s.writeJSON(w, toJSON(c, m))
+		return
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		s.fail(w, r, status(err), err)
 		return
 	}
 	d, err := s.n.Open(ctx, c)
