@@ -621,22 +621,6 @@ func tcpState(ns *cluster.Netns, port string) string {
 	return strings.Join(keep, " ")
 }
 
-// cpuClock is a process's CPU time so far (user + system, all threads).
-func cpuClock(pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 on
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)        // field 14
-	st, _ := strconv.ParseInt(f[12], 10, 64)        // field 15
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
-}
-
 // cpuShare notes how busy each process was (in cores) over a measurement.
 type cpuShare struct {
 	names []string
@@ -648,7 +632,11 @@ type cpuShare struct {
 func startCPU(names []string, pids []int) *cpuShare {
 	c := &cpuShare{names: names, pids: pids, t: time.Now()}
 	for _, p := range pids {
-		c.start = append(c.start, cpuClock(p))
+		t, err := cluster.ProcessCPU(p)
+		if err != nil {
+			t = -1 // unreadable: reported as such, not as a figure
+		}
+		c.start = append(c.start, t)
 	}
 	return c
 }
@@ -657,7 +645,12 @@ func (c *cpuShare) String() string {
 	wall := time.Since(c.t)
 	var parts []string
 	for i, p := range c.pids {
-		parts = append(parts, fmt.Sprintf("%s %.2f", c.names[i], (cpuClock(p)-c.start[i]).Seconds()/wall.Seconds()))
+		now, err := cluster.ProcessCPU(p)
+		if err != nil || c.start[i] < 0 {
+			parts = append(parts, c.names[i]+" ?")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.2f", c.names[i], (now-c.start[i]).Seconds()/wall.Seconds()))
 	}
 	return "CPU in cores: " + strings.Join(parts, ", ")
 }
