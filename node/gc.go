@@ -37,15 +37,6 @@ import (
 	"github.com/meshfs/meshfs/store/repo"
 )
 
-// retentionStore is what the node needs of a store that keeps retention
-// records (see store.Retention).
-type retentionStore interface {
-	GetRetention(ctx context.Context, c cid.Cid) (store.Retention, error)
-	PutRetention(ctx context.Context, c cid.Cid, r store.Retention) error
-	DeleteRetention(ctx context.Context, c cid.Cid) error
-	ForEachRetention(ctx context.Context, fn func(cid.Cid, store.Retention) error) error
-}
-
 // compacter is a store that can give the space of removed blocks back to
 // the file system at once (the repository; the memory store has nothing to
 // compact).
@@ -54,9 +45,9 @@ type compacter interface {
 }
 
 var (
-	_ retentionStore = (*repo.Store)(nil)
-	_ retentionStore = (*store.Memory)(nil)
-	_ compacter      = (*repo.Store)(nil)
+	_ store.RetentionStore = (*repo.Store)(nil)
+	_ store.RetentionStore = (*store.Memory)(nil)
+	_ compacter            = (*repo.Store)(nil)
 )
 
 const (

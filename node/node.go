@@ -87,7 +87,7 @@ type Node struct {
 	reads   readCounters
 
 	// Retention and garbage collection: see gc.go.
-	ret       retentionStore
+	ret       store.RetentionStore
 	full      reclaimingStore  // the local store, collecting when it is full
 	now       func() time.Time // tests set a clock of their own
 	uses      uses

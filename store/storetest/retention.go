@@ -11,14 +11,10 @@ import (
 	"github.com/meshfs/meshfs/store"
 )
 
-// RetentionStore is a BlockStore that also keeps the node's retention
-// records (see store.Retention): the repository and the memory store.
+// RetentionStore is a BlockStore that also keeps retention records.
 type RetentionStore interface {
 	store.BlockStore
-	GetRetention(ctx context.Context, c cid.Cid) (store.Retention, error)
-	PutRetention(ctx context.Context, c cid.Cid, r store.Retention) error
-	DeleteRetention(ctx context.Context, c cid.Cid) error
-	ForEachRetention(ctx context.Context, fn func(cid.Cid, store.Retention) error) error
+	store.RetentionStore
 }
 
 // RetentionOpener returns a new, empty store with the given quota, as
