@@ -196,9 +196,8 @@ func (m *Memory) PutLeaf(ctx context.Context, leaf Leaf) error {
 
 // PutLeafBlock implements BlockStore.
 func (m *Memory) PutLeafBlock(ctx context.Context, leaf Leaf, b Block) error {
-	if !leaf.Block.Equals(b.CID) {
-		return fmt.Errorf("memory: put leaf %s[%d]: block %s is not the leaf's %s: %w",
-			CIDText(leaf.Tree), leaf.Index, CIDText(b.CID), CIDText(leaf.Block), ErrInvalidBlock)
+	if err := VerifyLeafBlock(leaf, b); err != nil {
+		return fmt.Errorf("memory: %w", err)
 	}
 	if err := m.Put(ctx, b); err != nil {
 		return err

@@ -113,6 +113,16 @@ type BlockStore interface {
 	Close() error
 }
 
+// VerifyLeafBlock checks what PutLeafBlock requires of its arguments
+// before anything is hashed: that leaf names b (ErrInvalidBlock).
+func VerifyLeafBlock(leaf Leaf, b Block) error {
+	if !leaf.Block.Equals(b.CID) {
+		return fmt.Errorf("put leaf %s[%d]: block %s is not the leaf's %s: %w",
+			CIDText(leaf.Tree), leaf.Index, CIDText(b.CID), CIDText(leaf.Block), ErrInvalidBlock)
+	}
+	return nil
+}
+
 // Verify checks that b.Data hashes to b.CID. A block made by NewBlock is
 // known to, as long as its Data is the slice NewBlock hashed.
 func Verify(b Block) error {

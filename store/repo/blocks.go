@@ -99,9 +99,8 @@ func (s *Store) Put(ctx context.Context, b store.Block) error {
 // That spares a fetched block a second index lookup and a second write of
 // LevelDB's journal.
 func (s *Store) PutLeafBlock(ctx context.Context, leaf store.Leaf, b store.Block) error {
-	if !leaf.Block.Equals(b.CID) {
-		return fmt.Errorf("repo: put leaf %s[%d]: block %s is not the leaf's %s: %w",
-			store.CIDText(leaf.Tree), leaf.Index, store.CIDText(b.CID), store.CIDText(leaf.Block), store.ErrInvalidBlock)
+	if err := store.VerifyLeafBlock(leaf, b); err != nil {
+		return fmt.Errorf("repo: %w", err)
 	}
 	return s.put(ctx, b, &leaf)
 }
