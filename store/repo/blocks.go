@@ -125,24 +125,21 @@ func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf) error 
 		return fmt.Errorf("repo: put: %w", err)
 	}
 	ik := indexKey(b.CID)
-	held, err := s.db.Has(ik, nil)
-	if err != nil {
-		return fail(dbErr(err))
-	}
-	if held {
-		if leaf == nil {
-			return nil
-		}
-		// A collection may remove the block before the leaf is recorded:
-		// then it is stored again below, since we have its bytes.
+	if leaf != nil {
+		// Recording the leaf looks the block up anyway: done if it is
+		// held, stored below if not (never held, or just collected).
 		if err := s.PutLeaf(ctx, *leaf); !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+	} else if held, err := s.db.Has(ik, nil); err != nil {
+		return fail(dbErr(err))
+	} else if held {
+		return nil
 	}
 
 	size := uint64(len(b.Data))
 	s.mu.Lock()
-	err = s.checkQuota(size)
+	err := s.checkQuota(size)
 	s.mu.Unlock()
 	if err != nil {
 		return fail(err)
