@@ -156,15 +156,13 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 	var presences []message.Presence
 	start := false
 	s.mu.Lock()
+	if wl.Full {
+		s.dropQueue(p) // a full want list replaces what p wanted before
+	}
 	q := s.peers[p]
 	if q == nil {
 		q = &peerQueue{entries: map[message.Key]message.Entry{}}
 		s.peers[p] = q
-	}
-	if wl.Full {
-		// A full want list replaces what p wanted before.
-		s.queued -= len(q.entries)
-		q.order, q.entries = nil, map[message.Key]message.Entry{}
 	}
 	var haves []message.Entry
 	for _, e := range wl.Entries {
