@@ -170,8 +170,10 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 	c := &Client{
 		snd: snd, disc: disc, peers: peers, st: st, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
-		// One waiting delivery per verifier: enough to keep them busy
-		// while the reader fetches the next message, and no more held.
+		// A window's worth of deliveries may wait (64 blocks, 4 MiB of
+		// 64 KiB ones): a whole batch is handed over at once and the
+		// stream reader goes back to the next message; beyond that it
+		// waits, and the peer's stream with it.
 		verifyQ: make(chan delivery, 64),
 		wants:   map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
 		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{}, offence: map[peer.ID]int{}, live: map[peer.ID]bool{},
