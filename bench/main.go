@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -200,6 +201,20 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 	}
 	rows = append(rows, row{"libp2p stream, TCP+TLS+yamux (ceiling)", mbps(size, ceiling), "1.00", ""})
 	rows = append(rows, row{"CPU per MiB of the ceiling, both hosts", cpuPerMiB(ceilingCPU, size), "1.00", ""})
+	floor, err := measureFloor(work, size)
+	if err != nil {
+		return rows, fmt.Errorf("CPU floor: %w", err)
+	}
+	ceilPerMiB := time.Duration(float64(ceilingCPU) / mib)
+	floorPerMiB := ceilPerMiB + floor.total()
+	rows = append(rows, row{"CPU floor per MiB of a cold read: ceiling + sha256 + disk write + page-cache read + loopback copy",
+		fmt.Sprintf("%s + %s + %s + %s + %s = %s", msString(ceilPerMiB), msString(floor.hash), msString(floor.write), msString(floor.read), msString(floor.deliver), msString(floorPerMiB)),
+		ratio(ceilPerMiB, floorPerMiB), ""})
+	// The provider, the fetcher and the reader share this machine's cores:
+	// a cold read that cost no more than the floor would move at most this.
+	cores := runtime.NumCPU()
+	best := time.Duration(float64(floorPerMiB) * mib / float64(cores))
+	rows = append(rows, row{fmt.Sprintf("most a cold read at that floor can move on %d cores", cores), mbps(size, best), ratio(ceiling, best), ""})
 
 	hashT, err := timed(func() error { return exec.Command("sha256sum", file).Run() })
 	if err != nil {
@@ -277,6 +292,8 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 	rows = append(rows, row{"CPU per MiB of that download: provider + fetcher + HTTP reader",
 		fmt.Sprintf("%s + %s + %s", cpuPerMiB(spent[0], size), cpuPerMiB(spent[1], size), cpuPerMiB(spent[2], size)),
 		ratio(ceilingCPU, spent[0]+spent[1]+spent[2]), ""})
+	rows = append(rows, row{"the same CPU against the floor's", cpuPerMiB(spent[0]+spent[1]+spent[2], size),
+		ratio(time.Duration(float64(floorPerMiB)*mib), spent[0]+spent[1]+spent[2]), ""})
 
 	m, err := start("c", true, "--bootstrap", boot)
 	if err != nil {
@@ -373,8 +390,10 @@ func timed(f func() error) (time.Duration, error) {
 
 // cpuPerMiB is CPU time per MiB moved, in milliseconds.
 func cpuPerMiB(cpu time.Duration, n int64) string {
-	return fmt.Sprintf("%.2f ms", float64(cpu)/float64(time.Millisecond)/(float64(n)/(1<<20)))
+	return msString(time.Duration(float64(cpu) / (float64(n) / (1 << 20))))
 }
+
+func msString(d time.Duration) string { return fmt.Sprintf("%.2f ms", ms(d)) }
 
 // processCPUs reads the CPU time used so far by each process (0: this one).
 func processCPUs(pids []int) ([]time.Duration, error) {
