@@ -154,6 +154,28 @@ func (m *Memory) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf,
 	return leaf, Block{CID: l.block, Data: b.data}, nil
 }
 
+// ReadLeaf copies the bytes of the block at position index of tree, from
+// byte off of the block on, into p, as far as the block goes.
+func (m *Memory) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	fail := func(err error) (int, error) {
+		return 0, fmt.Errorf("memory: read leaf %s[%d] at %d: %w", CIDText(tree), index, off, err)
+	}
+	if err := m.enter(ctx); err != nil {
+		return fail(err)
+	}
+	l, ok := m.leaves[memLeafKey{tree.KeyString(), index}]
+	if !ok {
+		return fail(ErrNotFound)
+	}
+	data := m.blocks[l.block.KeyString()].data
+	if off < 0 || off > int64(len(data)) {
+		return fail(fmt.Errorf("offset outside a block of %d bytes", len(data)))
+	}
+	return copy(p, data[off:]), nil
+}
+
 // HasLeaf implements BlockStore.
 func (m *Memory) HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, error) {
 	m.mu.RLock()

@@ -31,31 +31,47 @@ func (s *Store) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 }
 
 // read returns the bytes of block c, whose index entry was x: one pread,
-// and no copy. Should compaction move the block and retire its pack after
-// the lookup, the read fails and the entry is looked up again, so the
-// caller sees the block at its new place or, if it was deleted meanwhile,
-// ErrNotFound.
+// and no copy.
 func (s *Store) read(c cid.Cid, x blockIndex) ([]byte, error) {
+	data := make([]byte, x.size)
+	if _, err := s.readAt(c, x, data, 0); err != nil {
+		return nil, err
+	}
+	if s.verify {
+		if err := store.Verify(store.Block{CID: c, Data: data}); err != nil {
+			return nil, fmt.Errorf("pack %s at %d: %w", s.packPath(x.pack), x.off, err)
+		}
+	}
+	return data, nil
+}
+
+// readAt fills p with the bytes of block c from byte off of it on, as far
+// as the block goes, x being c's index entry when it was looked up, and
+// returns the count. Should compaction move the block and retire its pack
+// after the lookup, the read fails and the entry is looked up again, so
+// the caller sees the block at its new place or, if it was deleted
+// meanwhile, ErrNotFound.
+func (s *Store) readAt(c cid.Cid, x blockIndex, p []byte, off uint64) (int, error) {
 	for tries := 0; ; tries++ {
-		data, err := s.readData(x)
+		if off > x.size {
+			// Moved, and not the same block after all: the index is damaged.
+			return 0, fmt.Errorf("%w: offset %d past the end of a block of %d bytes", store.ErrInvalidBlock, off, x.size)
+		}
+		p := p[:min(uint64(len(p)), x.size-off)]
+		err := s.readData(x, p, off)
 		if err == nil {
-			if s.verify {
-				if err := store.Verify(store.Block{CID: c, Data: data}); err != nil {
-					return nil, fmt.Errorf("pack %s at %d: %w", s.packPath(x.pack), x.off, err)
-				}
-			}
-			return data, nil
+			return len(p), nil
 		}
 		y, ierr := s.index(c)
 		if ierr != nil {
-			return nil, ierr
+			return 0, ierr
 		}
 		if y.pack == x.pack && y.off == x.off || tries == 2 {
 			// Not a move: the pack lost the bytes behind the store's back.
 			if errors.Is(err, errShortPack) || errors.Is(err, errPackMissing) {
 				err = fmt.Errorf("%w: %w", store.ErrInvalidBlock, err)
 			}
-			return nil, err
+			return 0, err
 		}
 		x = y
 	}

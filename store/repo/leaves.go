@@ -42,6 +42,52 @@ func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.
 	return leaf, store.Block{CID: bc, Data: data}, nil
 }
 
+// ReadLeaf copies the bytes of the block at position index of tree, from
+// byte off of the block on, into p, and returns how many it copied: len(p),
+// or fewer where the block ends. It is GetLeaf for readers of held data
+// that need neither the proof nor a buffer of the block's own: the bytes go
+// from the pack straight into p. A position not held fails with
+// store.ErrNotFound.
+func (s *Store) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error) {
+	fail := func(err error) (int, error) {
+		return 0, fmt.Errorf("repo: read leaf %s[%d] at %d: %w", store.CIDText(tree), index, off, err)
+	}
+	if err := s.enter(ctx); err != nil {
+		return fail(err)
+	}
+	v, err := s.db.Get(leafKey(tree, index), nil)
+	if err != nil {
+		return fail(dbErr(err))
+	}
+	bc, _, err := decodeLeaf(v)
+	if err != nil {
+		return fail(err)
+	}
+	x, err := s.index(bc)
+	if err != nil {
+		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
+	}
+	if s.verify {
+		// Only the whole block can be checked against its CID.
+		data, err := s.read(bc, x)
+		if err != nil {
+			return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
+		}
+		if off < 0 || off > int64(len(data)) {
+			return fail(fmt.Errorf("offset outside a block of %d bytes", len(data)))
+		}
+		return copy(p, data[off:]), nil
+	}
+	if off < 0 || uint64(off) > x.size {
+		return fail(fmt.Errorf("offset outside a block of %d bytes", x.size))
+	}
+	n, err := s.readAt(bc, x, p, uint64(off))
+	if err != nil {
+		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
+	}
+	return n, nil
+}
+
 // HasLeaf implements store.BlockStore.
 func (s *Store) HasLeaf(ctx context.Context, tree cid.Cid, index uint64) (bool, error) {
 	if err := s.enter(ctx); err != nil {

@@ -256,20 +256,20 @@ func (s *Store) setPacks(change func(packSet)) {
 // isActive reports whether pack n takes appends.
 func (s *Store) isActive(n uint32) bool { return s.activeN.Load() == uint64(n)+1 }
 
-// readData returns the bytes an index entry points at: one pread.
-func (s *Store) readData(x blockIndex) ([]byte, error) {
+// readData fills buf with the bytes of the block an index entry points
+// at, from byte off of the block on: one pread. buf must fit in the block.
+func (s *Store) readData(x blockIndex, buf []byte, off uint64) error {
 	p := (*s.packs.Load())[x.pack]
 	if p == nil {
-		return nil, fmt.Errorf("%w: %s", errPackMissing, s.packPath(x.pack))
+		return fmt.Errorf("%w: %s", errPackMissing, s.packPath(x.pack))
 	}
-	buf := make([]byte, x.size)
-	if _, err := p.f.ReadAt(buf, int64(x.off)); err != nil {
+	if _, err := p.f.ReadAt(buf, int64(x.off+off)); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%s: %w (%d bytes at %d)", s.packPath(x.pack), errShortPack, x.size, x.off)
+			return fmt.Errorf("%s: %w (%d bytes at %d)", s.packPath(x.pack), errShortPack, x.size, x.off)
 		}
-		return nil, fmt.Errorf("read pack: %w", err)
+		return fmt.Errorf("read pack: %w", err)
 	}
-	return buf, nil
+	return nil
 }
 
 // readHeader parses the record header at pos of f, a file of size bytes,

@@ -261,9 +261,15 @@ func TestCorruptPackDetected(t *testing.T) {
 	if got, err := s.Get(ctx, flipped.CID); err != nil || bytes.Equal(got.Data, flipped.Data) {
 		t.Fatalf("Get of flipped bytes without VerifyReads: %v; want the damaged bytes", err)
 	}
-	for _, b := range []store.Block{short, missing} {
+	for i, b := range []store.Block{short, missing} {
 		if _, err := s.Get(ctx, b.CID); !errors.Is(err, store.ErrInvalidBlock) {
 			t.Fatalf("Get of a cut-off or missing record: %v; want ErrInvalidBlock", err)
+		}
+		if err := s.PutLeaf(ctx, store.Leaf{Tree: tree(2).CID, Index: uint64(i), Block: b.CID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ReadLeaf(ctx, tree(2).CID, uint64(i), make([]byte, 64<<10), 0); !errors.Is(err, store.ErrInvalidBlock) {
+			t.Fatalf("ReadLeaf of a cut-off or missing record: %v; want ErrInvalidBlock", err)
 		}
 	}
 	r, err := s.Verify(ctx)
@@ -298,6 +304,9 @@ func TestCorruptPackDetected(t *testing.T) {
 	}
 	if _, _, err := s.GetLeaf(ctx, tree(1).CID, 0); !errors.Is(err, store.ErrInvalidBlock) {
 		t.Fatalf("GetLeaf of flipped bytes with VerifyReads: %v; want ErrInvalidBlock", err)
+	}
+	if _, err := s.ReadLeaf(ctx, tree(1).CID, 0, make([]byte, 10), 0); !errors.Is(err, store.ErrInvalidBlock) {
+		t.Fatalf("ReadLeaf of flipped bytes with VerifyReads: %v; want ErrInvalidBlock", err)
 	}
 	mustGet(t, s, fine)
 }

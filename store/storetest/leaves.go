@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 
@@ -9,6 +10,12 @@ import (
 
 	"github.com/meshfs/meshfs/store"
 )
+
+// leafReader is the optional fast path for reads of held data that the
+// repository and the memory store have.
+type leafReader interface {
+	ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error)
+}
 
 // checkLeaf asserts that s holds want and its block with the given bytes.
 func checkLeaf(t *testing.T, s store.BlockStore, want store.Leaf, block store.Block) {
@@ -63,6 +70,46 @@ var leafCases = []testCase{
 		checkNoLeaf(t, s, tree(1), 1)
 		checkNoLeaf(t, s, tree(3), 0)
 		checkUsage(t, s, usageOf(0, b))
+	}},
+	{name: "ReadLeafCopiesPartOfTheBlock", run: func(t *testing.T, s store.BlockStore) {
+		r, ok := s.(leafReader)
+		if !ok {
+			t.Skip("the store has no ReadLeaf")
+		}
+		b := newBlock(store.CodecBlock, 1)
+		mustPut(t, s, b)
+		mustPutLeaf(t, s, store.Leaf{Tree: tree(1), Index: 5, Block: b.CID, Proof: []byte("p")})
+		for _, c := range []struct {
+			off     int64
+			len     int
+			wantLen int
+		}{
+			{0, blockSize, blockSize},
+			{1000, 5000, 5000},
+			{blockSize - 100, 4096, 100}, // only as far as the block goes
+			{blockSize, 10, 0},
+			{0, 0, 0},
+		} {
+			p := make([]byte, c.len)
+			n, err := r.ReadLeaf(t.Context(), tree(1), 5, p, c.off)
+			if err != nil || n != c.wantLen {
+				t.Fatalf("ReadLeaf(%d bytes at %d) = %d, %v; want %d, nil", c.len, c.off, n, err, c.wantLen)
+			}
+			if !bytes.Equal(p[:n], b.Data[c.off:c.off+int64(n)]) {
+				t.Fatalf("ReadLeaf(%d bytes at %d): not the block's bytes", c.len, c.off)
+			}
+		}
+		for _, off := range []int64{-1, blockSize + 1} {
+			if _, err := r.ReadLeaf(t.Context(), tree(1), 5, make([]byte, 10), off); err == nil {
+				t.Fatalf("ReadLeaf at %d: no error", off)
+			}
+		}
+		if _, err := r.ReadLeaf(t.Context(), tree(1), 6, make([]byte, 10), 0); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("ReadLeaf of a position not held: %v; want ErrNotFound", err)
+		}
+		if _, err := r.ReadLeaf(cancelled(), tree(1), 5, make([]byte, 10), 0); !errors.Is(err, context.Canceled) {
+			t.Fatalf("ReadLeaf with a cancelled context: %v; want context.Canceled", err)
+		}
 	}},
 	{name: "LeafProofIsUpdated", run: func(t *testing.T, s store.BlockStore) {
 		b := newBlock(store.CodecBlock, 1)
