@@ -26,6 +26,7 @@ type Dataset struct {
 	Manifest *manifest.Manifest
 
 	st     store.BlockStore
+	held   leafReader     // the local store's fast path, when it has one
 	layout erasure.Layout // valid when Manifest.Protected
 	coder  *erasure.Coder
 	cache  treeCache
@@ -64,6 +65,13 @@ type Dataset struct {
 // localer is the NetworkStore's view of what is held here already.
 type localer interface{ Local() store.BlockStore }
 
+// leafReader copies part of a held block, found by its position, into the
+// caller's buffer: reads of held data take no buffer per block, no copy
+// through the block cache and no goroutine per block.
+type leafReader interface {
+	ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error)
+}
+
 // readManifest reads and decodes the manifest block c from st.
 func readManifest(ctx context.Context, st store.BlockStore, c cid.Cid) (store.Block, *manifest.Manifest, error) {
 	if c.Type() != store.CodecManifest {
@@ -87,6 +95,7 @@ func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset,
 		return nil, err
 	}
 	d := &Dataset{CID: c, Manifest: m, st: st, cache: newTreeCache(newBlockCache(ownCacheBytes), m.TreeCID), inflight: map[uint64]struct{}{}, mblock: b}
+	d.held, _ = st.(leafReader)
 	if m.Protected {
 		if d.layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
 			return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
@@ -166,19 +175,55 @@ func (d *Dataset) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	bs := int64(d.Manifest.BlockSize)
 	first, last := uint64(off/bs), uint64((off+int64(len(want))-1)/bs)
 	d.readAhead(off, int64(len(want)), last)
-	blocks, err := d.blocks(ctx, first, last)
-	if err != nil {
-		return 0, fmt.Errorf("read %s at %d: %w", store.CIDText(d.CID), off, err)
+	// The leading blocks at hand are copied in order; from the first that
+	// is not, the rest of the read is fetched in parallel.
+	n, i := 0, first
+	for ; i <= last; i++ {
+		k, ok := d.readAtHand(ctx, i, want[n:], (off+int64(n))%bs)
+		if !ok {
+			break
+		}
+		n += k
 	}
-	n := 0
-	for _, data := range blocks {
-		pos := off + int64(n)
-		n += copy(want[n:], data[pos%bs:])
+	if i <= last {
+		blocks, err := d.blocks(ctx, i, last)
+		if err != nil {
+			return 0, fmt.Errorf("read %s at %d: %w", store.CIDText(d.CID), off, err)
+		}
+		for _, data := range blocks {
+			pos := off + int64(n)
+			n += copy(want[n:], data[pos%bs:])
+		}
 	}
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// readAtHand copies block i from byte off of it on into p, as far as the
+// block goes, if the block is in the cache or held here, and reports
+// whether it was. Anything else, a failing store included, is left to
+// block, which fetches, decodes or reports the error.
+func (d *Dataset) readAtHand(ctx context.Context, i uint64, p []byte, off int64) (int, bool) {
+	if data, ok := d.cache.get(i); ok {
+		if d.counters != nil {
+			d.counters.cacheHits.Add(1)
+		}
+		return copy(p, data[off:]), true
+	}
+	if d.held == nil {
+		return 0, false
+	}
+	p = p[:min(int64(len(p)), int64(d.Manifest.BlockSize)-off)]
+	n, err := d.held.ReadLeaf(ctx, d.Manifest.TreeCID, i, p, off)
+	if err != nil || n != len(p) {
+		return 0, false
+	}
+	if d.counters != nil {
+		d.counters.cacheMisses.Add(1)
+	}
+	return n, true
 }
 
 // readParallel bounds the blocks one read fetches at once.

@@ -287,6 +287,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	d.BlockTimeout = n.cfg.FetchTimeout
 	d.Prefetch = prefetchBlocks
 	d.cache = newTreeCache(n.blocks, d.Manifest.TreeCID)
+	d.held, _ = n.store.(leafReader)
 	d.log = n.log
 	d.life = n.ctx
 	d.counters = &n.reads
