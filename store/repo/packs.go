@@ -143,17 +143,57 @@ func (s *Store) appendRecord(c cid.Cid, data []byte) (*pack, uint64, error) {
 		}
 	}
 	p, start := s.active, s.tail
-	if _, err := p.f.WriteAt(s.hdr, int64(start)); err != nil {
-		return nil, 0, fmt.Errorf("append to pack: %w", err)
-	}
-	if _, err := p.f.WriteAt(data, int64(start)+int64(len(s.hdr))); err != nil {
+	if err := writeRecord(p.f, s.hdr, data, int64(start)); err != nil {
 		// The tail stays put: the next record overwrites whatever part of
 		// this one was written, which nothing points at.
-		return nil, 0, fmt.Errorf("append to pack: %w", err)
+		return nil, 0, fmt.Errorf("append to pack %s: %w", s.packPath(p.n), err)
 	}
 	s.tail += n
 	p.pending.Add(1)
 	return p, start + uint64(len(s.hdr)), nil
+}
+
+// writeRecord writes a record's header and data at off of f in one
+// pwritev: a second pwrite for the few bytes of the header would cost a
+// syscall and a second pass of the file system's write path over the page
+// they share, for every block.
+func writeRecord(f *os.File, hdr, data []byte, off int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	iov := [][]byte{hdr, data}
+	for left := len(hdr) + len(data); left > 0; {
+		var n int
+		var werr error
+		if err := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Pwritev(int(fd), iov, off)
+			return !errors.Is(werr, unix.EAGAIN)
+		}); err != nil {
+			return err
+		}
+		if errors.Is(werr, unix.EINTR) {
+			continue
+		}
+		if werr != nil {
+			return werr
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		// A short write (a full disk part way): go on after what it took.
+		off += int64(n)
+		left -= n
+		for n > 0 {
+			k := min(n, len(iov[0]))
+			iov[0] = iov[0][k:]
+			n -= k
+			if len(iov[0]) == 0 {
+				iov = iov[1:]
+			}
+		}
+	}
+	return nil
 }
 
 // roll makes a new, empty pack active. Callers hold packMu.
