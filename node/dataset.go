@@ -174,17 +174,21 @@ func (d *Dataset) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	}
 	bs := int64(d.Manifest.BlockSize)
 	first, last := uint64(off/bs), uint64((off+int64(len(want))-1)/bs)
-	d.readAhead(off, int64(len(want)), last)
 	// The leading blocks at hand are copied in order; from the first that
 	// is not, the rest of the read is fetched in parallel.
-	n, i := 0, first
+	n, i, cached := 0, first, false
 	for ; i <= last; i++ {
-		k, ok := d.readAtHand(ctx, i, want[n:], (off+int64(n))%bs)
+		k, fromCache, ok := d.readAtHand(ctx, i, want[n:], (off+int64(n))%bs)
 		if !ok {
 			break
 		}
 		n += k
+		cached = cached || fromCache
 	}
+	// A read that found every block held here reads ahead of nothing: a
+	// local dataset would pay an index lookup per block for it. Blocks
+	// fetched ahead are cached, so a network reader keeps its window.
+	d.readAhead(off, int64(len(want)), last, i <= last || cached)
 	if i <= last {
 		blocks, err := d.blocks(ctx, i, last)
 		if err != nil {
@@ -203,27 +207,27 @@ func (d *Dataset) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 
 // readAtHand copies block i from byte off of it on into p, as far as the
 // block goes, if the block is in the cache or held here, and reports
-// whether it was. Anything else, a failing store included, is left to
-// block, which fetches, decodes or reports the error.
-func (d *Dataset) readAtHand(ctx context.Context, i uint64, p []byte, off int64) (int, bool) {
+// whether it was and where from. Anything else, a failing store included,
+// is left to block, which fetches, decodes or reports the error.
+func (d *Dataset) readAtHand(ctx context.Context, i uint64, p []byte, off int64) (n int, fromCache, ok bool) {
 	if data, ok := d.cache.get(i); ok {
 		if d.counters != nil {
 			d.counters.cacheHits.Add(1)
 		}
-		return copy(p, data[off:]), true
+		return copy(p, data[off:]), true, true
 	}
 	if d.held == nil {
-		return 0, false
+		return 0, false, false
 	}
 	p = p[:min(int64(len(p)), int64(d.Manifest.BlockSize)-off)]
 	n, err := d.held.ReadLeaf(ctx, d.Manifest.TreeCID, i, p, off)
 	if err != nil || n != len(p) {
-		return 0, false
+		return 0, false, false
 	}
 	if d.counters != nil {
 		d.counters.cacheMisses.Add(1)
 	}
-	return n, true
+	return n, false, true
 }
 
 // readParallel bounds the blocks one read fetches at once.
@@ -264,8 +268,9 @@ func (d *Dataset) blocks(ctx context.Context, first, last uint64) ([][]byte, err
 
 // readAhead starts fetching the blocks after a sequential read, so the
 // exchange keeps a window of requests in flight instead of waiting for the
-// reader's next call. Blocks already held locally are skipped.
-func (d *Dataset) readAhead(off, n int64, last uint64) {
+// reader's next call. Blocks already held locally are skipped. Without
+// start it only notes where the read ended.
+func (d *Dataset) readAhead(off, n int64, last uint64, start bool) {
 	l, ok := d.st.(localer)
 	if !ok || d.Prefetch <= 0 {
 		return
@@ -273,6 +278,10 @@ func (d *Dataset) readAhead(off, n int64, last uint64) {
 	d.pmu.Lock()
 	sequential := off == d.lastEnd
 	d.lastEnd = off + n
+	if !start {
+		d.pmu.Unlock()
+		return
+	}
 	from := max(last+1, d.prefetched)
 	// Only the file's own blocks: parity rows are for decoding, never read.
 	to := min(last+uint64(d.Prefetch), d.Manifest.DataBlocks()-1)
