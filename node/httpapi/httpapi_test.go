@@ -116,8 +116,18 @@ func TestUploadListDownload(t *testing.T) {
 			t.Fatalf("GET %s: %d, %d bytes", path, r.status, len(r.body))
 		}
 		if r.header.Get("Content-Type") != "application/pdf" || r.header.Get("Content-Length") != fmt.Sprint(len(data)) ||
-			!strings.Contains(r.header.Get("Content-Disposition"), "final") {
+			!strings.Contains(r.header.Get("Content-Disposition"), "final") || r.header.Get("Accept-Ranges") != "bytes" ||
+			r.header.Get("ETag") != `"`+c+`"` {
 			t.Errorf("GET %s headers %v", path, r.header)
+		}
+		// A client that has the content already gets no body again.
+		r = do(t, "GET", srv.URL+"/api/codex/v1"+path, nil, map[string]string{"If-None-Match": `"` + c + `"`})
+		if r.status != http.StatusNotModified || r.body != "" {
+			t.Errorf("GET %s with its ETag: %d, %d bytes; want 304 and no body", path, r.status, len(r.body))
+		}
+		r = do(t, "HEAD", srv.URL+"/api/codex/v1"+path, nil, nil)
+		if r.status != http.StatusOK || r.body != "" || r.header.Get("Content-Length") != fmt.Sprint(len(data)) {
+			t.Errorf("HEAD %s: %d, %d bytes, Content-Length %q", path, r.status, len(r.body), r.header.Get("Content-Length"))
 		}
 	}
 
