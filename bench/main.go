@@ -432,11 +432,29 @@ func httpDrain(url string, want int64) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
-	n, err := io.Copy(io.Discard, resp.Body)
+	n, err := drain(resp.Body)
 	if err == nil && n != want {
 		err = fmt.Errorf("got %d bytes, want %d", n, want)
 	}
 	return err
+}
+
+// drain reads r to its end in 64 KiB reads, as a reader that keeps what it
+// reads would (io.Copy to io.Discard reads 8 KiB at a time), and returns
+// how much it read.
+func drain(r io.Reader) (int64, error) {
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		n += int64(k)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 func moduleRoot() (string, error) {
