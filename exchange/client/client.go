@@ -104,6 +104,8 @@ type Client struct {
 	cancel  context.CancelFunc
 	wake    chan struct{}
 	verifyQ chan delivery
+	// bg counts the loop, the verifiers and discoveries: Close waits.
+	bg sync.WaitGroup
 
 	mu      sync.Mutex
 	wants   map[message.Key]*want
@@ -179,15 +181,27 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{}, offence: map[peer.ID]int{}, live: map[peer.ID]bool{},
 		stats: Stats{BlocksFrom: map[peer.ID]uint64{}},
 	}
-	go c.loop()
+	c.bg.Add(1 + opts.Verifiers)
+	go func() {
+		defer c.bg.Done()
+		c.loop()
+	}()
 	for range opts.Verifiers {
-		go c.verifier()
+		go func() {
+			defer c.bg.Done()
+			c.verifier()
+		}()
 	}
 	return c
 }
 
-// Close stops the client; pending requests fail.
-func (c *Client) Close() { c.cancel() }
+// Close stops the client and waits for its goroutines: pending requests
+// fail, and once it returns no delivery is being stored, so the store may
+// be closed.
+func (c *Client) Close() {
+	c.cancel()
+	c.bg.Wait()
+}
 
 // Stats returns a copy of the counters.
 func (c *Client) Stats() Stats {
@@ -429,7 +443,11 @@ func (c *Client) schedule() {
 		}
 	}
 	for _, t := range discover {
-		go c.discover(t)
+		c.bg.Add(1) // on the loop, which bg counts: Close is not past Wait
+		go func() {
+			defer c.bg.Done()
+			c.discover(t)
+		}()
 	}
 }
 

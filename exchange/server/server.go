@@ -85,7 +85,12 @@ type Server struct {
 
 	slots chan struct{} // MaxWorkers tokens: a worker holds one per batch
 
+	// workerWG counts the workers, which Close waits for: once it returns
+	// the store is not read again, and may be closed.
+	workerWG sync.WaitGroup
+
 	mu        sync.Mutex
+	closed    bool // no want is taken once set
 	peers     map[peer.ID]*peerQueue
 	queued    int // entries over all peers
 	peakQueue int
@@ -127,8 +132,15 @@ func New(st Store, snd Sender, opts Options) *Server {
 		peers: map[peer.ID]*peerQueue{}, recent: map[peer.ID]recentPeer{}, slots: make(chan struct{}, opts.MaxWorkers)}
 }
 
-// Close stops serving.
-func (s *Server) Close() { s.cancel() }
+// Close stops serving and waits for the workers to end. Presence lookups
+// that began before it may still be finishing.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.workerWG.Wait()
+}
 
 // Stats returns the counters so far.
 func (s *Server) Stats() Stats {
@@ -156,6 +168,10 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 	var presences []message.Presence
 	start := false
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
 	if wl.Full {
 		s.dropQueue(p) // a full want list replaces what p wanted before
 	}
@@ -198,6 +214,7 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 	if len(q.entries) > 0 && !q.working {
 		q.working = true
 		s.workers++
+		s.workerWG.Add(1) // under mu, where Close cannot have begun to wait
 		start = true
 	}
 	if len(q.entries) == 0 && !q.working {
@@ -222,7 +239,10 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 		s.presencesSent.Add(uint64(len(presences)))
 	}
 	if start {
-		go s.work(p)
+		go func() {
+			defer s.workerWG.Done()
+			s.work(p)
+		}()
 	}
 }
 
