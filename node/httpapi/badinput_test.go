@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -170,6 +171,44 @@ func TestRangeEmptyRanges(t *testing.T) {
 				t.Errorf("GET %s Range %q: %d, Content-Range %q, %d bytes; want %d, %q, %d bytes",
 					path, tc.rng, r.status, r.header.Get("Content-Range"), len(r.body), tc.status, tc.contentRange, len(tc.body))
 			}
+		}
+	}
+}
+
+// A client that stops reading a download half way is cut off after the
+// idle timeout, instead of holding the request and the dataset forever,
+// whether it asked for the whole content or a range.
+func TestDownloadIdleClientCutOff(t *testing.T) {
+	h, _ := newAPI(t, Options{DownloadIdleTimeout: 300 * time.Millisecond})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	// More than the server's socket buffer (4 MiB at most here) and the
+	// client's hold, so that the server's writes block.
+	data := payload(12 << 20)
+	c := uploadBytes(t, srv, data, nil)
+	for _, rng := range []string{"", "bytes=100-"} {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		req := "GET /api/codex/v1/data/" + c + "/network/stream HTTP/1.1\r\nHost: x\r\n"
+		if rng != "" {
+			req += "Range: " + rng + "\r\n"
+		}
+		fmt.Fprint(conn, req+"\r\n")
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The client stalls, well past the server's idle timeout.
+		time.Sleep(1500 * time.Millisecond)
+		start := time.Now()
+		n, err := io.Copy(io.Discard, resp.Body)
+		t.Logf("Range %q: %d bytes, %v, after %s", rng, n, err, time.Since(start))
+		if !errors.Is(err, io.ErrUnexpectedEOF) || n >= resp.ContentLength {
+			t.Errorf("Range %q: read %d of %d bytes after stalling, %v; want the body cut short", rng, n, resp.ContentLength, err)
 		}
 	}
 }

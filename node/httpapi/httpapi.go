@@ -63,8 +63,12 @@ type Node interface {
 	MakeRoom(ctx context.Context, need uint64) (node.GCResult, error)
 }
 
-// DefaultUploadIdleTimeout is Options.UploadIdleTimeout's default.
-const DefaultUploadIdleTimeout = 60 * time.Second
+// DefaultUploadIdleTimeout and DefaultDownloadIdleTimeout are the
+// defaults of Options' idle timeouts.
+const (
+	DefaultUploadIdleTimeout   = 60 * time.Second
+	DefaultDownloadIdleTimeout = 60 * time.Second
+)
 
 // Version is reported by /debug/info; set by the binary.
 var Version = "dev"
@@ -79,6 +83,11 @@ type Options struct {
 	// what it had sent is removed, instead of holding a request and its
 	// share of the quota forever. Default 60s.
 	UploadIdleTimeout time.Duration
+	// DownloadIdleTimeout bounds how long a download may wait for the
+	// client to take the next bytes: a client that stops reading is cut
+	// off instead of holding a request, and the dataset against garbage
+	// collection, forever. Default 60s.
+	DownloadIdleTimeout time.Duration
 	// LoopbackOnly says the API listens on loopback only: requests must
 	// then name a loopback host, which defeats DNS rebinding (a web page
 	// whose domain resolves to 127.0.0.1 still sends its own Host).
@@ -103,6 +112,9 @@ func New(n Node, opts Options) *Server {
 	}
 	if opts.UploadIdleTimeout <= 0 {
 		opts.UploadIdleTimeout = DefaultUploadIdleTimeout
+	}
+	if opts.DownloadIdleTimeout <= 0 {
+		opts.DownloadIdleTimeout = DefaultDownloadIdleTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -453,12 +465,26 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, open func(cont
 	// Content is immutable under its CID: the CID is a perfect ETag.
 	w.Header().Set("ETag", `"`+store.CIDText(c)+`"`)
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w = idleWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.opts.DownloadIdleTimeout}
 	if wholeGet(r) {
 		s.sendWhole(w, r, d)
 		return
 	}
 	fixEmptyRanges(r.Header, d.Size())
 	http.ServeContent(w, r, "", time.Time{}, d.Reader(r.Context()))
+}
+
+// idleWriter gives every write of a response a deadline of idle from now.
+type idleWriter struct {
+	http.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (w idleWriter) Write(p []byte) (int, error) {
+	// A writer without deadlines (not a server connection) writes as is.
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.idle))
+	return w.ResponseWriter.Write(p)
 }
 
 // wholeGet reports whether r asks for the whole content, without ranges
