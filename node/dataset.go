@@ -185,10 +185,7 @@ func (d *Dataset) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 		n += k
 		cached = cached || fromCache
 	}
-	// A read that found every block held here reads ahead of nothing: a
-	// local dataset would pay an index lookup per block for it. Blocks
-	// fetched ahead are cached, so a network reader keeps its window.
-	d.readAhead(off, int64(len(want)), last, i <= last || cached)
+	d.readAhead(off, int64(len(want)), last, i > last && !cached)
 	if i <= last {
 		blocks, err := d.blocks(ctx, i, last)
 		if err != nil {
@@ -268,9 +265,13 @@ func (d *Dataset) blocks(ctx context.Context, first, last uint64) ([][]byte, err
 
 // readAhead starts fetching the blocks after a sequential read, so the
 // exchange keeps a window of requests in flight instead of waiting for the
-// reader's next call. Blocks already held locally are skipped. Without
-// start it only notes where the read ended.
-func (d *Dataset) readAhead(off, n int64, last uint64, start bool) {
+// reader's next call. Blocks already held locally are skipped.
+//
+// A read that found all its blocks held, past any window fetched ahead,
+// starts none: a local dataset would pay an index lookup per block to
+// find nothing to fetch. Within a window it does, since a block fetched
+// ahead may be found stored before it is cached.
+func (d *Dataset) readAhead(off, n int64, last uint64, held bool) {
 	l, ok := d.st.(localer)
 	if !ok || d.Prefetch <= 0 {
 		return
@@ -278,7 +279,7 @@ func (d *Dataset) readAhead(off, n int64, last uint64, start bool) {
 	d.pmu.Lock()
 	sequential := off == d.lastEnd
 	d.lastEnd = off + n
-	if !start {
+	if held && last >= d.prefetched {
 		d.pmu.Unlock()
 		return
 	}
