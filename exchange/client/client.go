@@ -247,10 +247,17 @@ type want struct {
 
 // peerState is what we know of a peer: its load, speed and conduct.
 type peerState struct {
-	inflight  int
-	latency   time.Duration // EWMA of WantBlock → Block
-	price     uint64
-	haveTrees map[cid.Cid]bool // trees it has said Have for
+	inflight int
+	latency  time.Duration // EWMA of WantBlock → Block
+	// The peer's pace: the time it takes per block while it has wants
+	// outstanding, from the gaps between its deliveries (paceTime over
+	// paceBlocks, both decaying by paceDecay per block). busy says it
+	// still had wants outstanding when its last block came, at lastBlock.
+	paceTime, paceBlocks float64
+	lastBlock            time.Time
+	busy                 bool
+	price                uint64
+	haveTrees            map[cid.Cid]bool // trees it has said Have for
 	// asked holds, for each block we sent this peer a WantBlock for and
 	// it has not delivered, until when a delivery is still welcome: a
 	// block arriving after we cancelled (or timed out, or got it
@@ -596,9 +603,42 @@ func (c *Client) anyHolder(w *want, t cid.Cid, now time.Time) bool {
 	return false
 }
 
+// paceDecay weighs a peer's older block gaps against newer ones: about
+// the last 100 blocks count, six batches of a steady sender, which keeps
+// the estimate within some 8% of the truth whatever the phase of the
+// current batch.
+const paceDecay = 0.99
+
+// paced records a block that came from the peer at arrived, a delivery
+// we asked it for; its wants outstanding are already counted down.
+// Blocks come in batches and are handled out of order by the verifiers,
+// so single gaps say little, but their sum over the blocks of a busy
+// stretch is the time the peer took for them.
+func (st *peerState) paced(arrived time.Time) {
+	if st.busy {
+		st.paceTime = st.paceTime*paceDecay + float64(max(arrived.Sub(st.lastBlock), 0))
+		st.paceBlocks = st.paceBlocks*paceDecay + 1
+	}
+	if arrived.After(st.lastBlock) {
+		st.lastBlock = arrived
+	}
+	st.busy = st.inflight > 0
+}
+
+// pace is the peer's time per block while busy; 0 until measured.
+func (st *peerState) pace() time.Duration {
+	if st.paceBlocks == 0 {
+		return 0
+	}
+	return time.Duration(st.paceTime / st.paceBlocks)
+}
+
 // best picks, among peers that pass ok and have room, the one expected to
-// deliver soonest: fewest outstanding blocks weighted by its latency, and
-// within the price we pay.
+// deliver soonest: fewest outstanding blocks weighted by its pace, within
+// the price we pay. Pace, not latency: a peer's latency grows with the
+// wants it already has queued, so weighting those by it again swings
+// wants from one peer to the other and back, and a reader waits for
+// whichever fell behind.
 func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 	var (
 		bestP     peer.ID
@@ -616,11 +656,11 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 		if c.opts.MaxPrice > 0 && st.price > c.opts.MaxPrice {
 			continue
 		}
-		lat := st.latency
-		if lat == 0 {
-			lat = time.Millisecond // unmeasured: optimistic, so new peers get tried
+		per := st.pace()
+		if per == 0 {
+			per = time.Millisecond // unmeasured: optimistic, so new peers get tried
 		}
-		score := time.Duration(st.inflight+1) * lat
+		score := time.Duration(st.inflight+1) * per
 		if !found || score < bestScore {
 			bestP, bestScore, found = p, score, true
 		}
@@ -887,6 +927,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 			} else {
 				st.latency = (st.latency*7 + lat) / 8
 			}
+			st.paced(now)
 		}
 		w.sentTo = ""
 	}
