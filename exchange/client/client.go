@@ -379,6 +379,12 @@ func (c *Client) loop() {
 			c.failAll()
 			return
 		case <-c.wake:
+			// Let the other runnable goroutines go first: a reader's
+			// read-ahead adds dozens of wants at once, each waking the
+			// loop, and scheduling after each would send as many
+			// one-want messages, whose stream of small writes holds
+			// back the first block the reader waits for.
+			runtime.Gosched()
 		case <-tick.C:
 		}
 		c.schedule()
