@@ -115,7 +115,10 @@ func (d *delayLine) pump(src, dst *os.File) {
 				if errors.Is(err, os.ErrClosed) {
 					return
 				}
-				continue // e.g. EAGAIN races, or the device briefly down
+				// e.g. EAGAIN races, or the device briefly down; a
+				// lasting error must not spin a core the bench measures.
+				time.Sleep(time.Millisecond)
+				continue
 			}
 			due := time.Now().Add(d.oneWay)
 			pool := &smallPool
@@ -140,8 +143,8 @@ func (d *delayLine) pump(src, dst *os.File) {
 		}
 		late := int64(time.Since(p.due))
 		d.lateSum.Add(late)
-		if late > d.late.Load() {
-			d.late.Store(late)
+		// Both directions' pumps record the worst: keep the larger.
+		for cur := d.late.Load(); late > cur && !d.late.CompareAndSwap(cur, late); cur = d.late.Load() {
 		}
 		dst.Write((*p.b)[:p.n]) // a packet the kernel refuses is lost, as on a wire
 		if len(*p.b) == smallPacket {
