@@ -405,6 +405,9 @@ func rawTCP(a, b *cluster.Netns, bAddr string, size int64) (time.Duration, strin
 	for sent := int64(0); sent < size; {
 		n, err := c.Write(buf[:min(int64(len(buf)), size-sent)])
 		if err != nil {
+			// The samplers' goroutines end with their summaries.
+			s.stop()
+			_ = sq.String()
 			return 0, "", err
 		}
 		sent += int64(n)
