@@ -11,6 +11,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -664,7 +665,10 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 		}
 		per := st.pace()
 		if per == 0 {
-			per = time.Millisecond // unmeasured: optimistic, so new peers get tried
+			// Never asked for more than one block at a time: its latency
+			// is all there is to go by, and unmeasured, be optimistic so
+			// that new peers get tried.
+			per = cmp.Or(st.latency, time.Millisecond)
 		}
 		score := time.Duration(st.inflight+1) * per
 		if !found || score < bestScore {
@@ -677,6 +681,11 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.ID][]message.Entry) {
 	w.sentTo, w.sentAt = p, now
 	st := c.peer(p)
+	if st.inflight == 0 {
+		// Idle since its wants last ran out, however they did (delivered,
+		// refused, timed out, cancelled): that wait is not its pace.
+		st.busy = false
+	}
 	st.inflight++
 	st.asked[w.key] = now.Add(c.lateGrace())
 	out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantBlock, SendDontHave: true})

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/exchange/message"
 )
 
 // A peer that sends batches of 16 blocks every 16 ms takes 1 ms per block,
@@ -69,6 +71,47 @@ func TestBestWeighsQueuesByPace(t *testing.T) {
 		}
 		if got != tc.want {
 			t.Errorf("with %d queued at the fast peer and %d at the slow one, picked %s; want %s", tc.fastQueued, tc.slowQueued, got, tc.want)
+		}
+	}
+}
+
+// A peer whose last wants ran out without a delivery (refused, timed out,
+// sent elsewhere) and is asked again a minute later is not charged that
+// minute as one slow block.
+func TestPaceIgnoresIdleAfterWantsRunOut(t *testing.T) {
+	p := peer.ID("p")
+	c := &Client{peerSt: map[peer.ID]*peerState{}}
+	st := c.peer(p)
+	start := time.Unix(1000, 0)
+	st.inflight = 64
+	for k := range 200 {
+		st.paced(start.Add(time.Duration(k) * time.Millisecond))
+	}
+	// Its one outstanding want is answered DontHave: released, no block.
+	st.inflight = 1
+	c.release(p)
+	later := start.Add(time.Minute)
+	w := &want{}
+	c.sendWantBlock(w, p, later, map[peer.ID][]message.Entry{})
+	c.release(p)
+	st.paced(later.Add(time.Millisecond))
+	if got := st.pace(); got > 1100*time.Microsecond {
+		t.Fatalf("pace after an idle minute = %s; want about 1ms", got)
+	}
+}
+
+// Peers only ever asked for one block at a time have no pace: the one
+// that answers sooner gets the want.
+func TestBestFallsBackToLatency(t *testing.T) {
+	near, far := peer.ID("near"), peer.ID("far")
+	c := &Client{opts: Options{Window: 64, BlockTimeout: time.Second}, peerSt: map[peer.ID]*peerState{},
+		live: map[peer.ID]bool{near: true, far: true}, banned: map[peer.ID]time.Time{}}
+	c.peer(near).latency = 5 * time.Millisecond
+	c.peer(far).latency = 500 * time.Millisecond
+	w := &want{dontHaves: map[peer.ID]bool{}, slow: map[peer.ID]time.Time{}}
+	for range 20 { // map order varies between calls
+		if got, _ := c.best(w, func(peer.ID) bool { return true }); got != near {
+			t.Fatalf("picked %s; want the peer with 5ms latency over the one with 500ms", got)
 		}
 	}
 }
