@@ -85,9 +85,10 @@ type Server struct {
 
 	slots chan struct{} // MaxWorkers tokens: a worker holds one per batch
 
-	// workerWG counts the workers, which Close waits for: once it returns
-	// the store is not read again, and may be closed.
-	workerWG sync.WaitGroup
+	// busy counts the workers and the want lists being answered, which
+	// Close waits for: once it returns the store is not read again, and
+	// may be closed.
+	busy sync.WaitGroup
 
 	mu        sync.Mutex
 	closed    bool // no want is taken once set
@@ -132,14 +133,14 @@ func New(st Store, snd Sender, opts Options) *Server {
 		peers: map[peer.ID]*peerQueue{}, recent: map[peer.ID]recentPeer{}, slots: make(chan struct{}, opts.MaxWorkers)}
 }
 
-// Close stops serving and waits for the workers to end. Presence lookups
-// that began before it may still be finishing.
+// Close stops serving and waits for the workers, and the want lists being
+// answered, to end.
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
 	s.cancel()
-	s.workerWG.Wait()
+	s.busy.Wait()
 }
 
 // Stats returns the counters so far.
@@ -172,6 +173,8 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 		s.mu.Unlock()
 		return
 	}
+	s.busy.Add(1) // under mu, where Close cannot have begun to wait
+	defer s.busy.Done()
 	if wl.Full {
 		s.dropQueue(p) // a full want list replaces what p wanted before
 	}
@@ -214,7 +217,7 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 	if len(q.entries) > 0 && !q.working {
 		q.working = true
 		s.workers++
-		s.workerWG.Add(1) // under mu, where Close cannot have begun to wait
+		s.busy.Add(1)
 		start = true
 	}
 	if len(q.entries) == 0 && !q.working {
@@ -240,7 +243,7 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 	}
 	if start {
 		go func() {
-			defer s.workerWG.Done()
+			defer s.busy.Done()
 			s.work(p)
 		}()
 	}
