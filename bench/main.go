@@ -212,7 +212,7 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 		ratio(ceilPerMiB, floorPerMiB), ""})
 	// The provider, the fetcher and the reader share this machine's cores:
 	// a cold read that cost no more than the floor would move at most this.
-	cores := runtime.NumCPU()
+	cores := runtime.GOMAXPROCS(0) // the CPUs this process may use, cgroup quota included
 	best := time.Duration(float64(floorPerMiB) * mib / float64(cores))
 	rows = append(rows, row{fmt.Sprintf("most a cold read at that floor can move on %d cores", cores), mbps(size, best), ratio(ceiling, best), ""})
 
