@@ -313,19 +313,6 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 		rows = append(rows, row{fmt.Sprintf("peak RSS of the reading daemon after %.0f MiB through its mount", mib), fmt.Sprintf("%d MiB", hwm>>20), "", ""})
 	}
 
-	// One head -c 1 is one sample of a few round trips on a shared
-	// machine: each figure is the median of firstByteRuns, each on a
-	// fresh reader, so every one is cold.
-	for _, settle := range []time.Duration{0, time.Second} {
-		ttfb, err := firstByte(c, settle, func(i int) (*cluster.Daemon, error) {
-			return start(fmt.Sprintf("d%d-%d", settle/time.Second, i), true, "--bootstrap", boot)
-		})
-		if err != nil {
-			return rows, fmt.Errorf("head -c 1: %w", err)
-		}
-		rows = append(rows, row{fmt.Sprintf("head -c 1 on a cold mount, provider connected (lookup + first block), reader up %s, median of %d (min-max)", settleText(settle), firstByteRuns), ttfb, "", ""})
-	}
-
 	// The same with the provider unknown: the reader joins through a node
 	// that holds nothing, and finds the provider through the DHT.
 	hop, err := start("g", false, "--bootstrap", boot)
@@ -336,14 +323,22 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 	if err != nil {
 		return rows, err
 	}
-	for _, settle := range []time.Duration{0, time.Second} {
-		ttfb, err := firstByte(c, settle, func(i int) (*cluster.Daemon, error) {
-			return start(fmt.Sprintf("h%d-%d", settle/time.Second, i), true, "--bootstrap", hopAddr)
-		})
-		if err != nil {
-			return rows, fmt.Errorf("head -c 1 through the DHT: %w", err)
+	// One head -c 1 is one sample of a few round trips on a shared
+	// machine: each figure is the median of firstByteRuns, each on a
+	// fresh reader, so every one is cold.
+	for _, how := range []struct{ name, what, via string }{
+		{"d", "provider connected (lookup + first block)", boot},
+		{"h", "provider found through the DHT", hopAddr},
+	} {
+		for _, settle := range []time.Duration{0, time.Second} {
+			ttfb, err := firstByte(c, settle, func(i int) (*cluster.Daemon, error) {
+				return start(fmt.Sprintf("%s%d-%d", how.name, settle/time.Second, i), true, "--bootstrap", how.via)
+			})
+			if err != nil {
+				return rows, fmt.Errorf("head -c 1, %s: %w", how.what, err)
+			}
+			rows = append(rows, row{fmt.Sprintf("head -c 1 on a cold mount, %s, reader up %s, median of %d (min-max)", how.what, settleText(settle), firstByteRuns), ttfb, "", ""})
 		}
-		rows = append(rows, row{fmt.Sprintf("head -c 1 on a cold mount, provider found through the DHT, reader up %s, median of %d (min-max)", settleText(settle), firstByteRuns), ttfb, "", ""})
 	}
 
 	e, err := start("e", true, "--bootstrap", boot)
