@@ -19,22 +19,11 @@ func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.
 	fail := func(err error) (store.Leaf, store.Block, error) {
 		return store.Leaf{}, store.Block{}, fmt.Errorf("repo: get leaf %s[%d]: %w", store.CIDText(tree), index, err)
 	}
-	if err := s.enter(ctx); err != nil {
-		return fail(err)
-	}
-	v, err := s.db.Get(leafKey(tree, index), nil)
-	if err != nil {
-		return fail(dbErr(err))
-	}
-	bc, proof, err := decodeLeaf(v)
+	bc, proof, x, err := s.findLeaf(ctx, tree, index)
 	if err != nil {
 		return fail(err)
 	}
-	x, err := s.index(bc)
-	var data []byte
-	if err == nil {
-		data, err = s.read(bc, x)
-	}
+	data, err := s.read(bc, x)
 	if err != nil {
 		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
 	}
@@ -52,20 +41,9 @@ func (s *Store) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []by
 	fail := func(err error) (int, error) {
 		return 0, fmt.Errorf("repo: read leaf %s[%d] at %d: %w", store.CIDText(tree), index, off, err)
 	}
-	if err := s.enter(ctx); err != nil {
-		return fail(err)
-	}
-	v, err := s.db.Get(leafKey(tree, index), nil)
-	if err != nil {
-		return fail(dbErr(err))
-	}
-	bc, _, err := decodeLeaf(v)
+	bc, _, x, err := s.findLeaf(ctx, tree, index)
 	if err != nil {
 		return fail(err)
-	}
-	x, err := s.index(bc)
-	if err != nil {
-		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
 	}
 	if s.verify {
 		// Only the whole block can be checked against its CID.
@@ -86,6 +64,27 @@ func (s *Store) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []by
 		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
 	}
 	return n, nil
+}
+
+// findLeaf looks up the block at position index of tree: its CID, the
+// leaf's proof and the block's index entry.
+func (s *Store) findLeaf(ctx context.Context, tree cid.Cid, index uint64) (cid.Cid, []byte, blockIndex, error) {
+	if err := s.enter(ctx); err != nil {
+		return cid.Undef, nil, blockIndex{}, err
+	}
+	v, err := s.db.Get(leafKey(tree, index), nil)
+	if err != nil {
+		return cid.Undef, nil, blockIndex{}, dbErr(err)
+	}
+	bc, proof, err := decodeLeaf(v)
+	if err != nil {
+		return cid.Undef, nil, blockIndex{}, err
+	}
+	x, err := s.index(bc)
+	if err != nil {
+		return cid.Undef, nil, blockIndex{}, fmt.Errorf("block %s: %w", store.CIDText(bc), err)
+	}
+	return bc, proof, x, nil
 }
 
 // HasLeaf implements store.BlockStore.
