@@ -162,38 +162,31 @@ func writeRecord(f *os.File, hdr, data []byte, off int64) error {
 	if err != nil {
 		return err
 	}
-	iov := [][]byte{hdr, data}
-	for left := len(hdr) + len(data); left > 0; {
-		var n int
-		var werr error
-		if err := rc.Write(func(fd uintptr) bool {
-			n, werr = unix.Pwritev(int(fd), iov, off)
-			return !errors.Is(werr, unix.EAGAIN)
-		}); err != nil {
-			return err
-		}
-		if errors.Is(werr, unix.EINTR) {
-			continue
-		}
-		if werr != nil {
-			return werr
-		}
-		if n == 0 {
-			return io.ErrShortWrite
-		}
-		// A short write (a full disk part way): go on after what it took.
-		off += int64(n)
-		left -= n
-		for n > 0 {
-			k := min(n, len(iov[0]))
-			iov[0] = iov[0][k:]
-			n -= k
-			if len(iov[0]) == 0 {
-				iov = iov[1:]
+	var n int
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Pwritev(int(fd), [][]byte{hdr, data}, off)
+			if werr != unix.EINTR {
+				return true
 			}
 		}
+	}); err != nil {
+		return err
 	}
-	return nil
+	if werr != nil {
+		return werr
+	}
+	// A short write (the disk filling up part way): WriteAt writes the
+	// rest, or says why it cannot.
+	if n < len(hdr) {
+		if _, err := f.WriteAt(hdr[n:], off+int64(n)); err != nil {
+			return err
+		}
+		n = len(hdr)
+	}
+	_, err = f.WriteAt(data[n-len(hdr):], off+int64(n))
+	return err
 }
 
 // roll makes a new, empty pack active. Callers hold packMu.
