@@ -45,19 +45,16 @@ func (s *Store) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []by
 	if err != nil {
 		return fail(err)
 	}
+	if off < 0 || uint64(off) > x.size {
+		return fail(fmt.Errorf("offset outside a block of %d bytes", x.size))
+	}
 	if s.verify {
 		// Only the whole block can be checked against its CID.
 		data, err := s.read(bc, x)
 		if err != nil {
 			return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
 		}
-		if off < 0 || off > int64(len(data)) {
-			return fail(fmt.Errorf("offset outside a block of %d bytes", len(data)))
-		}
 		return copy(p, data[off:]), nil
-	}
-	if off < 0 || uint64(off) > x.size {
-		return fail(fmt.Errorf("offset outside a block of %d bytes", x.size))
 	}
 	n, err := s.readAt(bc, x, p, uint64(off))
 	if err != nil {
