@@ -608,17 +608,19 @@ type reclaimingStore struct {
 }
 
 func (s reclaimingStore) Put(ctx context.Context, b store.Block) error {
-	err := s.BlockStore.Put(ctx, b)
-	if errors.Is(err, store.ErrQuotaExceeded) && s.n.reclaim(ctx, uint64(len(b.Data))) {
-		err = s.BlockStore.Put(ctx, b)
-	}
-	return err
+	return s.orReclaim(ctx, b, func() error { return s.BlockStore.Put(ctx, b) })
 }
 
 func (s reclaimingStore) PutLeafBlock(ctx context.Context, leaf store.Leaf, b store.Block) error {
-	err := s.BlockStore.PutLeafBlock(ctx, leaf, b)
+	return s.orReclaim(ctx, b, func() error { return s.BlockStore.PutLeafBlock(ctx, leaf, b) })
+}
+
+// orReclaim runs put, a write of b, and if b did not fit the quota, runs it
+// again once the collector has made room for it.
+func (s reclaimingStore) orReclaim(ctx context.Context, b store.Block, put func() error) error {
+	err := put()
 	if errors.Is(err, store.ErrQuotaExceeded) && s.n.reclaim(ctx, uint64(len(b.Data))) {
-		err = s.BlockStore.PutLeafBlock(ctx, leaf, b)
+		err = put()
 	}
 	return err
 }
