@@ -44,7 +44,7 @@ func streamCeiling(size int64) (took, cpu time.Duration, err error) {
 	defer b.Close()
 	got := make(chan error, 1)
 	b.Host().SetStreamHandler(ceilingProto, func(s network.Stream) {
-		n, err := drain(s)
+		n, err := drain(s, nil)
 		if err == nil && n != size {
 			err = fmt.Errorf("received %d bytes, want %d", n, size)
 		}

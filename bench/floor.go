@@ -104,20 +104,7 @@ func loopbackCopy(blocks int64, block func(int64) []byte) error {
 		return err
 	}
 	defer l.Close()
-	got := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- err
-			return
-		}
-		defer c.Close()
-		n, err := drain(c)
-		if err == nil && n != blocks*floorBlock {
-			err = fmt.Errorf("reader got %d bytes, want %d", n, blocks*floorBlock)
-		}
-		got <- err
-	}()
+	got := drainOne(l, nil)
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		return err
@@ -129,7 +116,11 @@ func loopbackCopy(blocks int64, block func(int64) []byte) error {
 		}
 	}
 	c.Close()
-	return <-got
+	r := <-got
+	if r.err == nil && r.n != blocks*floorBlock {
+		r.err = fmt.Errorf("reader got %d bytes, want %d", r.n, blocks*floorBlock)
+	}
+	return r.err
 }
 
 // cpuOf is the CPU this process spent in f, every goroutine included.

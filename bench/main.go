@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +29,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -467,7 +469,7 @@ func httpDrain(url string, want int64) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
-	n, err := drain(resp.Body)
+	n, err := drain(resp.Body, nil)
 	if err == nil && n != want {
 		err = fmt.Errorf("got %d bytes, want %d", n, want)
 	}
@@ -475,14 +477,17 @@ func httpDrain(url string, want int64) error {
 }
 
 // drain reads r to its end in 64 KiB reads, as a reader that keeps what it
-// reads would (io.Copy to io.Discard reads 8 KiB at a time), and returns
-// how much it read.
-func drain(r io.Reader) (int64, error) {
+// reads would (io.Copy to io.Discard reads 8 KiB at a time), adding each
+// read to got, if given, as it goes, and returns how much it read.
+func drain(r io.Reader, got *atomic.Int64) (int64, error) {
 	buf := make([]byte, 64<<10)
 	var n int64
 	for {
 		k, err := r.Read(buf)
 		n += int64(k)
+		if got != nil {
+			got.Add(int64(k))
+		}
 		if err == io.EOF {
 			return n, nil
 		}
@@ -490,6 +495,29 @@ func drain(r io.Reader) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// drained is how a drain ended: what it read, and its error.
+type drained struct {
+	n   int64
+	err error
+}
+
+// drainOne accepts one connection on l and drains it (see drain) in a
+// goroutine of its own, which sends how that ended.
+func drainOne(l net.Listener, got *atomic.Int64) <-chan drained {
+	done := make(chan drained, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			done <- drained{err: err}
+			return
+		}
+		defer c.Close()
+		n, err := drain(c, got)
+		done <- drained{n, err}
+	}()
+	return done
 }
 
 func moduleRoot() (string, error) {

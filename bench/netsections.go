@@ -368,28 +368,7 @@ func rawTCP(a, b *cluster.Netns, bAddr string, size int64) (time.Duration, strin
 	}
 	defer l.Close()
 	var got atomic.Int64
-	done := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 1<<20)
-		for {
-			n, err := c.Read(buf)
-			got.Add(int64(n))
-			if err == io.EOF {
-				done <- nil
-				return
-			}
-			if err != nil {
-				done <- err
-				return
-			}
-		}
-	}()
+	done := drainOne(l, &got)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, err := a.DialContext(ctx, "tcp", l.Addr().String())
@@ -414,7 +393,8 @@ func rawTCP(a, b *cluster.Netns, bAddr string, size int64) (time.Duration, strin
 	}
 	c.(*net.TCPConn).CloseWrite()
 	select {
-	case err = <-done:
+	case r := <-done:
+		err = r.err
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
