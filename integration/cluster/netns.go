@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,10 +23,8 @@ import (
 // makes it). Daemons run in it under Exec(); the calling process reaches
 // into it with Do, DialContext, Listen and HTTPClient.
 type Netns struct {
-	Name string
-
-	clientOnce sync.Once
-	client     *http.Client
+	Name   string
+	client *http.Client // see HTTPClient
 }
 
 // NetnsSupport says why network namespaces cannot be made here (not root,
@@ -51,6 +48,7 @@ func NewNetns(name string) (*Netns, error) {
 		return nil, err
 	}
 	n := &Netns{Name: name}
+	n.client = &http.Client{Transport: &http.Transport{DialContext: n.DialContext, IdleConnTimeout: time.Minute}}
 	if err := n.IP("link", "set", "lo", "up"); err != nil {
 		n.Delete()
 		return nil, err
@@ -64,10 +62,7 @@ func (n *Netns) Path() string { return filepath.Join("/run/netns", n.Name) }
 // Delete removes the namespace; its interfaces go with it once no process
 // is left in it.
 func (n *Netns) Delete() error {
-	n.clientOnce.Do(func() {}) // orders the read of client after its making
-	if n.client != nil {
-		n.client.CloseIdleConnections()
-	}
+	n.client.CloseIdleConnections()
 	return Sh("ip", "netns", "del", n.Name)
 }
 
@@ -168,12 +163,7 @@ func (n *Netns) Listen(network, addr string) (net.Listener, error) {
 // the namespace's own 127.0.0.1. It is one client per namespace: a
 // transport of its own per call would leave an idle connection open to
 // the daemon for every call (a sampler makes one every 100 ms).
-func (n *Netns) HTTPClient() *http.Client {
-	n.clientOnce.Do(func() {
-		n.client = &http.Client{Transport: &http.Transport{DialContext: n.DialContext, IdleConnTimeout: time.Minute}}
-	})
-	return n.client
-}
+func (n *Netns) HTTPClient() *http.Client { return n.client }
 
 // Veth joins namespaces a and b with a veth pair, aIf in a with address
 // aCIDR and bIf in b with bCIDR (e.g. "198.18.0.1/24"), both up.
