@@ -405,10 +405,8 @@ func (d *Dataset) storeProvable() (again bool) {
 		delete(r.pending, x.leaf.Index)
 	}
 	// Proofs learnt while we stored may make more provable.
-	for j := range r.pending {
-		if _, err := r.tree.Proof(int(j)); err == nil {
-			return true
-		}
+	if r.anyProvable() {
+		return true
 	}
 	if len(r.pending) > 0 && !r.learning {
 		// What reads did not teach, ask for: once per batch of decodes, so
@@ -418,11 +416,24 @@ func (d *Dataset) storeProvable() (again bool) {
 		learnt := d.learnMissing(ctx)
 		r.mu.Lock()
 		r.learning = false
-		if learnt {
+		// Readers' proofs that arrived while we fetched found storing
+		// set and left their blocks to this run: look again, or they
+		// would wait for the next read.
+		if learnt || r.anyProvable() {
 			return true
 		}
 	}
 	r.storing = false
+	return false
+}
+
+// anyProvable reports whether a pending block can be proved now. r.mu held.
+func (r *recovery) anyProvable() bool {
+	for j := range r.pending {
+		if _, err := r.tree.Proof(int(j)); err == nil {
+			return true
+		}
+	}
 	return false
 }
 
