@@ -109,43 +109,56 @@ func (r recordingSender) Send(_ context.Context, _ peer.ID, m *message.Message) 
 // is lost or repeated. A peer reading steadily gets full batches.
 func TestFirstBlockLeavesAlone(t *testing.T) {
 	const n = warmBlocks + 16
+	st, wants := storedWants(t, n+40)
+	snd := recordingSender{msgs: make(chan *message.Message, len(wants))}
+	// Whatever the machine's speed, the second burst counts as steady.
+	s := New(st, snd, Options{rampAfter: time.Hour})
+	defer s.Close()
+	burst := func(wants []message.Entry) []int { return answerSizes(t, s, snd.msgs, "reader", wants) }
+	// Small blocks: the ramp goes on doubling up to BatchBytes.
+	if got, want := burst(wants[:n]), []int{1, 2, 4, 8, 16, 32, n - 63}; !slices.Equal(got, want) {
+		t.Fatalf("a new reader's burst answered in batches of %v blocks; want %v", got, want)
+	}
+	if got, want := burst(wants[n:]), []int{16, 24}; !slices.Equal(got, want) {
+		t.Fatalf("a steady reader's burst answered in batches of %v blocks; want %v", got, want)
+	}
+}
+
+// storedWants puts n small blocks in a new memory store and returns it,
+// with a WantBlock for each block in the order they were put.
+func storedWants(t *testing.T, n int) (*store.Memory, []message.Entry) {
+	t.Helper()
 	st := store.NewMemory(0)
 	var wants []message.Entry
-	for i := range n + 40 {
-		b := store.NewBlock(store.CodecManifest, []byte{byte(i)})
+	for i := range n {
+		b := store.NewBlock(store.CodecManifest, []byte{byte(i), byte(i >> 8)})
 		if err := st.Put(context.Background(), b); err != nil {
 			t.Fatal(err)
 		}
 		wants = append(wants, message.Entry{Address: message.CIDAddress(b.CID), WantType: message.WantBlock})
 	}
-	snd := recordingSender{msgs: make(chan *message.Message, len(wants))}
-	// Whatever the machine's speed, the second burst counts as steady.
-	s := New(st, snd, Options{rampAfter: time.Hour})
-	defer s.Close()
-	p := peer.ID("reader")
-	burst := func(wants []message.Entry) []int {
-		s.HandleWants(p, message.WantList{Entries: wants})
-		var sizes []int
-		for got := 0; got < len(wants); {
-			m := <-snd.msgs
-			for k, d := range m.Blocks {
-				if want := wants[got+k].Address; !d.Address.CID.Equals(want.CID) {
-					t.Fatalf("block %d of the answers is %s; want %s", got+k, d.Address, want)
-				}
+	return st, wants
+}
+
+// answerSizes hands wants from p to s and returns how many blocks each
+// message answering them carried, once every block has come, in the order
+// wanted, and s's worker for p has ended.
+func answerSizes(t *testing.T, s *Server, msgs <-chan *message.Message, p peer.ID, wants []message.Entry) []int {
+	t.Helper()
+	s.HandleWants(p, message.WantList{Entries: wants})
+	var sizes []int
+	for got := 0; got < len(wants); {
+		m := <-msgs
+		for k, d := range m.Blocks {
+			if want := wants[got+k].Address; !d.Address.CID.Equals(want.CID) {
+				t.Fatalf("block %d of the answers is %s; want %s", got+k, d.Address, want)
 			}
-			got += len(m.Blocks)
-			sizes = append(sizes, len(m.Blocks))
 		}
-		return sizes
-	}
-	// Small blocks: the ramp goes on doubling up to BatchBytes.
-	if got, want := burst(wants[:n]), []int{1, 2, 4, 8, 16, 32, n - 63}; !slices.Equal(got, want) {
-		t.Fatalf("a new reader's burst answered in batches of %v blocks; want %v", got, want)
+		got += len(m.Blocks)
+		sizes = append(sizes, len(m.Blocks))
 	}
 	eventually(t, func() bool { return s.Stats().Workers == 0 })
-	if got, want := burst(wants[n:]), []int{16, 24}; !slices.Equal(got, want) {
-		t.Fatalf("a steady reader's burst answered in batches of %v blocks; want %v", got, want)
-	}
+	return sizes
 }
 
 // eventually polls cond until it holds, failing the test after 10s.
@@ -179,32 +192,13 @@ func (s slowSender) Send(_ context.Context, _ peer.ID, m *message.Message) error
 // it has taken warmBlocks. A real pause starts the ramp again.
 func TestSlowReaderCountsAsSteady(t *testing.T) {
 	const per = 40
-	st := store.NewMemory(0)
-	var wants []message.Entry
-	for i := range 4 * per {
-		b := store.NewBlock(store.CodecManifest, []byte{byte(i), byte(i >> 8)})
-		if err := st.Put(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
-		wants = append(wants, message.Entry{Address: message.CIDAddress(b.CID), WantType: message.WantBlock})
-	}
+	st, wants := storedWants(t, 4*per)
 	var now atomic.Int64
 	const rampAfter = 30 * time.Millisecond
 	snd := slowSender{msgs: make(chan *message.Message, len(wants)), now: &now, delay: 10 * time.Millisecond}
 	s := New(st, snd, Options{rampAfter: rampAfter, clock: func() time.Time { return time.Unix(0, now.Load()) }})
 	defer s.Close()
-	p := peer.ID("slow reader")
-	burst := func(wants []message.Entry) []int {
-		s.HandleWants(p, message.WantList{Entries: wants})
-		var sizes []int
-		for got := 0; got < len(wants); {
-			m := <-snd.msgs
-			got += len(m.Blocks)
-			sizes = append(sizes, len(m.Blocks))
-		}
-		eventually(t, func() bool { return s.Stats().Workers == 0 })
-		return sizes
-	}
+	burst := func(wants []message.Entry) []int { return answerSizes(t, s, snd.msgs, "slow reader", wants) }
 	ramped := []int{1, 2, 4, 8, 16, 9}
 	for i, want := range [][]int{ramped, ramped, {16, 24}} {
 		if got := burst(wants[i*per : (i+1)*per]); !slices.Equal(got, want) {
