@@ -199,7 +199,7 @@ func linkSection(bin, work, file string, size int64) (rows []row, err error) {
 		cpu := startCPU([]string{"provider", "reader", "bench (delay line)"}, []int{p.Pid(), r.Pid(), os.Getpid()})
 		sq := startSendQueue(a, 4001, linkBDP)
 		t, series, err := sampledRead(api, r, c, size, mount, func() string { return tcpState(a, ":4001") })
-		sqs := sq.String()
+		sqs := sq.stop()
 		if err != nil {
 			return rows, fmt.Errorf("%s: %w", what, err)
 		}
@@ -384,9 +384,8 @@ func rawTCP(a, b *cluster.Netns, bAddr string, size int64) (time.Duration, strin
 	for sent := int64(0); sent < size; {
 		n, err := c.Write(buf[:min(int64(len(buf)), size-sent)])
 		if err != nil {
-			// The samplers' goroutines end with their summaries.
 			s.stop()
-			_ = sq.String()
+			sq.stop()
 			return 0, "", err
 		}
 		sent += int64(n)
@@ -399,7 +398,7 @@ func rawTCP(a, b *cluster.Netns, bAddr string, size int64) (time.Duration, strin
 		err = ctx.Err()
 	}
 	t := time.Since(start)
-	series := s.stop() + "; " + cpu.String() + "; sender's " + sq.String()
+	series := s.stop() + "; " + cpu.String() + "; sender's " + sq.stop()
 	if err == nil && got.Load() != size {
 		err = fmt.Errorf("received %d bytes, want %d", got.Load(), size)
 	}
@@ -645,20 +644,20 @@ func (c *cpuShare) String() string {
 // then lets the link idle for a while: data it was not given.
 type sendQueue struct {
 	floor   int64 // the queue is noted as short under this
-	stop    chan struct{}
+	quit    chan struct{}
 	done    chan error
 	samples []int64
 }
 
 func startSendQueue(ns *cluster.Netns, port int, floor int64) *sendQueue {
-	q := &sendQueue{floor: floor, stop: make(chan struct{}), done: make(chan error, 1)}
+	q := &sendQueue{floor: floor, quit: make(chan struct{}), done: make(chan error, 1)}
 	go func() {
 		q.done <- ns.Do(func() error {
 			tick := time.NewTicker(100 * time.Millisecond)
 			defer tick.Stop()
 			for {
 				select {
-				case <-q.stop:
+				case <-q.quit:
 					return nil
 				case <-tick.C:
 				}
@@ -695,9 +694,9 @@ func hasPort(addr string, port int) bool {
 	return ok && err == nil && int(v) == port
 }
 
-// String stops the sampling and sums it up.
-func (q *sendQueue) String() string {
-	close(q.stop)
+// stop ends the sampling and sums it up.
+func (q *sendQueue) stop() string {
+	close(q.quit)
 	if err := <-q.done; err != nil {
 		return "Send-Q not sampled: " + err.Error()
 	}
