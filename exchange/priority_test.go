@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,7 +72,10 @@ func TestOldBackgroundWantNotStarved(t *testing.T) {
 	const blockTimeout = 2 * time.Second
 	d := newDataset(t, 12, 1024)
 	x := newHostile(t)
-	n := newNode(t, staticDisc{addrInfo(x.h)}, Options{Client: client.Options{Window: 1, BlockTimeout: blockTimeout}}, nil)
+	var now atomic.Int64 // the client's clock, in nanoseconds
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	n := newNode(t, staticDisc{addrInfo(x.h)}, Options{Client: client.Options{Window: 1, BlockTimeout: blockTimeout, Clock: clock}}, nil)
 	x.connect(t, n.h)
 	x.handle(func(from peer.ID, wl message.WantList) {
 		var reply message.Message
@@ -97,13 +101,13 @@ func TestOldBackgroundWantNotStarved(t *testing.T) {
 
 	get(ctx, 10) // a read takes the one window slot
 	x.waitWant(isBlock(10))
-	start := time.Now()
 	get(store.Background(ctx), 1)
 	// x holds the dataset and its window is full: no WantHave is sent.
 	eventually(t, "the background want registered", func() bool { return n.e.ClientStats().Requests == 2 })
-	// The behaviour under test is an age: let the background want reach it.
-	eventually(t, "half a BlockTimeout passed", func() bool { return time.Since(start) > blockTimeout/2+100*time.Millisecond })
-	get(ctx, 11) // a newer read
+	// The background want is half a BlockTimeout old when a newer read
+	// comes.
+	now.Add(int64(blockTimeout/2 + time.Millisecond))
+	get(ctx, 11)
 	eventually(t, "the newer read registered", func() bool { return n.e.ClientStats().Requests == 3 })
 
 	if err := x.send(n.h.ID(), &message.Message{Blocks: []message.Delivery{d.delivery(t, 10)}}); err != nil {

@@ -90,6 +90,10 @@ type Options struct {
 	// from its WantBlock (for metrics); it must not block.
 	ObserveLatency func(time.Duration)
 	Logger         *slog.Logger
+	// Clock, when set, is the time wants age and peers are timed by
+	// (default the wall clock): tests drive it to reach an age without
+	// waiting for it.
+	Clock func() time.Time
 }
 
 // Client fetches blocks from peers.
@@ -204,6 +208,14 @@ func (c *Client) Close() {
 	c.bg.Wait()
 }
 
+// now is the client's time: Options.Clock's, or the wall clock's.
+func (c *Client) now() time.Time {
+	if c.opts.Clock != nil {
+		return c.opts.Clock()
+	}
+	return time.Now()
+}
+
 // Stats returns a copy of the counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
@@ -315,7 +327,7 @@ func (c *Client) request(ctx context.Context, a message.Address, root merkle.Dig
 	c.stats.Requests++
 	w := c.wants[key]
 	if w == nil {
-		w = &want{addr: a, key: key, root: root, done: make(chan struct{}), created: time.Now(),
+		w = &want{addr: a, key: key, root: root, done: make(chan struct{}), created: c.now(),
 			haves: map[peer.ID]bool{}, dontHaves: map[peer.ID]bool{}, slow: map[peer.ID]time.Time{}, askedHave: map[peer.ID]time.Time{}}
 		c.wants[key] = w
 		c.order = append(c.order, w)
@@ -413,7 +425,7 @@ func target(a message.Address) cid.Cid {
 // WantBlock to the best peer known to have a block, and WantHave to peers
 // not yet asked. Messages are gathered per peer and sent after the pass.
 func (c *Client) schedule() {
-	now := time.Now()
+	now := c.now()
 	out := map[peer.ID][]message.Entry{}
 	var discover []cid.Cid
 
@@ -652,7 +664,7 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 		bestScore time.Duration
 		found     bool
 	)
-	now := time.Now()
+	now := c.now()
 	for p, st := range c.peerSt {
 		if !ok(p) || !c.live[p] || w.dontHaves[p] || st.inflight >= c.opts.Window || c.isBanned(p, now) || now.Before(st.congested) {
 			continue
@@ -730,7 +742,7 @@ func (c *Client) isCongested(p peer.ID, now time.Time) bool {
 func (c *Client) Banned(p peer.ID) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.isBanned(p, time.Now())
+	return c.isBanned(p, c.now())
 }
 
 // send hands entries to p's queue without waiting; it reports whether they
@@ -764,7 +776,7 @@ func (c *Client) discover(t cid.Cid) {
 		c.mu.Lock()
 		ts := c.tree(t)
 		ts.discovering = false
-		ts.lastDiscover = time.Now()
+		ts.lastDiscover = c.now()
 		ts.concluded = concluded
 		c.mu.Unlock()
 		c.poke()
@@ -780,7 +792,7 @@ func (c *Client) discover(t cid.Cid) {
 	var wg sync.WaitGroup
 	for _, ai := range provs {
 		c.mu.Lock()
-		banned := c.isBanned(ai.ID, time.Now())
+		banned := c.isBanned(ai.ID, c.now())
 		c.mu.Unlock()
 		if banned {
 			continue // dialling it again would undo the ban
@@ -806,7 +818,7 @@ func (c *Client) discover(t cid.Cid) {
 // HandlePresences records what p says it has.
 func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 	c.mu.Lock()
-	if c.isBanned(p, time.Now()) {
+	if c.isBanned(p, c.now()) {
 		c.mu.Unlock()
 		return
 	}
@@ -881,7 +893,7 @@ func (c *Client) verifier() {
 
 func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	key := d.Address.Key()
-	now := time.Now()
+	now := c.now()
 	c.mu.Lock()
 	if c.isBanned(p, now) {
 		c.mu.Unlock() // the rest of a banned peer's message is ignored
@@ -933,7 +945,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	if w.sentTo == p {
 		c.release(p)
 		if err == nil {
-			lat := time.Since(w.sentAt)
+			lat := c.now().Sub(w.sentAt)
 			if c.opts.ObserveLatency != nil {
 				c.opts.ObserveLatency(lat)
 			}
