@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/ipfs/go-cid"
 )
@@ -91,32 +90,48 @@ func (m *Memory) Has(ctx context.Context, c cid.Cid) (bool, error) {
 
 // Put implements BlockStore.
 func (m *Memory) Put(ctx context.Context, b Block) error {
+	if err := m.verify(ctx, b); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, err := m.putLocked(ctx, b)
+	return err
+}
+
+// verify is Put's check of b, outside the lock: hashing is the slow part.
+func (m *Memory) verify(ctx context.Context, b Block) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memory: put %s: %w", CIDText(b.CID), err)
 	}
 	if !b.CID.Defined() {
 		return fmt.Errorf("memory: put: undefined CID: %w", ErrInvalidBlock)
 	}
-	if err := Verify(b); err != nil { // outside the lock: hashing is the slow part
+	if err := Verify(b); err != nil {
 		return fmt.Errorf("memory: put: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	return nil
+}
+
+// putLocked stores the verified block b unless it is held, and returns it
+// as held. Callers hold mu.
+func (m *Memory) putLocked(ctx context.Context, b Block) (*memBlock, error) {
 	if err := m.enter(ctx); err != nil {
-		return fmt.Errorf("memory: put %s: %w", CIDText(b.CID), err)
+		return nil, fmt.Errorf("memory: put %s: %w", CIDText(b.CID), err)
 	}
 	k := b.CID.KeyString()
-	if _, ok := m.blocks[k]; ok {
-		return nil
+	if held, ok := m.blocks[k]; ok {
+		return held, nil
 	}
 	size := uint64(len(b.Data))
 	if m.quota > 0 && m.used+size > m.quota {
-		return fmt.Errorf("memory: put %s: %d bytes with %d of %d used: %w",
+		return nil, fmt.Errorf("memory: put %s: %d bytes with %d of %d used: %w",
 			CIDText(b.CID), size, m.used, m.quota, ErrQuotaExceeded)
 	}
-	m.blocks[k] = &memBlock{cid: b.CID, data: b.Data}
+	mb := &memBlock{cid: b.CID, data: b.Data}
+	m.blocks[k] = mb
 	m.used += size
-	return nil
+	return mb, nil
 }
 
 // Delete implements BlockStore.
@@ -199,12 +214,18 @@ func (m *Memory) PutLeaf(ctx context.Context, leaf Leaf) error {
 	if !ok {
 		return fmt.Errorf("memory: put leaf %s[%d]: block %s: %w", CIDText(leaf.Tree), leaf.Index, CIDText(leaf.Block), ErrNotFound)
 	}
+	m.putLeafLocked(leaf, b)
+	return nil
+}
+
+// putLeafLocked records leaf, whose block b is held. Callers hold mu.
+func (m *Memory) putLeafLocked(leaf Leaf, b *memBlock) {
 	k := memLeafKey{leaf.Tree.KeyString(), leaf.Index}
 	old, held := m.leaves[k]
 	if held && old.block.Equals(leaf.Block) {
 		old.proof = bytes.Clone(leaf.Proof)
 		m.leaves[k] = old
-		return nil
+		return
 	}
 	if held {
 		m.release(old.block)
@@ -213,18 +234,26 @@ func (m *Memory) PutLeaf(ctx context.Context, leaf Leaf) error {
 	// Cloned because, unlike block data, proofs are not covered by the
 	// contract's no-modification rule.
 	m.leaves[k] = memLeaf{block: leaf.Block, proof: bytes.Clone(leaf.Proof)}
-	return nil
 }
 
-// PutLeafBlock implements BlockStore.
+// PutLeafBlock implements BlockStore: the block and its leaf under one
+// lock, so that the block is never held unreferenced, where a sweep of
+// unreferenced blocks could take it.
 func (m *Memory) PutLeafBlock(ctx context.Context, leaf Leaf, b Block) error {
 	if err := VerifyLeafBlock(leaf, b); err != nil {
 		return fmt.Errorf("memory: %w", err)
 	}
-	if err := m.Put(ctx, b); err != nil {
+	if err := m.verify(ctx, b); err != nil {
 		return err
 	}
-	return m.PutLeaf(ctx, leaf)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mb, err := m.putLocked(ctx, b)
+	if err != nil {
+		return err
+	}
+	m.putLeafLocked(leaf, mb)
+	return nil
 }
 
 // DeleteLeaf implements BlockStore. Deleting a leaf that is not held is not
@@ -295,81 +324,4 @@ func (m *Memory) Close() error {
 	m.closed = true
 	m.blocks, m.leaves, m.retention = nil, nil, nil
 	return nil
-}
-
-// memRetention is one retention record of the memory store.
-type memRetention struct {
-	cid cid.Cid
-	r   Retention
-}
-
-// GetRetention returns the retention record of dataset c (ErrNotFound
-// when there is none). See Retention.
-func (m *Memory) GetRetention(ctx context.Context, c cid.Cid) (Retention, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if err := m.enter(ctx); err != nil {
-		return Retention{}, fmt.Errorf("memory: get retention %s: %w", CIDText(c), err)
-	}
-	r, ok := m.retention[c.KeyString()]
-	if !ok {
-		return Retention{}, fmt.Errorf("memory: get retention %s: %w", CIDText(c), ErrNotFound)
-	}
-	return r.r, nil
-}
-
-// PutRetention records r for dataset c, replacing any record of it.
-func (m *Memory) PutRetention(ctx context.Context, c cid.Cid, r Retention) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.enter(ctx); err != nil {
-		return fmt.Errorf("memory: put retention %s: %w", CIDText(c), err)
-	}
-	r.LastAccess = retentionTime(r.LastAccess)
-	m.retention[c.KeyString()] = memRetention{cid: c, r: r}
-	return nil
-}
-
-// DeleteRetention removes the retention record of c; none is not an error.
-func (m *Memory) DeleteRetention(ctx context.Context, c cid.Cid) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.enter(ctx); err != nil {
-		return fmt.Errorf("memory: delete retention %s: %w", CIDText(c), err)
-	}
-	delete(m.retention, c.KeyString())
-	return nil
-}
-
-// ForEachRetention calls fn with every retention record, in no particular
-// order, and stops at fn's first error. fn runs without the lock held.
-func (m *Memory) ForEachRetention(ctx context.Context, fn func(cid.Cid, Retention) error) error {
-	m.mu.RLock()
-	if err := m.enter(ctx); err != nil {
-		m.mu.RUnlock()
-		return fmt.Errorf("memory: list retention: %w", err)
-	}
-	rs := make([]memRetention, 0, len(m.retention))
-	for _, r := range m.retention {
-		rs = append(rs, r)
-	}
-	m.mu.RUnlock()
-	for _, r := range rs {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("memory: list retention: %w", err)
-		}
-		if err := fn(r.cid, r.r); err != nil {
-			return fmt.Errorf("memory: list retention: %w", err)
-		}
-	}
-	return nil
-}
-
-// retentionTime is t as every store keeps it: to the millisecond, in UTC,
-// the zero time staying zero.
-func retentionTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return time.UnixMilli(t.UnixMilli()).UTC()
 }

@@ -86,6 +86,10 @@ type Usage struct {
 //   - DeleteLeaf removes a leaf and drops its reference; a block whose last
 //     reference goes away is deleted with it. Deleting a leaf not held is
 //     not an error.
+//   - DeleteTree removes every leaf of a tree, as DeleteLeaf does each, and
+//     reports how many it removed. It may commit in several steps, so a
+//     call that fails or is cancelled can leave some of them.
+//   - ForEachTree lists every tree with at least one leaf held.
 //   - Delete removes a block that no leaf references; a referenced block is
 //     kept (the call succeeds, the leaves still own it). Deleting what is not
 //     held is not an error.
@@ -104,6 +108,11 @@ type BlockStore interface {
 	// block exchange and the decoder keep each block of a dataset.
 	PutLeafBlock(ctx context.Context, leaf Leaf, b Block) error
 	DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) error
+	// DeleteTree and ForEachTree let the node reclaim the leaves of trees
+	// no dataset names any more (an interrupted upload, a removed dataset)
+	// without knowing how many leaves each has.
+	DeleteTree(ctx context.Context, tree cid.Cid) (int, error)
+	ForEachTree(ctx context.Context, fn func(tree cid.Cid) error) error
 
 	// ForEach calls fn with the CID of every block of the given codec held,
 	// in no particular order, and stops at fn's first error.

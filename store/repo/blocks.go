@@ -107,7 +107,7 @@ func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
 // its record dead in the pack, counted as such by the pack's record. The
 // block is never held without its record.
 func (s *Store) Put(ctx context.Context, b store.Block) error {
-	return s.put(ctx, b, nil)
+	return s.put(ctx, b, nil, nil)
 }
 
 // PutLeafBlock implements store.BlockStore: Put's sequence, with the leaf
@@ -118,12 +118,16 @@ func (s *Store) PutLeafBlock(ctx context.Context, leaf store.Leaf, b store.Block
 	if err := store.VerifyLeafBlock(leaf, b); err != nil {
 		return fmt.Errorf("repo: %w", err)
 	}
-	return s.put(ctx, b, &leaf)
+	return s.put(ctx, b, &leaf, nil)
 }
 
-// put stores b and, unless leaf is nil, records leaf, which names b.
-func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf) error {
+// put stores b and, unless leaf is nil, records leaf, which names b; unless
+// rec is nil, b is a manifest and rec its dataset record, committed with it.
+func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf, rec *store.Retention) error {
 	fail := func(err error) error {
+		if rec != nil {
+			return fmt.Errorf("repo: put dataset %s: %w", store.CIDText(b.CID), err)
+		}
 		if leaf != nil {
 			return fmt.Errorf("repo: put leaf %s[%d]: %w", store.CIDText(leaf.Tree), leaf.Index, err)
 		}
@@ -150,6 +154,11 @@ func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf) error 
 	} else if held, err := s.db.Has(ik, nil); err != nil {
 		return fail(dbErr(err))
 	} else if held {
+		if rec != nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.putRecord(b.CID, *rec, fail)
+		}
 		return nil
 	}
 
@@ -176,7 +185,7 @@ func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf) error 
 
 	s.mu.Lock()
 	if err == nil {
-		err = s.commitPut(b.CID, ik, blockIndex{size: size, pack: p.n, off: off}, leaf)
+		err = s.commitPut(b.CID, ik, blockIndex{size: size, pack: p.n, off: off}, leaf, rec)
 	}
 	// Under mu with the commit, so that compaction never sees the pack
 	// without this record pending and without its entry.
@@ -198,8 +207,8 @@ func (s *Store) checkQuota(size uint64) error {
 }
 
 // commitPut makes the block whose record is appended at x held and, unless
-// leaf is nil, records leaf too. Callers hold mu.
-func (s *Store) commitPut(c cid.Cid, ik []byte, x blockIndex, leaf *store.Leaf) error {
+// they are nil, records leaf or the dataset record rec too. Callers hold mu.
+func (s *Store) commitPut(c cid.Cid, ik []byte, x blockIndex, leaf *store.Leaf, rec *store.Retention) error {
 	if s.closed.Load() {
 		return store.ErrClosed
 	}
@@ -211,12 +220,24 @@ func (s *Store) commitPut(c cid.Cid, ik []byte, x blockIndex, leaf *store.Leaf) 
 		if leaf != nil {
 			return s.putLeafLocked(*leaf)
 		}
+		if rec != nil {
+			ch := s.begin(new(change), new(leveldb.Batch))
+			if err := s.setRecord(ch, c, *rec); err != nil {
+				return err
+			}
+			return s.commit(ch)
+		}
 		return nil
 	}
 	if err := s.checkQuota(x.size); err != nil {
 		return err
 	}
 	ch := s.begin(&s.change, &s.batch)
+	if rec != nil {
+		if err := s.setRecord(ch, c, *rec); err != nil {
+			return err
+		}
+	}
 	if leaf != nil {
 		if _, err := s.setLeaf(ch, *leaf); err != nil {
 			return err

@@ -37,6 +37,12 @@ const (
 	// dataset without a record as pinned. Recount and Verify leave these
 	// keys alone.
 	prefixRetention = 'r'
+	// 'n' + tree CID + manifest CID → nothing: the record of that manifest
+	// names that tree. Written and removed in the same batch as the
+	// record, so that whether any dataset names a tree is one seek.
+	// Repositories written before it have none: the node rewrites their
+	// records with the tree, which adds them.
+	prefixTreeName = 'n'
 )
 
 var (
@@ -78,6 +84,10 @@ func leafKey(tree cid.Cid, index uint64) []byte {
 
 func retentionKey(c cid.Cid) []byte { return cidKey(prefixRetention, c) }
 
+func treeNameKey(tree, manifest cid.Cid) []byte {
+	return append(cidKey(prefixTreeName, tree), manifest.KeyString()...)
+}
+
 const retentionPinned = 1 << 0
 
 func encodeRetention(r store.Retention) []byte {
@@ -89,20 +99,33 @@ func encodeRetention(r store.Retention) []byte {
 	if !r.LastAccess.IsZero() && r.LastAccess.UnixMilli() > 0 {
 		ms = uint64(r.LastAccess.UnixMilli())
 	}
-	return binary.AppendUvarint(b, ms)
+	b = binary.AppendUvarint(b, ms)
+	if r.Tree.Defined() {
+		b = append(b, r.Tree.KeyString()...)
+	}
+	return b
 }
 
+// decodeRetention reads a record: flags, last access and, in records
+// written since trees were recorded, the tree CID's bytes to the end.
 func decodeRetention(v []byte) (store.Retention, error) {
 	if len(v) < 2 || v[0]&^retentionPinned != 0 {
 		return store.Retention{}, errBadRecord
 	}
-	var ms [1]uint64
-	if err := uvarints(v[1:], ms[:]); err != nil || ms[0] > math.MaxInt64 {
+	ms, n := binary.Uvarint(v[1:])
+	if n <= 0 || ms > math.MaxInt64 {
 		return store.Retention{}, errBadRecord
 	}
 	r := store.Retention{Pinned: v[0]&retentionPinned != 0}
-	if ms[0] > 0 {
-		r.LastAccess = time.UnixMilli(int64(ms[0])).UTC()
+	if rest := v[1+n:]; len(rest) > 0 {
+		t, err := cid.Cast(rest)
+		if err != nil {
+			return store.Retention{}, errBadRecord
+		}
+		r.Tree = t
+	}
+	if ms > 0 {
+		r.LastAccess = time.UnixMilli(int64(ms)).UTC()
 	}
 	return r, nil
 }

@@ -126,6 +126,26 @@ func checkConsistent(t *testing.T, s *Store) {
 			if _, err := decodeRetention(it.Value()); err != nil {
 				t.Errorf("retention record %x: %v", it.Key(), err)
 			}
+		case prefixTreeName:
+			// Each names a tree its manifest's record names.
+			n, tree, err := cid.CidFromBytes(it.Key()[1:])
+			if err != nil {
+				t.Errorf("tree key %x: %v", it.Key(), err)
+				continue
+			}
+			m, err := cid.Cast(it.Key()[1+n:])
+			if err != nil {
+				t.Errorf("tree key %x: %v", it.Key(), err)
+				continue
+			}
+			v, err := s.db.Get(retentionKey(m), nil)
+			if err != nil {
+				t.Errorf("tree key of %s without its record: %v", m, err)
+				continue
+			}
+			if r, err := decodeRetention(v); err != nil || !r.Tree.Equals(tree) {
+				t.Errorf("tree key of %s names %s, its record %+v (%v)", m, tree, r, err)
+			}
 		default:
 			t.Errorf("unknown key left: %x", it.Key())
 		}

@@ -24,7 +24,7 @@ type RetentionOpener func(t *testing.T, quotaBytes uint64) RetentionStore
 // RunRetention runs the conformance tests of retention records against
 // stores made by open.
 func RunRetention(t *testing.T, open RetentionOpener) {
-	for _, tc := range retentionCases {
+	for _, tc := range append(retentionCases, datasetCases...) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.run(t, open(t, tc.quota))
 		})

@@ -32,6 +32,7 @@ func Run(t *testing.T, open Opener) {
 	var cases []testCase
 	cases = append(cases, blockCases...)
 	cases = append(cases, leafCases...)
+	cases = append(cases, treeCases...)
 	cases = append(cases, listCases...)
 	cases = append(cases, lifecycleCases...)
 	cases = append(cases, concurrencyCases...)
