@@ -28,6 +28,8 @@ type FetchProgress struct {
 type fetchState struct {
 	total, fetched atomic.Uint64
 	started        time.Time
+	cancel         context.CancelCauseFunc
+	ended          chan struct{} // closed when its goroutine returns
 	mu             sync.Mutex
 	done           bool
 	err            error
@@ -61,23 +63,32 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 		n.fetch.mu.Unlock()
 		return d, nil // running or done already
 	}
-	fs := &fetchState{started: time.Now()}
+	ctx, cancel := context.WithCancelCause(n.ctx)
+	fs := &fetchState{started: time.Now(), cancel: cancel, ended: make(chan struct{})}
 	fs.total.Store(d.Manifest.Blocks())
 	n.fetch.m[c] = fs
 	n.fetch.wg.Add(1)
 	n.fetch.mu.Unlock()
 	inUse := n.uses.add(c) // not garbage collected while it is fetched
+	// What it stores is held until it ends, whatever readers come and go.
+	releaseTree := n.addTreeHold(d.Manifest.TreeCID)
 	go func() {
 		defer n.fetch.wg.Done()
+		defer close(fs.ended)
+		defer cancel(nil)
 		defer inUse()
+		defer releaseTree()
 		// Background: reads of this or any dataset go first.
-		err := n.fetchAll(store.Background(n.ctx), d, fs)
+		err := n.fetchAll(store.Background(ctx), d, fs)
 		if err == nil {
 			// Blocks rebuilt by decoding are stored in the background; the
 			// dataset is not fetched, nor announced, before they are. (A
 			// parity block nobody had may be missing: the file is whole.)
 			d.WaitStored()
-			err = n.checkComplete(n.ctx, c, d.Manifest, d.Manifest.DataBlocks())
+			err = n.checkComplete(ctx, c, d.Manifest, d.Manifest.DataBlocks())
+		}
+		if ctx.Err() != nil && context.Cause(ctx) != nil {
+			err = context.Cause(ctx)
 		}
 		fs.mu.Lock()
 		fs.done, fs.err, fs.finished = true, err, time.Now()
@@ -90,6 +101,27 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 		n.announce(c, d.Manifest.TreeCID)
 	}()
 	return d, nil
+}
+
+// errRemoved ends the background fetch of a dataset removed meanwhile.
+var errRemoved = errors.New("stopped: the dataset was removed")
+
+// stop ends the background fetch of c, if one runs, and waits until it has
+// stored its last block, so that removing the dataset next frees them all.
+func (f *fetches) stop(ctx context.Context, c cid.Cid) error {
+	f.mu.Lock()
+	fs := f.m[c]
+	f.mu.Unlock()
+	if fs == nil {
+		return nil
+	}
+	fs.cancel(errRemoved)
+	select {
+	case <-fs.ended:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for its background fetch to stop: %w", ctx.Err())
+	}
 }
 
 // forget drops the record of a finished fetch of a dataset no longer held,

@@ -69,8 +69,12 @@ func lowWatermark(quota uint64) uint64  { return quota - quota/5 }
 // GCResult is what one collection removed.
 type GCResult struct {
 	Removed []Collected
-	// BytesFreed is how much the store's usage dropped with the removals.
+	// BytesFreed is how much the store's usage dropped with the removals
+	// and the sweep.
 	BytesFreed uint64
+	// Unreferenced is the part of BytesFreed that no dataset needed: what
+	// an interrupted upload or fetch, or a removal cut short, left.
+	Unreferenced uint64
 }
 
 // Collected is one dataset a collection removed.
@@ -192,97 +196,130 @@ func (u *uses) forget(c cid.Cid) {
 	u.mu.Unlock()
 }
 
-// track ties a dataset the node opened to the collector: release ends the
-// hold the open took (Dataset.Close), every read holds the dataset again
-// while it runs and counts as an access. network says the reader fetches
-// missing blocks from peers; arrived, that its manifest came from the
-// network just now.
-func (n *Node) track(ctx context.Context, d *Dataset, release func(), network, arrived bool) {
-	d.release = release
+// track ties a dataset the node opened to the collector and to its tree:
+// release ends the hold the open took (Dataset.Close), every read holds
+// the dataset and its tree again while it runs and counts as an access.
+// network says the reader fetches missing blocks from peers; arrived, that
+// its manifest came from the network just now and is to be stored.
+func (n *Node) track(ctx context.Context, d *Dataset, release func(), network, arrived bool) error {
+	tree := d.Manifest.TreeCID
+	releaseTree, err := n.holdTree(ctx, tree)
+	if err != nil {
+		release()
+		return err
+	}
+	d.release = func() { releaseTree(); release() }
 	d.hold = func(ctx context.Context) (func(), error) {
 		r, err := n.uses.acquire(ctx, d.CID)
 		if err != nil {
 			return nil, err
 		}
+		rt, err := n.holdTree(ctx, tree)
+		if err != nil {
+			r()
+			return nil, err
+		}
 		n.accessed(ctx, d, network)
-		return r, nil
+		return func() { rt(); r() }, nil
 	}
 	if arrived {
-		n.arrived(ctx, d.CID)
-		return
+		n.arrived(ctx, d)
+		return nil
 	}
 	n.accessed(ctx, d, network)
+	return nil
 }
 
-// arrived records a dataset whose manifest came from the network as
-// cached, unless it has a record already (an upload of the same content
-// may have pinned it meanwhile).
-func (n *Node) arrived(ctx context.Context, c cid.Cid) {
+// arrived stores a manifest that came from the network with its record,
+// as a cached dataset, unless it has a record already (an upload of the
+// same content may have pinned it meanwhile). Should that fail (a full
+// store with nothing to collect), the reader still reads, from the
+// network: what it fetches is held only while it reads.
+func (n *Node) arrived(ctx context.Context, d *Dataset) {
 	now := n.now()
-	n.uses.due(c, now)
-	n.recMu.Lock()
-	defer n.recMu.Unlock()
-	_, err := n.ret.GetRetention(ctx, c)
-	if errors.Is(err, store.ErrNotFound) {
-		err = n.ret.PutRetention(ctx, c, store.Retention{LastAccess: now})
-	}
+	n.uses.due(d.CID, now)
+	err := n.putDataset(ctx, d.mblock, store.Retention{LastAccess: now, Tree: d.Manifest.TreeCID}, true)
 	if err != nil && ctx.Err() == nil {
-		n.log.Warn("record dataset as cached", "cid", store.CIDText(c), "err", err)
+		n.log.Warn("keep a dataset read from the network as cached", "cid", store.CIDText(d.CID), "err", err)
 	}
+}
+
+// putDataset stores manifest b with its record r in one commit (unless
+// onlyNew and the dataset has a record already), collecting cached
+// datasets to make room when the store is full.
+func (n *Node) putDataset(ctx context.Context, b store.Block, r store.Retention, onlyNew bool) error {
+	put := func() error {
+		n.recMu.Lock()
+		defer n.recMu.Unlock()
+		if onlyNew {
+			if _, err := n.ret.GetRetention(ctx, b.CID); !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		return n.ret.PutDataset(ctx, b, r)
+	}
+	// Not under recMu: a collection removes datasets, which takes it.
+	err := put()
+	if errors.Is(err, store.ErrQuotaExceeded) && n.reclaim(ctx, uint64(len(b.Data))) {
+		err = put()
+	}
+	return err
 }
 
 // accessed records a read of d, at most once per accessInterval. A
 // network reader of a dataset that was removed while it was open (by the
-// collector between two reads, or by `rm`) brings the manifest back as a
-// cached dataset: the blocks it reads now land in the store again, and
-// must belong to a listed dataset rather than stay unaccounted for.
+// collector between two reads of the mount's reader, which holds the
+// dataset only while each read runs, or by `rm`) brings the manifest back
+// as a cached dataset: reading a CID through the mount or a stream keeps
+// it, as the first read did.
 func (n *Node) accessed(ctx context.Context, d *Dataset, network bool) {
 	now := n.now()
 	if !n.uses.due(d.CID, now) {
 		return
 	}
 	n.recMu.Lock()
-	defer n.recMu.Unlock()
 	r, err := n.ret.GetRetention(ctx, d.CID)
-	switch {
-	case err == nil:
-		if r.Pinned || !now.After(r.LastAccess) {
-			return
-		}
+	if err == nil && !r.Pinned && now.After(r.LastAccess) {
 		r.LastAccess = now
 		err = n.ret.PutRetention(ctx, d.CID, r)
-	case errors.Is(err, store.ErrNotFound) && network:
-		var held bool
-		if held, err = n.store.Has(ctx, d.CID); err != nil || held {
-			break // held without a record: from before records, pinned
+	}
+	n.recMu.Unlock()
+	if errors.Is(err, store.ErrNotFound) {
+		err = nil
+		if network {
+			err = n.putDataset(ctx, d.mblock, store.Retention{LastAccess: now, Tree: d.Manifest.TreeCID}, true)
+			if err == nil {
+				n.log.Info("dataset read again after it was removed; kept as cached", "cid", store.CIDText(d.CID))
+			}
 		}
-		if err = n.store.Put(ctx, d.mblock); err == nil {
-			err = n.ret.PutRetention(ctx, d.CID, store.Retention{LastAccess: now})
-			n.log.Info("dataset read again after it was removed; kept as cached", "cid", store.CIDText(d.CID))
-		}
-	case errors.Is(err, store.ErrNotFound):
-		err = nil // a local reader of a dataset from before records
 	}
 	if err != nil && ctx.Err() == nil {
 		n.log.Warn("record dataset access", "cid", store.CIDText(d.CID), "err", err)
 	}
 }
 
-func (n *Node) setRetention(ctx context.Context, c cid.Cid, r store.Retention) error {
+// updateRecord changes the record of dataset c with change; a dataset
+// without one is not held (store.ErrNotFound).
+func (n *Node) updateRecord(ctx context.Context, c cid.Cid, change func(*store.Retention)) error {
 	n.recMu.Lock()
 	defer n.recMu.Unlock()
 	n.uses.due(c, n.now())
+	r, err := n.ret.GetRetention(ctx, c)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("not held locally: %w", err)
+	}
+	if err != nil {
+		return err
+	}
+	change(&r)
 	return n.ret.PutRetention(ctx, c, r)
 }
 
-// forget drops what the node keeps about a dataset it no longer holds.
-func (n *Node) forget(ctx context.Context, c cid.Cid) error {
-	n.recMu.Lock()
-	err := n.ret.DeleteRetention(ctx, c)
-	n.recMu.Unlock()
+// forget drops what the node keeps in memory about a dataset it no longer
+// holds.
+func (n *Node) forget(c cid.Cid) {
 	n.uses.forget(c)
 	n.fetch.forget(c)
-	return err
 }
 
 // PinResult says what Pin found.
@@ -309,17 +346,11 @@ func (n *Node) Pin(ctx context.Context, c cid.Cid) (PinResult, error) {
 	}
 	if local {
 		r, err := n.ret.GetRetention(ctx, c)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err != nil {
 			return PinResult{}, fmt.Errorf("pin %s: %w", store.CIDText(c), err)
 		}
-		if err != nil || r.Pinned {
-			// Pinned already, explicitly or as a dataset from before
-			// records (which gets its record now): complete, as
-			// uploads are.
-			if err := n.setRetention(ctx, c, store.Retention{Pinned: true, LastAccess: r.LastAccess}); err != nil {
-				return PinResult{}, fmt.Errorf("pin %s: %w", store.CIDText(c), err)
-			}
-			return PinResult{Local: true}, nil
+		if r.Pinned {
+			return PinResult{Local: true}, nil // complete, as uploads are
 		}
 	}
 	// A cached dataset may hold only the blocks someone read; pinning
@@ -329,7 +360,8 @@ func (n *Node) Pin(ctx context.Context, c cid.Cid) (PinResult, error) {
 		return PinResult{}, fmt.Errorf("pin %s: %w", store.CIDText(c), err)
 	}
 	defer d.Close()
-	if err := n.setRetention(ctx, c, store.Retention{Pinned: true, LastAccess: n.now()}); err != nil {
+	now := n.now()
+	if err := n.updateRecord(ctx, c, func(r *store.Retention) { r.Pinned, r.LastAccess = true, now }); err != nil {
 		return PinResult{}, fmt.Errorf("pin %s: %w", store.CIDText(c), err)
 	}
 	n.log.Info("pinned", "cid", store.CIDText(c), "local", local)
@@ -344,14 +376,8 @@ func (n *Node) Unpin(ctx context.Context, c cid.Cid) error {
 		return fmt.Errorf("unpin %s: %w", store.CIDText(c), err)
 	}
 	defer release()
-	held, err := n.store.Has(ctx, c)
-	if err == nil && !held {
-		err = fmt.Errorf("not held locally: %w", store.ErrNotFound)
-	}
-	if err == nil {
-		err = n.setRetention(ctx, c, store.Retention{LastAccess: n.now()})
-	}
-	if err != nil {
+	now := n.now()
+	if err := n.updateRecord(ctx, c, func(r *store.Retention) { r.Pinned, r.LastAccess = false, now }); err != nil {
 		return fmt.Errorf("unpin %s: %w", store.CIDText(c), err)
 	}
 	n.log.Info("unpinned", "cid", store.CIDText(c))
@@ -361,9 +387,26 @@ func (n *Node) Unpin(ctx context.Context, c cid.Cid) error {
 // GC runs a collection now (see the top of this file) and, when it freed
 // anything, compacts the store so that the disk space is reclaimed too.
 func (n *Node) GC(ctx context.Context) (GCResult, error) {
+	return n.gc(ctx, true)
+}
+
+// gc is GC; blocks also sweeps unreferenced blocks, which only earlier
+// versions left (see sweepTrees), so the collection loop does not.
+func (n *Node) gc(ctx context.Context, blocks bool) (GCResult, error) {
 	res, err := n.collect(ctx, 0, "gc")
-	if err != nil || len(res.Removed) == 0 {
+	if err != nil {
 		return res, err
+	}
+	if blocks {
+		freed, err := n.freed(ctx, func() error { return n.sweepTrees(ctx, true) })
+		res.Unreferenced += freed
+		res.BytesFreed += freed
+		if err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+	}
+	if res.BytesFreed == 0 {
+		return res, nil
 	}
 	if c, ok := n.store.(compacter); ok {
 		if err := c.Compact(ctx); err != nil {
@@ -391,10 +434,24 @@ func (n *Node) gcLoop(interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		if _, err := n.GC(n.ctx); err != nil && n.ctx.Err() == nil {
+		if _, err := n.gc(n.ctx, false); err != nil && n.ctx.Err() == nil {
 			n.log.Warn("garbage collection failed", "err", err)
 		}
 	}
+}
+
+// freed runs sweep and reports how much the store's usage dropped.
+func (n *Node) freed(ctx context.Context, sweep func() error) (uint64, error) {
+	before, err := n.store.Usage(ctx)
+	if err != nil {
+		return 0, err
+	}
+	err = sweep()
+	after, uerr := n.store.Usage(ctx)
+	if uerr != nil || after.UsedBytes >= before.UsedBytes {
+		return 0, errors.Join(err, uerr)
+	}
+	return before.UsedBytes - after.UsedBytes, err
 }
 
 // candidate is a cached dataset the collector may remove.
@@ -409,6 +466,13 @@ func (n *Node) collect(ctx context.Context, need uint64, trigger string) (GCResu
 	defer n.gcMu.Unlock()
 	n.gcStats.runs.Add(1)
 	var res GCResult
+	// Trees nobody needs first: their space is free to take before any
+	// cached dataset's.
+	freed, err := n.freed(ctx, func() error { return n.sweepTrees(ctx, false) })
+	res.Unreferenced, res.BytesFreed = freed, freed
+	if err != nil {
+		return res, fmt.Errorf("gc: %w", err)
+	}
 	cands, err := n.candidates(ctx)
 	if err != nil {
 		return res, fmt.Errorf("gc: %w", err)
@@ -452,8 +516,8 @@ func (n *Node) collect(ctx context.Context, need uint64, trigger string) (GCResu
 				"used", u.UsedBytes, "need", need, "quota", q, "trigger", trigger)
 		}
 	}
-	if len(res.Removed) > 0 {
-		n.log.Info("gc: collected", "trigger", trigger, "datasets", len(res.Removed), "bytes", res.BytesFreed)
+	if len(res.Removed) > 0 || res.Unreferenced > 0 {
+		n.log.Info("gc: collected", "trigger", trigger, "datasets", len(res.Removed), "bytes", res.BytesFreed, "unreferenced", res.Unreferenced)
 	} else {
 		n.log.Debug("gc: nothing to collect", "trigger", trigger, "cached", len(cands))
 	}
@@ -550,30 +614,26 @@ func (n *Node) remove(ctx context.Context, cd candidate, reason string, res *GCR
 	return true
 }
 
-// drop removes a dataset, for the collector and for Delete: its leaves
-// first, then its manifest and record, so that an interrupted removal
-// leaves a smaller dataset, still listed (and collected or deleted next
-// time), rather than blocks no dataset names. Blocks other datasets
-// reference stay.
+// drop removes a dataset, for the collector and for Delete. Its manifest
+// and record go in one commit: from then on the dataset is gone, whole.
+// Its tree's leaves go next, unless another dataset names the tree or work
+// holds it; should that step be cut short, the next sweep finishes it.
 func (n *Node) drop(ctx context.Context, c cid.Cid) error {
 	m, err := n.Manifest(ctx, c)
 	if err != nil {
 		return err
 	}
-	n.disc.Forget(c, m.TreeCID)
-	for i := uint64(0); i < m.Blocks(); i++ {
-		if err := n.store.DeleteLeaf(ctx, m.TreeCID, i); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("block %d: %w", i, err)
-		}
+	n.recMu.Lock()
+	err = n.ret.DeleteDataset(ctx, c)
+	n.recMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("manifest and record: %w", err)
 	}
-	if err := n.store.Delete(ctx, c); err != nil {
-		return fmt.Errorf("manifest: %w", err)
-	}
-	// An upload of the same content running meanwhile may have relied on
-	// blocks just deleted: it checks (see Upload).
-	n.gcGen.Add(1)
-	if err := n.forget(ctx, c); err != nil {
-		return fmt.Errorf("retention record: %w", err)
+	n.disc.Forget(c)
+	n.forget(c)
+	if _, err := n.sweepTree(ctx, m.TreeCID); err != nil && ctx.Err() == nil {
+		n.log.Warn("dataset removed; reclaiming its blocks failed, the next collection retries",
+			"cid", store.CIDText(c), "err", err)
 	}
 	return nil
 }
@@ -591,7 +651,7 @@ func (n *Node) reclaim(ctx context.Context, need uint64) bool {
 		return false
 	}
 	res, err := n.collect(ctx, need, "store full")
-	if err != nil || len(res.Removed) == 0 {
+	if err != nil || res.BytesFreed == 0 {
 		n.futile = n.now()
 		return false
 	}

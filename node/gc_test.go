@@ -36,13 +36,16 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// gcNode starts a node on dir with a real repository, unprotected 4 KiB
-// blocks (so sizes are easy to reason about) and a clock of the test's.
+// gcNode starts a node on dir with a real repository, 4 KiB blocks,
+// unprotected unless cfg sets EcK (so sizes are easy to reason about), and
+// a clock of the test's.
 func gcNode(t *testing.T, dir string, cfg Config) (*Node, *clock) {
 	t.Helper()
 	cfg.DataDir = dir
 	cfg.BlockSize = testBS
-	cfg.EcK, cfg.EcM = 2, 0
+	if cfg.EcK == 0 {
+		cfg.EcK, cfg.EcM = 2, 0
+	}
 	if cfg.FetchTimeout == 0 {
 		cfg.FetchTimeout = 20 * time.Second
 	}

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -91,11 +90,11 @@ type Node struct {
 	full      reclaimingStore  // the local store, collecting when it is full
 	now       func() time.Time // tests set a clock of their own
 	uses      uses
+	trees     treeHolds  // see trees.go
 	recMu     sync.Mutex // serialises changes of retention records
 	gcMu      sync.Mutex // one collection at a time
 	reclaimMu sync.Mutex
-	futile    time.Time     // under reclaimMu: when a reclaim last freed nothing
-	gcGen     atomic.Uint64 // datasets ever collected, for Upload
+	futile    time.Time // under reclaimMu: when a reclaim last freed nothing
 	gcStats   gcCounters
 	bg        sync.WaitGroup // the collection loop
 }
@@ -142,6 +141,7 @@ func New(cfg Config) (n *Node, err error) {
 	n = &Node{cfg: cfg, log: cfg.Logger, store: st, id: id, ret: st, now: time.Now}
 	n.full = reclaimingStore{BlockStore: st, n: n}
 	n.uses.init()
+	n.trees.init()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -168,6 +168,11 @@ func New(cfg Config) (n *Node, err error) {
 	n.fetch.init()
 	n.blocks = newBlockCache(blockCacheBytes)
 
+	// Before anything reads or writes: what a crash or an earlier version
+	// left is set right, and what no dataset needs is freed.
+	if err := n.reconcile(n.ctx); err != nil {
+		return nil, fmt.Errorf("node: check the store's datasets: %w", err)
+	}
 	entries, err := n.List(n.ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -236,33 +241,31 @@ func (n *Node) DataDir() string { return n.cfg.DataDir }
 // parameters, pins it, and returns the manifest CID. A full store makes
 // room by collecting cached datasets.
 func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error) {
-	gen := n.gcGen.Load()
-	c, m, err := uploadDataset(ctx, n.full, r, UploadOptions{
+	u := &uploader{st: n.full, keep: n, commit: n.commitUpload}
+	c, m, err := uploadDataset(ctx, u, r, UploadOptions{
 		Filename: filename, Mimetype: mimetype,
 		BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
 	})
 	if err != nil {
 		return cid.Undef, err
 	}
-	release, err := n.uses.acquire(ctx, c)
-	if err != nil {
-		return cid.Undef, fmt.Errorf("upload: %w", err)
-	}
-	defer release()
-	if n.gcGen.Load() != gen {
-		// The upload stores nothing that is held already. If that was a
-		// cached copy of the same dataset and the collector removed it
-		// meanwhile, what the upload relied on may be gone.
-		if err := n.checkComplete(ctx, c, m, m.Blocks()); err != nil {
-			return cid.Undef, fmt.Errorf("upload: a garbage collection removed part of it meanwhile, upload it again: %w", err)
-		}
-	}
-	if err := n.setRetention(ctx, c, store.Retention{Pinned: true, LastAccess: n.now()}); err != nil {
-		return cid.Undef, fmt.Errorf("upload: pin: %w", err)
-	}
 	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", filename)
 	n.announce(c, m.TreeCID)
 	return c, nil
+}
+
+// commitUpload stores an upload's manifest with its pinned record: the
+// dataset exists from this one commit on, whole (its tree is held until
+// then, see Upload).
+func (n *Node) commitUpload(ctx context.Context, mb store.Block, m *manifest.Manifest) error {
+	// Waits while the collector removes a cached copy of the very same
+	// dataset, which would otherwise delete the manifest just stored.
+	release, err := n.uses.acquire(ctx, mb.CID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return n.putDataset(ctx, mb, store.Retention{Pinned: true, LastAccess: n.now(), Tree: m.TreeCID}, false)
 }
 
 // Open prepares a reader over dataset c, wherever on the network it is:
@@ -291,7 +294,9 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	d.log = n.log
 	d.life = n.ctx
 	d.counters = &n.reads
-	n.track(ctx, d, release, true, !held)
+	if err := n.track(ctx, d, release, true, !held); err != nil {
+		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
+	}
 	return d, nil
 }
 
@@ -367,10 +372,12 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 	return out, nil
 }
 
-// Delete drops dataset c from the local store (see drop: the leaves first,
-// so that an interrupted delete leaves a smaller dataset, still listed,
-// rather than blocks nothing names). Blocks shared with other datasets stay.
+// Delete drops dataset c from the local store, stopping its background
+// fetch first (see drop). Blocks and leaves that other datasets need stay.
 func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
+	if err := n.fetch.stop(ctx, c); err != nil {
+		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
+	}
 	if err := n.drop(ctx, c); err != nil {
 		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
 	}
@@ -393,7 +400,9 @@ func (n *Node) OpenLocal(ctx context.Context, c cid.Cid) (*Dataset, error) {
 		release()
 		return nil, err
 	}
-	n.track(ctx, d, release, false, false)
+	if err := n.track(ctx, d, release, false, false); err != nil {
+		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
+	}
 	return d, nil
 }
 

@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -32,11 +34,33 @@ const manifestVersion = 2
 
 // uploader carries the state of one upload so that a failure at any step can
 // undo exactly what this upload added and nothing else.
+//
+// Every block goes into the store as a leaf of a staging tree of the
+// upload's own (a random CID no dataset names), so that from the moment it
+// is stored it is referenced: by this upload, whatever other uploads or
+// datasets hold the same block. The real tree's leaves follow once all
+// blocks are hashed, then the manifest, and the staging tree goes last. A
+// failed upload drops its staging tree, which frees just the blocks nobody
+// else references; a crash leaves it for the node to sweep (trees.go).
 type uploader struct {
 	st        store.BlockStore
 	blockSize uint64
-	added     []cid.Cid // blocks this upload put that were not held before
-	leaves    []store.Leaf
+	// keep is how the node holds the trees the upload writes until it is
+	// done with them; nil for an upload into a bare store.
+	keep treeKeeper
+	// commit stores the manifest; nil: st.Put.
+	commit  func(ctx context.Context, mb store.Block, m *manifest.Manifest) error
+	staging cid.Cid
+	staged  uint64
+	// leaves lists, for an upload into a bare store, the real tree's
+	// leaves it added, which its rollback deletes.
+	leaves   []store.Leaf
+	releases []func()
+}
+
+// treeKeeper holds trees against the node's sweeps (trees.go).
+type treeKeeper interface {
+	holdTree(ctx context.Context, tree cid.Cid) (release func(), err error)
 }
 
 // Upload cuts r into blocks, protects them with Reed-Solomon parity in
@@ -47,22 +71,53 @@ type uploader struct {
 // cancelled context, a full quota — everything this upload stored is removed
 // again, so no half dataset is left behind.
 func Upload(ctx context.Context, st store.BlockStore, r io.Reader, opts UploadOptions) (cid.Cid, error) {
-	c, _, err := uploadDataset(ctx, st, r, opts)
+	c, _, err := uploadDataset(ctx, &uploader{st: st}, r, opts)
 	return c, err
 }
 
-// uploadDataset is Upload that also hands back the manifest it wrote.
-func uploadDataset(ctx context.Context, st store.BlockStore, r io.Reader, opts UploadOptions) (cid.Cid, *manifest.Manifest, error) {
+// uploadDataset runs the upload u describes and hands back the manifest it
+// wrote too.
+func uploadDataset(ctx context.Context, u *uploader, r io.Reader, opts UploadOptions) (cid.Cid, *manifest.Manifest, error) {
 	if opts.BlockSize == 0 || opts.BlockSize%64 != 0 {
 		return cid.Undef, nil, fmt.Errorf("upload: block size %d is not a positive multiple of 64", opts.BlockSize)
 	}
-	u := &uploader{st: st, blockSize: opts.BlockSize}
-	c, m, err := u.run(ctx, r, opts)
+	u.blockSize = opts.BlockSize
+	staging, err := newStagingTree()
 	if err != nil {
-		u.rollback()
+		return cid.Undef, nil, fmt.Errorf("upload: %w", err)
+	}
+	if err := u.hold(ctx, staging); err != nil {
+		return cid.Undef, nil, fmt.Errorf("upload: %w", err)
+	}
+	u.staging = staging
+	c, m, err := u.run(ctx, r, opts)
+	u.finish(err != nil)
+	if err != nil {
 		return cid.Undef, nil, fmt.Errorf("upload: %w", err)
 	}
 	return c, m, nil
+}
+
+// newStagingTree is a CID no dataset's tree can have: the hash of random
+// bytes, as a tree CID so that it sorts and sweeps as trees do.
+func newStagingTree() (cid.Cid, error) {
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		return cid.Undef, fmt.Errorf("staging tree: %w", err)
+	}
+	return store.NewBlock(store.CodecRoot, append([]byte("meshfs upload staging "), nonce...)).CID, nil
+}
+
+func (u *uploader) hold(ctx context.Context, tree cid.Cid) error {
+	if u.keep == nil {
+		return nil
+	}
+	release, err := u.keep.holdTree(ctx, tree)
+	if err != nil {
+		return err
+	}
+	u.releases = append(u.releases, release)
+	return nil
 }
 
 func (u *uploader) run(ctx context.Context, r io.Reader, opts UploadOptions) (cid.Cid, *manifest.Manifest, error) {
@@ -107,6 +162,12 @@ func (u *uploader) run(ctx context.Context, r io.Reader, opts UploadOptions) (ci
 		}
 		m.TreeCID = tree.CID()
 	}
+	// Held from before its first leaf until the manifest names it, so
+	// that no sweep takes leaves this upload counts on, be they its own or
+	// those of a dataset of the same bytes removed meanwhile.
+	if err := u.hold(ctx, tree.CID()); err != nil {
+		return cid.Undef, nil, err
+	}
 	if err := u.putLeaves(ctx, tree, digests); err != nil {
 		return cid.Undef, nil, err
 	}
@@ -115,8 +176,13 @@ func (u *uploader) run(ctx context.Context, r io.Reader, opts UploadOptions) (ci
 		return cid.Undef, nil, err
 	}
 	// The manifest goes last: a dataset is listed once its manifest is held,
-	// so a crash before this point leaves no dataset, only unreferenced blocks.
-	if err := u.put(ctx, mb); err != nil {
+	// so a crash before this point leaves no dataset, only trees no
+	// dataset names, which the node sweeps.
+	commit := u.commit
+	if commit == nil {
+		commit = func(ctx context.Context, mb store.Block, _ *manifest.Manifest) error { return u.st.Put(ctx, mb) }
+	}
+	if err := commit(ctx, mb, m); err != nil {
 		return cid.Undef, nil, fmt.Errorf("store manifest: %w", err)
 	}
 	return mb.CID, m, nil
@@ -236,54 +302,61 @@ func (u *uploader) putLeaves(ctx context.Context, tree *merkle.Tree, digests []m
 			return fmt.Errorf("proof of leaf %d: %w", i, err)
 		}
 		leaf := store.Leaf{Tree: treeCID, Index: uint64(i), Block: store.CIDFromDigest(store.CodecBlock, d), Proof: p.Marshal()}
-		// The same bytes uploaded before give the same tree: its leaves
-		// belong to the earlier dataset and must survive our rollback.
-		had, err := u.st.HasLeaf(ctx, treeCID, leaf.Index)
-		if err != nil {
-			return err
-		}
-		if had {
-			continue
+		// Written even when held: the leaf it rewrites is the same. In a
+		// bare store, a leaf held before belongs to an earlier dataset of
+		// the same bytes and must survive our rollback.
+		if u.keep == nil {
+			had, err := u.st.HasLeaf(ctx, treeCID, leaf.Index)
+			if err != nil {
+				return err
+			}
+			if had {
+				continue
+			}
+			u.leaves = append(u.leaves, leaf)
 		}
 		if err := u.st.PutLeaf(ctx, leaf); err != nil {
 			return fmt.Errorf("store leaf %d: %w", i, err)
 		}
-		u.leaves = append(u.leaves, leaf)
 	}
 	return nil
 }
 
-// put stores b and remembers it for rollback when it was not held before.
+// put stores b as the next leaf of the staging tree: a reference of this
+// upload's own, whether or not the block was held before.
 func (u *uploader) put(ctx context.Context, b store.Block) error {
-	had, err := u.st.Has(ctx, b.CID)
-	if err != nil {
+	leaf := store.Leaf{Tree: u.staging, Index: u.staged, Block: b.CID}
+	if err := u.st.PutLeafBlock(ctx, leaf, b); err != nil {
 		return err
 	}
-	if had {
-		return nil
-	}
-	if err := u.st.Put(ctx, b); err != nil {
-		return err
-	}
-	u.added = append(u.added, b.CID)
+	u.staged++
 	return nil
 }
 
-// rollback removes what a failed upload stored. It runs on its own context
-// because the upload's may be the reason for the failure.
-func (u *uploader) rollback() {
+// finish drops the staging tree, and after a failure what else the upload
+// added, then lets go of the trees it held, which sweeps the real tree too
+// unless a dataset names it. It runs on its own context because the
+// upload's may be the reason for the failure.
+func (u *uploader) finish(failed bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var errs []error
-	for _, l := range u.leaves {
-		errs = append(errs, u.st.DeleteLeaf(ctx, l.Tree, l.Index))
+	if failed {
+		for _, l := range u.leaves {
+			errs = append(errs, u.st.DeleteLeaf(ctx, l.Tree, l.Index))
+		}
 	}
-	for _, c := range u.added {
-		errs = append(errs, u.st.Delete(ctx, c))
+	if u.staging.Defined() {
+		_, err := u.st.DeleteTree(ctx, u.staging)
+		errs = append(errs, err)
+	}
+	for _, release := range slices.Backward(u.releases) {
+		release()
 	}
 	if err := errors.Join(errs...); err != nil {
-		// Leftovers are unreferenced blocks: harmless for correctness and
-		// swept by garbage collection, so the upload's own error wins.
-		slog.Default().Warn("rollback of failed upload incomplete", "err", err)
+		// Leftovers are leaves of trees no dataset names: harmless for
+		// correctness and swept by the node, so the upload's own
+		// outcome wins.
+		slog.Default().Warn("upload: dropping its staging leaves incomplete", "failed", failed, "err", err)
 	}
 }

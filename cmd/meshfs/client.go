@@ -377,9 +377,10 @@ func (c *client) Unpin(ctx context.Context, cid string) error {
 
 // gcResult is POST /gc's answer.
 type gcResult struct {
-	DatasetsRemoved int         `json:"datasetsRemoved"`
-	BytesFreed      json.Number `json:"bytesFreed"`
-	Removed         []struct {
+	DatasetsRemoved        int         `json:"datasetsRemoved"`
+	BytesFreed             json.Number `json:"bytesFreed"`
+	UnreferencedBytesFreed json.Number `json:"unreferencedBytesFreed"`
+	Removed                []struct {
 		CID    string      `json:"cid"`
 		Reason string      `json:"reason"`
 		Bytes  json.Number `json:"bytes"`

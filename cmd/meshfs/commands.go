@@ -536,8 +536,10 @@ func (a *app) newGCCmd() *cobra.Command {
 		Long: `Run a garbage collection on the daemon now, as it does every --gc-interval:
 remove cached (unpinned) datasets nobody read for --cache-ttl and, when the
 store is above 90% of its quota, the least recently used ones until it is
-below 80%. Pinned datasets and datasets being read stay. Prints one line per
-removed dataset (CID, bytes freed, why), then the totals.`,
+below 80%. Pinned datasets and datasets being read stay. Also frees what no
+dataset needs: blocks left by an upload or fetch that was interrupted (a
+crash, a client gone, a full quota). Prints one line per removed dataset
+(CID, bytes freed, why), then the totals.`,
 		Args: exactArgs(0, "no arguments"),
 	}
 	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, _ []string) error {
@@ -555,6 +557,9 @@ removed dataset (CID, bytes freed, why), then the totals.`,
 		noun := "datasets"
 		if g.DatasetsRemoved == 1 {
 			noun = "dataset"
+		}
+		if u := jsonUint(g.UnreferencedBytesFreed); u > 0 {
+			fmt.Fprintf(a.stdout, "freed %s no dataset needed (left by an interrupted upload or fetch)\n", formatSize(u))
 		}
 		_, err = fmt.Fprintf(a.stdout, "%d %s removed, %s freed\n", g.DatasetsRemoved, noun, formatSize(jsonUint(g.BytesFreed)))
 		return err

@@ -640,9 +640,12 @@ func (s *Server) unpin(w http.ResponseWriter, r *http.Request) {
 
 // gcJSON is POST /gc's answer.
 type gcJSON struct {
-	DatasetsRemoved int             `json:"datasetsRemoved"`
-	BytesFreed      uint64          `json:"bytesFreed"`
-	Removed         []collectedJSON `json:"removed"`
+	DatasetsRemoved int    `json:"datasetsRemoved"`
+	BytesFreed      uint64 `json:"bytesFreed"`
+	// UnreferencedBytesFreed is the part of BytesFreed that no dataset
+	// needed (what an interrupted upload or fetch left).
+	UnreferencedBytesFreed uint64          `json:"unreferencedBytesFreed"`
+	Removed                []collectedJSON `json:"removed"`
 }
 
 type collectedJSON struct {
@@ -659,7 +662,7 @@ func (s *Server) gc(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, status(err), err)
 		return
 	}
-	out := gcJSON{DatasetsRemoved: len(res.Removed), BytesFreed: res.BytesFreed, Removed: []collectedJSON{}}
+	out := gcJSON{DatasetsRemoved: len(res.Removed), BytesFreed: res.BytesFreed, UnreferencedBytesFreed: res.Unreferenced, Removed: []collectedJSON{}}
 	for _, c := range res.Removed {
 		out.Removed = append(out.Removed, collectedJSON{CID: store.CIDText(c.CID), Reason: c.Reason, Bytes: c.Bytes, LastAccess: c.LastAccess})
 	}

@@ -1,0 +1,280 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/node/manifest"
+	"github.com/meshfs/meshfs/store"
+)
+
+// protectedNode is gcNode with erasure coding, so that parity blocks and
+// padding are part of what must survive.
+func protectedNode(t *testing.T, dir string, cfg Config) (*Node, *clock) {
+	t.Helper()
+	cfg.EcK, cfg.EcM = 2, 1
+	return gcNode(t, dir, cfg)
+}
+
+// uploadNamed uploads data under filename.
+func uploadNamed(t *testing.T, n *Node, data []byte, filename string) cid.Cid {
+	t.Helper()
+	c, err := n.Upload(t.Context(), bytes.NewReader(data), filename, "")
+	if err != nil {
+		t.Fatalf("upload %s: %v", filename, err)
+	}
+	return c
+}
+
+// readLocal reads dataset c from the local store alone and checks its bytes.
+func readLocal(t *testing.T, n *Node, c cid.Cid, want []byte) {
+	t.Helper()
+	d, err := n.OpenLocal(t.Context(), c)
+	if err != nil {
+		t.Fatalf("open %s: %v", c, err)
+	}
+	defer d.Close()
+	got, err := io.ReadAll(d.Reader(t.Context()))
+	if err != nil {
+		t.Fatalf("read %s: %v", c, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %s: %d bytes differing from the %d uploaded", c, len(got), len(want))
+	}
+}
+
+// oracleUsage is what a store holding exactly these datasets uses: they are
+// uploaded into a fresh memory store with the node's options.
+func oracleUsage(t *testing.T, n *Node, datasets map[string][]byte) uint64 {
+	t.Helper()
+	st := store.NewMemory(0)
+	for name, data := range datasets {
+		if _, err := Upload(t.Context(), st, bytes.NewReader(data), UploadOptions{
+			Filename: name, BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := st.Usage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.UsedBytes
+}
+
+// The same bytes under two names are two datasets over one tree: removing
+// either leaves the other whole, also once the node restarts, and the
+// store then uses what the one left needs.
+func TestRemoveTwinKeepsSharedTree(t *testing.T) {
+	for _, removeFirst := range []bool{true, false} {
+		t.Run(map[bool]string{true: "first", false: "second"}[removeFirst], func(t *testing.T) {
+			dir := t.TempDir()
+			n, _ := protectedNode(t, dir, Config{})
+			data := randomBytes(21, 11*testBS+100)
+			f, g := uploadNamed(t, n, data, "f"), uploadNamed(t, n, data, "g")
+			if f.Equals(g) {
+				t.Fatal("two names gave one manifest CID")
+			}
+			gone, kept, keptName := f, g, "g"
+			if !removeFirst {
+				gone, kept, keptName = g, f, "f"
+			}
+			if err := n.Delete(t.Context(), gone); err != nil {
+				t.Fatal(err)
+			}
+			readLocal(t, n, kept, data)
+			if got := listed(t, n); len(got) != 1 || !got[kept] {
+				t.Fatalf("held after removing one twin: %v; want only %s, pinned", got, kept)
+			}
+			want := oracleUsage(t, n, map[string][]byte{keptName: data})
+			if u := used(t, n); u != want {
+				t.Fatalf("%d bytes used; the dataset left needs %d", u, want)
+			}
+			if err := n.Close(); err != nil {
+				t.Fatal(err)
+			}
+			n, _ = protectedNode(t, dir, Config{})
+			readLocal(t, n, kept, data)
+			if u := used(t, n); u != want {
+				t.Fatalf("%d bytes used after a restart; the dataset left needs %d", u, want)
+			}
+			if err := n.Delete(t.Context(), kept); err != nil {
+				t.Fatal(err)
+			}
+			if u := used(t, n); u != 0 {
+				t.Fatalf("%d bytes used with nothing held", u)
+			}
+		})
+	}
+}
+
+// Collecting a cached dataset leaves a pinned one of the same bytes whole.
+func TestCollectCachedTwinKeepsPinned(t *testing.T) {
+	n, clk := protectedNode(t, t.TempDir(), Config{CacheTTL: time.Hour})
+	data := randomBytes(22, 9*testBS)
+	cached := uploadNamed(t, n, data, "cached")
+	if err := n.Unpin(t.Context(), cached); err != nil {
+		t.Fatal(err)
+	}
+	pinned := uploadNamed(t, n, data, "pinned")
+	clk.advance(2 * time.Hour)
+	if res := runGC(t, n); !slices.Equal(removedCIDs(res), []cid.Cid{cached}) {
+		t.Fatalf("removed %v; want the cached twin", removedCIDs(res))
+	}
+	readLocal(t, n, pinned, data)
+	if u, want := used(t, n), oracleUsage(t, n, map[string][]byte{"pinned": data}); u != want {
+		t.Fatalf("%d bytes used; the pinned dataset needs %d", u, want)
+	}
+}
+
+// An upload that fails after writing its tree's leaves, while another
+// upload of the same bytes completes, takes nothing of the other with it.
+func TestFailedUploadKeepsConcurrentTwin(t *testing.T) {
+	n, _ := protectedNode(t, t.TempDir(), Config{})
+	data := randomBytes(23, 13*testBS)
+	atCommit, twinDone := make(chan struct{}), make(chan struct{})
+	failed := errors.New("injected failure at the manifest")
+	u := &uploader{st: n.full, keep: n, commit: func(context.Context, store.Block, *manifest.Manifest) error {
+		close(atCommit)
+		<-twinDone
+		return failed
+	}}
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := uploadDataset(t.Context(), u, bytes.NewReader(data), UploadOptions{
+			Filename: "a", BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
+		})
+		errc <- err
+	}()
+	<-atCommit // every leaf of the tree written by the first upload
+	twin := uploadNamed(t, n, data, "b")
+	close(twinDone)
+	if err := <-errc; !errors.Is(err, failed) {
+		t.Fatalf("first upload: %v; want the injected failure", err)
+	}
+	readLocal(t, n, twin, data)
+	if u, want := used(t, n), oracleUsage(t, n, map[string][]byte{"b": data}); u != want {
+		t.Fatalf("%d bytes used; the dataset left needs %d", u, want)
+	}
+}
+
+// blockingReader yields its bytes, then waits for release and fails.
+type blockingReader struct {
+	r       io.Reader
+	reached chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		close(b.reached)
+		<-b.release
+		return 0, errors.New("client gone")
+	}
+	return n, err
+}
+
+// A node closed in the middle of an upload (as a crash, its rollback
+// cannot run: the store is gone under it) leaves staged blocks; the next
+// start frees them, and the dataset held before is untouched.
+func TestCrashMidUploadReclaimedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	n, _ := protectedNode(t, dir, Config{})
+	kept := randomBytes(24, 5*testBS)
+	keptCID := uploadNamed(t, n, kept, "kept")
+	want := used(t, n)
+	// Half the bytes of a larger file, one block of them shared with kept.
+	half := append(slices.Clone(kept[:testBS]), randomBytes(25, 20*testBS)...)
+	r := &blockingReader{r: bytes.NewReader(half), reached: make(chan struct{}), release: make(chan struct{})}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := n.Upload(context.Background(), r, "big", "")
+		errc <- err
+	}()
+	<-r.reached
+	if used(t, n) <= want {
+		t.Fatal("the upload stored nothing before the crash")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(r.release)
+	if err := <-errc; err == nil {
+		t.Fatal("an upload cut off by the crash succeeded")
+	}
+
+	n, _ = protectedNode(t, dir, Config{})
+	if u := used(t, n); u != want {
+		t.Fatalf("%d bytes used after the restart; the dataset held needs %d", u, want)
+	}
+	if got := listed(t, n); len(got) != 1 || !got[keptCID] {
+		t.Fatalf("held after the restart: %v; want only %s", got, keptCID)
+	}
+	readLocal(t, n, keptCID, kept)
+}
+
+// A dataset whose manifest is held without a record (written by a version
+// before records, or by one that stored the two apart and crashed between)
+// is pinned at start, with its tree, and survives a collection.
+func TestManifestWithoutRecordIsPinnedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	n, _ := protectedNode(t, dir, Config{CacheTTL: time.Hour})
+	data := randomBytes(26, 6*testBS)
+	c := uploadNamed(t, n, data, "old")
+	if err := n.ret.DeleteRetention(t.Context(), c); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, clk := protectedNode(t, dir, Config{CacheTTL: time.Hour})
+	clk.advance(48 * time.Hour)
+	runGC(t, n)
+	if got := listed(t, n); !got[c] {
+		t.Fatalf("held: %v; want %s pinned", got, c)
+	}
+	readLocal(t, n, c, data)
+	r, err := n.ret.GetRetention(t.Context(), c)
+	if err != nil || !r.Pinned || !r.Tree.Defined() {
+		t.Fatalf("record after the start: %+v, %v; want pinned, with its tree", r, err)
+	}
+}
+
+// Removing a dataset while it is fetched in the background stops the fetch
+// and frees what it stored; nothing is stored for it afterwards.
+func TestRemoveDuringBackgroundFetch(t *testing.T) {
+	a, _ := gcNode(t, filepath.Join(t.TempDir(), "a"), Config{})
+	data := randomBytes(27, 600*testBS)
+	c := uploadTo(t, a, data)
+	b, _ := gcNode(t, filepath.Join(t.TempDir(), "b"), Config{Bootstrap: a.Addrs()[:1]})
+	if err := b.Connect(t.Context(), a.ID(), a.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := b.Pin(t.Context(), c); err != nil || !res.Fetching {
+		t.Fatalf("Pin: %+v, %v; want a background fetch", res, err)
+	}
+	if err := b.Delete(t.Context(), c); err != nil {
+		t.Fatal(err)
+	}
+	p, ok := b.FetchStatus(c)
+	if ok && !p.Done {
+		t.Fatalf("fetch still running after the removal: %+v", p)
+	}
+	b.fetch.wait()
+	if got := listed(t, b); len(got) != 0 {
+		t.Fatalf("held after the removal: %v", got)
+	}
+	runGC(t, b) // anything a late delivery stored
+	if u := used(t, b); u != 0 {
+		t.Fatalf("%d bytes used after removing the only dataset", u)
+	}
+}
