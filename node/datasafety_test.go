@@ -278,3 +278,34 @@ func TestRemoveDuringBackgroundFetch(t *testing.T) {
 		t.Fatalf("%d bytes used after removing the only dataset", u)
 	}
 }
+
+// A manifest from the network becomes a dataset only with its record: the
+// exchange hands it over verified but keeps nothing, and Open stores the
+// two in one commit.
+func TestNetworkManifestStoredOnlyWithRecord(t *testing.T) {
+	a, _ := gcNode(t, filepath.Join(t.TempDir(), "a"), Config{})
+	c := uploadTo(t, a, randomBytes(28, 3*testBS))
+	b, _ := gcNode(t, filepath.Join(t.TempDir(), "b"), Config{Bootstrap: a.Addrs()[:1]})
+	if err := b.Connect(t.Context(), a.ID(), a.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := b.engine.Get(t.Context(), c)
+	if err != nil || !mb.CID.Equals(c) {
+		t.Fatalf("exchange Get of the manifest: %v", err)
+	}
+	if held, err := b.store.Has(t.Context(), c); err != nil || held {
+		t.Fatalf("the exchange stored the manifest on its own: held %v, %v", held, err)
+	}
+	d, err := b.Open(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if held, err := b.store.Has(t.Context(), c); err != nil || !held {
+		t.Fatalf("manifest held after Open: %v, %v; want held", held, err)
+	}
+	r, err := b.ret.GetRetention(t.Context(), c)
+	if err != nil || r.Pinned || !r.Tree.Equals(d.Manifest.TreeCID) {
+		t.Fatalf("record after Open: %+v, %v; want cached, naming the tree", r, err)
+	}
+}

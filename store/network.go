@@ -10,7 +10,10 @@ import (
 
 // Fetcher gets blocks this node does not hold from elsewhere (the block
 // exchange). What it returns has been verified against the CID or tree
-// root asked for, and already kept in the local store.
+// root asked for. A dataset block (GetLeaf) is already kept in the local
+// store with its leaf; a block fetched by CID alone (a manifest) is not,
+// since a manifest makes a dataset, which its caller stores with its
+// record or not at all.
 type Fetcher interface {
 	Get(ctx context.Context, c cid.Cid) (Block, error)
 	GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error)

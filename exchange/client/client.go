@@ -48,9 +48,8 @@ type Peers interface {
 	Disconnect(p peer.ID)
 }
 
-// Store keeps verified blocks.
+// Store keeps verified dataset blocks, each with its leaf.
 type Store interface {
-	Put(ctx context.Context, b store.Block) error
 	PutLeafBlock(ctx context.Context, l store.Leaf, b store.Block) error
 }
 
@@ -312,7 +311,9 @@ func (c *Client) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store
 	return w.leaf, w.block, nil
 }
 
-// Get fetches a block by its CID (a manifest), once verified and stored.
+// Get fetches a block by its CID (a manifest), once verified. It is not
+// stored: a manifest makes a dataset, which the node stores together with
+// its record, or not at all.
 func (c *Client) Get(ctx context.Context, k cid.Cid) (store.Block, error) {
 	w, err := c.request(ctx, message.CIDAddress(k), merkle.Digest{})
 	if err != nil {
@@ -1029,12 +1030,12 @@ func (c *Client) resolve(w *want, err error) {
 }
 
 func (c *Client) keep(leaf store.Leaf, b store.Block) error {
+	if !leaf.Tree.Defined() {
+		return nil // a manifest: see Get
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
-	if leaf.Tree.Defined() {
-		return c.st.PutLeafBlock(ctx, leaf, b)
-	}
-	return c.st.Put(ctx, b)
+	return c.st.PutLeafBlock(ctx, leaf, b)
 }
 
 // errBadBlock marks deliveries that fail verification: the peer's fault.
