@@ -1077,7 +1077,10 @@ func verify(d message.Delivery, root merkle.Digest) (store.Leaf, store.Block, er
 	if err := proof.Verify(sum, root); err != nil {
 		return store.Leaf{}, store.Block{}, fmt.Errorf("%w: %w", errBadBlock, err)
 	}
-	return store.Leaf{Tree: d.Address.Tree, Index: d.Address.Index, Block: d.CID, Proof: d.Proof}, b, nil
+	// Stored as we encode the proof just verified, not as the peer's bytes,
+	// which may carry fields the proof does not (and any length the wire
+	// allows).
+	return store.Leaf{Tree: d.Address.Tree, Index: d.Address.Index, Block: d.CID, Proof: proof.Marshal()}, b, nil
 }
 
 // PeerGone forgets what a disconnected peer had or was doing.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
@@ -90,5 +92,35 @@ func TestVerifyDelivery(t *testing.T) {
 				t.Fatalf("bad delivery: err %v, want a bad-block error", err)
 			}
 		})
+	}
+}
+
+// A proof that verifies is kept as we encode it, not as the peer sent it:
+// unknown fields a peer adds (up to what the wire allows) never reach the
+// store.
+func TestVerifiedProofIsReencoded(t *testing.T) {
+	blocks := [][]byte{bytes.Repeat([]byte{1}, 512), bytes.Repeat([]byte{2}, 512), bytes.Repeat([]byte{3}, 512)}
+	leaves := make([]merkle.Digest, len(blocks))
+	for i, b := range blocks {
+		leaves[i] = sha256.Sum256(b)
+	}
+	tree, err := merkle.New(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tree.Proof(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canonical := p.Marshal()
+	// Field 15, length-delimited, 4 KiB: unknown to the proof's message.
+	padded := protowire.AppendBytes(protowire.AppendTag(bytes.Clone(canonical), 15, protowire.BytesType), make([]byte, 4096))
+	b := store.NewBlock(store.CodecBlock, blocks[1])
+	leaf, _, err := verify(message.Delivery{CID: b.CID, Data: blocks[1], Address: message.LeafAddress(tree.CID(), 1), Proof: padded}, tree.Root())
+	if err != nil {
+		t.Fatalf("a valid proof with an unknown field was rejected: %v", err)
+	}
+	if !bytes.Equal(leaf.Proof, canonical) {
+		t.Fatalf("leaf keeps a proof of %d bytes; want the %d of its own encoding", len(leaf.Proof), len(canonical))
 	}
 }
