@@ -332,18 +332,24 @@ func TestRefusesUnknownFormat(t *testing.T) {
 // goroutines with SIGKILL and checks that what it left behind adds up:
 // every index entry points at a record that verifies, the pack records
 // count them, and records cut off between their append and their index
-// commit are truncated away. Packs are small, so that the helper rolls
-// packs and compacts in the background as it goes.
+// commit are truncated away; and that every change the process had
+// acknowledged survived: each operation it reported done had stored a
+// dataset (manifest and record) and a leaf of its own, all still there.
+// Packs are small, so that the helper rolls packs and compacts in the
+// background as it goes.
 func TestCrashKeepsUsageConsistent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns a process")
 	}
 	for round := range 3 {
 		dir := t.TempDir()
-		done := runHelper(t, dir, "", 600+400*round)
+		done, acked := runHelperAcked(t, dir, "", 600+400*round)
 		s := openSmall(t, dir, false)
 		checkConsistent(t, s)
 		checkTrimmed(t, s)
+		for _, op := range acked {
+			checkAcknowledged(t, s, op)
+		}
 		u, _ := s.Usage(t.Context())
 		t.Logf("after SIGKILL at op ≥%d: %+v in %d packs", done, u, len(packFiles(t, s)))
 		if u.Blocks == 0 {
@@ -488,6 +494,14 @@ const crashAt = 40
 // operations. It returns the operations reported done.
 func runHelper(t *testing.T, dir, hook string, ops int) int {
 	t.Helper()
+	done, _ := runHelperAcked(t, dir, hook, ops)
+	return done
+}
+
+// runHelperAcked is runHelper that also returns the operations the helper
+// reported done, by number.
+func runHelperAcked(t *testing.T, dir, hook string, ops int) (int, []uint64) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$")
 	cmd.Env = append(os.Environ(), "MESHFS_REPO_CRASH_DIR="+dir, "MESHFS_REPO_CRASH_HOOK="+hook)
 	cmd.Stderr = os.Stderr
@@ -509,9 +523,11 @@ func runHelper(t *testing.T, dir, hook string, ops int) int {
 	t.Cleanup(kill)
 	lines := bufio.NewScanner(out)
 	done := 0
+	var acked []uint64
 	for (hook != "" || done < ops) && lines.Scan() {
-		if n, err := strconv.Atoi(lines.Text()); err == nil {
-			done = n
+		if n, err := strconv.ParseUint(lines.Text(), 10, 64); err == nil {
+			done++
+			acked = append(acked, n)
 		}
 	}
 	if hook != "" {
@@ -521,13 +537,44 @@ func runHelper(t *testing.T, dir, hook string, ops int) int {
 		if !errors.As(err, &exit) || exit.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 			t.Fatalf("helper did not die at %q: %v", hook, err)
 		}
-		return done
+		return done, acked
 	}
 	kill()
 	if done < ops {
 		t.Fatalf("helper stopped after %d operations", done)
 	}
-	return done
+	return done, acked
+}
+
+// ackManifest and ackTree are what crash-helper operation op stores before
+// it reports itself done: a dataset, and a leaf of its tree.
+func ackManifest(op uint64) store.Block {
+	return store.NewBlock(store.CodecManifest, binary.BigEndian.AppendUint64([]byte("acked manifest "), op))
+}
+
+func ackTree(op uint64) cid.Cid { return tree(1000 + op).CID }
+
+// checkAcknowledged checks that what operation op stored is all there.
+func checkAcknowledged(t *testing.T, s *Store, op uint64) {
+	t.Helper()
+	m := ackManifest(op)
+	if _, err := s.Get(t.Context(), m.CID); err != nil {
+		t.Fatalf("op %d was acknowledged; its manifest: %v", op, err)
+	}
+	r, err := s.GetRetention(t.Context(), m.CID)
+	if err != nil || !r.Pinned || !r.Tree.Equals(ackTree(op)) {
+		t.Fatalf("op %d was acknowledged; its record: %+v, %v", op, r, err)
+	}
+	if named, err := s.TreeNamed(t.Context(), ackTree(op)); err != nil || !named {
+		t.Fatalf("op %d was acknowledged; its tree named: %v, %v", op, named, err)
+	}
+	l, b, err := s.GetLeaf(t.Context(), ackTree(op), 0)
+	if err != nil || !l.Block.Equals(block(op, 64<<10).CID) {
+		t.Fatalf("op %d was acknowledged; its leaf: %+v, %v", op, l, err)
+	}
+	if err := store.Verify(b); err != nil {
+		t.Fatalf("op %d was acknowledged; its block: %v", op, err)
+	}
 }
 
 // dieAt makes the process SIGKILL itself the nth time the hook point is
@@ -633,9 +680,12 @@ func TestCrashHelper(t *testing.T) {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(1)
 				}
+				// What the parent checks survives once it reads op.
+				check(s.PutLeafBlock(ctx, store.Leaf{Tree: ackTree(op), Block: b.CID}, b))
+				check(s.PutDataset(ctx, ackManifest(op), store.Retention{Pinned: true, Tree: ackTree(op)}))
 				mu.Lock()
 				done++
-				fmt.Fprintln(w, done)
+				fmt.Fprintln(w, op)
 				w.Flush()
 				mu.Unlock()
 			}
