@@ -309,3 +309,23 @@ func TestNetworkManifestStoredOnlyWithRecord(t *testing.T) {
 		t.Fatalf("record after Open: %+v, %v; want cached, naming the tree", r, err)
 	}
 }
+
+// What an upload is told it needs covers what it stores, proofs included,
+// so that an upload admitted by SpaceNeeded is not refused half way.
+func TestSpaceNeededCoversWhatAnUploadStores(t *testing.T) {
+	for _, ec := range [][2]int{{2, 0}, {2, 1}, {4, 2}} {
+		n, _ := gcNode(t, t.TempDir(), Config{EcK: ec[0], EcM: ec[1]})
+		for _, size := range []int{0, 1, testBS, 3*testBS + 1, 70 * testBS} {
+			st := store.NewMemory(0)
+			if _, err := Upload(t.Context(), st, bytes.NewReader(randomBytes(uint64(size), size)), UploadOptions{
+				Filename: "a-long-enough-file-name.bin", BlockSize: n.cfg.BlockSize, EcK: ec[0], EcM: ec[1],
+			}); err != nil {
+				t.Fatal(err)
+			}
+			u, _ := st.Usage(t.Context())
+			if need := n.SpaceNeeded(uint64(size)); u.UsedBytes > need {
+				t.Errorf("K=%d M=%d, %d bytes: stores %d, SpaceNeeded says %d", ec[0], ec[1], size, u.UsedBytes, need)
+			}
+		}
+	}
+}

@@ -668,18 +668,23 @@ type reclaimingStore struct {
 }
 
 func (s reclaimingStore) Put(ctx context.Context, b store.Block) error {
-	return s.orReclaim(ctx, b, func() error { return s.BlockStore.Put(ctx, b) })
+	return s.orReclaim(ctx, len(b.Data), func() error { return s.BlockStore.Put(ctx, b) })
 }
 
 func (s reclaimingStore) PutLeafBlock(ctx context.Context, leaf store.Leaf, b store.Block) error {
-	return s.orReclaim(ctx, b, func() error { return s.BlockStore.PutLeafBlock(ctx, leaf, b) })
+	return s.orReclaim(ctx, len(b.Data)+len(leaf.Proof), func() error { return s.BlockStore.PutLeafBlock(ctx, leaf, b) })
 }
 
-// orReclaim runs put, a write of b, and if b did not fit the quota, runs it
-// again once the collector has made room for it.
-func (s reclaimingStore) orReclaim(ctx context.Context, b store.Block, put func() error) error {
+// PutLeaf: a leaf's proof counts against the quota too.
+func (s reclaimingStore) PutLeaf(ctx context.Context, leaf store.Leaf) error {
+	return s.orReclaim(ctx, len(leaf.Proof), func() error { return s.BlockStore.PutLeaf(ctx, leaf) })
+}
+
+// orReclaim runs put, a write of need bytes, and if they did not fit the
+// quota, runs it again once the collector has made room for them.
+func (s reclaimingStore) orReclaim(ctx context.Context, need int, put func() error) error {
 	err := put()
-	if errors.Is(err, store.ErrQuotaExceeded) && s.n.reclaim(ctx, uint64(len(b.Data))) {
+	if errors.Is(err, store.ErrQuotaExceeded) && s.n.reclaim(ctx, uint64(need)) {
 		err = put()
 	}
 	return err

@@ -24,6 +24,7 @@ import (
 	"github.com/meshfs/meshfs/exchange/discovery"
 	"github.com/meshfs/meshfs/node/erasure"
 	"github.com/meshfs/meshfs/node/manifest"
+	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/node/p2p"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/repo"
@@ -473,18 +474,21 @@ func (n *Node) LocalStore() store.BlockStore { return n.store }
 func (n *Node) Engine() *exchange.Engine { return n.engine }
 
 // SpaceNeeded is the quota an upload of size bytes takes with the node's
-// block size and erasure coding: its blocks, parity and the manifest.
+// block size and erasure coding: its blocks, parity, their proofs and the
+// manifest.
 func (n *Node) SpaceNeeded(size uint64) uint64 {
 	bs := n.cfg.BlockSize
 	blocks := max((size+bs-1)/bs, 1)
+	leaves := blocks
 	if n.cfg.EcM > 0 {
 		l, err := erasure.NewLayout(n.cfg.EcK, n.cfg.EcM, blocks)
 		if err == nil {
 			// Padding blocks are never stored.
+			leaves = l.Total()
 			blocks = l.Total() - (l.Rounded() - blocks)
 		}
 	}
-	return blocks*bs + manifestAllowance
+	return blocks*bs + blocks*uint64(merkle.MaxProofLen(int(leaves))) + manifestAllowance
 }
 
 // manifestAllowance is an upper bound on an encoded manifest's size.

@@ -74,8 +74,14 @@ func TestUploadCodexVector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.UsedBytes != 65536+56 || u.Blocks != 2 {
-		t.Errorf("usage %+v, want 2 blocks, %d bytes", u, 65536+56)
+	// The block, its leaf's proof (Codex's encoding for a one-leaf tree:
+	// three scalars and one zero node, 42 bytes) and the manifest.
+	leaf, _, err := st.GetLeaf(context.Background(), d.Manifest.TreeCID, 0)
+	if err != nil || len(leaf.Proof) != 42 {
+		t.Fatalf("leaf 0: proof of %d bytes, %v; want 42", len(leaf.Proof), err)
+	}
+	if u.UsedBytes != 65536+42+56 || u.Blocks != 2 {
+		t.Errorf("usage %+v, want 2 blocks, %d bytes", u, 65536+42+56)
 	}
 }
 

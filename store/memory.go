@@ -214,14 +214,34 @@ func (m *Memory) PutLeaf(ctx context.Context, leaf Leaf) error {
 	if !ok {
 		return fmt.Errorf("memory: put leaf %s[%d]: block %s: %w", CIDText(leaf.Tree), leaf.Index, CIDText(leaf.Block), ErrNotFound)
 	}
+	if err := m.fits(m.proofGrowth(leaf)); err != nil {
+		return fmt.Errorf("memory: put leaf %s[%d]: %w", CIDText(leaf.Tree), leaf.Index, err)
+	}
 	m.putLeafLocked(leaf, b)
 	return nil
 }
 
-// putLeafLocked records leaf, whose block b is held. Callers hold mu.
+// proofGrowth is how much recording leaf grows the bytes used: its proof
+// in place of the proof its position holds. Callers hold mu.
+func (m *Memory) proofGrowth(leaf Leaf) int64 {
+	old := m.leaves[memLeafKey{leaf.Tree.KeyString(), leaf.Index}]
+	return int64(len(leaf.Proof)) - int64(len(old.proof))
+}
+
+// fits refuses growth bytes more when the quota has no room. Callers hold mu.
+func (m *Memory) fits(growth int64) error {
+	if m.quota > 0 && growth > 0 && m.used+uint64(growth) > m.quota {
+		return fmt.Errorf("%d bytes with %d of %d used: %w", growth, m.used, m.quota, ErrQuotaExceeded)
+	}
+	return nil
+}
+
+// putLeafLocked records leaf, whose block b is held, once it fits. Callers
+// hold mu.
 func (m *Memory) putLeafLocked(leaf Leaf, b *memBlock) {
 	k := memLeafKey{leaf.Tree.KeyString(), leaf.Index}
 	old, held := m.leaves[k]
+	m.used = m.used - uint64(len(old.proof)) + uint64(len(leaf.Proof))
 	if held && old.block.Equals(leaf.Block) {
 		old.proof = bytes.Clone(leaf.Proof)
 		m.leaves[k] = old
@@ -248,6 +268,17 @@ func (m *Memory) PutLeafBlock(ctx context.Context, leaf Leaf, b Block) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.enter(ctx); err != nil {
+		return fmt.Errorf("memory: put leaf %s[%d]: %w", CIDText(leaf.Tree), leaf.Index, err)
+	}
+	// Both or neither: the block's bytes (if new) and the proof must fit.
+	growth := m.proofGrowth(leaf)
+	if _, held := m.blocks[b.CID.KeyString()]; !held {
+		growth += int64(len(b.Data))
+	}
+	if err := m.fits(growth); err != nil {
+		return fmt.Errorf("memory: put leaf %s[%d]: %w", CIDText(leaf.Tree), leaf.Index, err)
+	}
 	mb, err := m.putLocked(ctx, b)
 	if err != nil {
 		return err
@@ -267,6 +298,7 @@ func (m *Memory) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) err
 	k := memLeafKey{tree.KeyString(), index}
 	if l, ok := m.leaves[k]; ok {
 		delete(m.leaves, k)
+		m.used -= uint64(len(l.proof))
 		m.release(l.block)
 	}
 	return nil

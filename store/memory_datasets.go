@@ -19,6 +19,7 @@ func (m *Memory) DeleteTree(ctx context.Context, tree cid.Cid) (int, error) {
 	for k, l := range m.leaves {
 		if k.tree == t {
 			delete(m.leaves, k)
+			m.used -= uint64(len(l.proof))
 			m.release(l.block)
 			n++
 		}

@@ -62,7 +62,7 @@ type Leaf struct {
 // Usage is a snapshot of what a store holds.
 type Usage struct {
 	Blocks     uint64 // distinct blocks stored
-	UsedBytes  uint64 // bytes of block data stored
+	UsedBytes  uint64 // bytes of block data and of leaves' proofs stored
 	QuotaBytes uint64 // 0 means unlimited
 }
 
@@ -72,8 +72,10 @@ type Usage struct {
 //   - Put is idempotent: storing a block that is already held succeeds and
 //     changes nothing. It verifies that Data hashes to CID (ErrInvalidBlock).
 //   - A Put that would take the bytes of block data held over the quota
-//     fails with ErrQuotaExceeded and writes nothing. Leaf entries are
-//     metadata and do not count against the quota.
+//     fails with ErrQuotaExceeded and writes nothing. A leaf's proof counts
+//     as bytes used too (its proof is what a peer's delivery may make
+//     large), and a PutLeaf or PutLeafBlock that would take the usage over
+//     the quota fails the same way; the rest of a leaf entry is metadata.
 //   - PutLeaf records a leaf whose block is already held (ErrNotFound
 //     otherwise). Each distinct leaf counts as one reference to its block;
 //     recording the same leaf again changes nothing but its proof. A leaf

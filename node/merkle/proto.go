@@ -42,6 +42,12 @@ func (p Proof) Marshal() []byte {
 	return b
 }
 
+// MaxProofLen is the most bytes Marshal writes for a proof in a tree of
+// leaves leaves: what the store may be asked to keep per leaf.
+func MaxProofLen(leaves int) int {
+	return 3*(1+protowire.SizeVarint(uint64(leaves))) + Depth(leaves)*(4+sha256.Size)
+}
+
 // UnmarshalProof decodes a proof written by Codex or by Marshal. It reads
 // fields the way Codex's decoder does (the last occurrence of a scalar wins,
 // unknown fields and fields of an unexpected wire type are skipped), and

@@ -206,6 +206,15 @@ func (s *Store) checkQuota(size uint64) error {
 	return nil
 }
 
+// checkChange refuses a change that would take the store over its quota:
+// one that grows the usage beyond it. Callers hold mu.
+func (s *Store) checkChange(ch *change) error {
+	if s.quota > 0 && ch.usage.bytes > s.usage.bytes && ch.usage.bytes > s.quota {
+		return fmt.Errorf("%d bytes with %d of %d used: %w", ch.usage.bytes-s.usage.bytes, s.usage.bytes, s.quota, store.ErrQuotaExceeded)
+	}
+	return nil
+}
+
 // commitPut makes the block whose record is appended at x held and, unless
 // they are nil, records leaf or the dataset record rec too. Callers hold mu.
 func (s *Store) commitPut(c cid.Cid, ik []byte, x blockIndex, leaf *store.Leaf, rec *store.Retention) error {
@@ -245,6 +254,9 @@ func (s *Store) commitPut(c cid.Cid, ik []byte, x blockIndex, leaf *store.Leaf, 
 		x.refs = 1
 	}
 	ch.addBlock(s, c, x)
+	if err := s.checkChange(ch); err != nil {
+		return err
+	}
 	return s.commit(ch)
 }
 

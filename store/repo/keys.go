@@ -53,14 +53,16 @@ var (
 	keyFormat = []byte("v")
 )
 
-// formatVersion 3 keeps block bytes in append-only pack files and only the
-// index in LevelDB. Version 1 kept the bytes as LevelDB values and version 2
-// one file per block; neither was released, so there is no migration from
-// them (see load).
+// formatVersion 4 keeps block bytes in append-only pack files and only the
+// index in LevelDB, and counts the leaves' proofs in the usage record.
+// Version 3 is the same but for that count: it is recounted on open. Version
+// 1 kept the bytes as LevelDB values and version 2 one file per block;
+// neither was released, so there is no migration from them (see load).
 const (
-	formatVersion = 3
-	formatValues  = 1
-	formatFiles   = 2
+	formatVersion         = 4
+	formatProofsUncounted = 3
+	formatValues          = 1
+	formatFiles           = 2
 )
 
 var errBadRecord = errors.New("malformed record")

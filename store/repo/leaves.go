@@ -126,8 +126,13 @@ func (s *Store) putLeafLocked(leaf store.Leaf) error {
 	case sameLeaf:
 		return nil
 	case newRef:
+		// The block entry read above: setLeaf's release of the position's
+		// old block cannot have touched it, as that is another block.
 		x.refs++
 		ch.b.Put(indexKey(leaf.Block), x.encode())
+	}
+	if err := s.checkChange(ch); err != nil {
+		return err
 	}
 	return s.commit(ch)
 }
@@ -142,8 +147,10 @@ const (
 )
 
 // setLeaf adds leaf to ch in place of whatever its position holds; a block
-// named there before loses that reference in ch. Callers hold mu and count
-// the reference setLeaf reports in the block's entry.
+// named there before loses that reference in ch, and the usage counts the
+// new proof in place of the old. Callers hold mu, count the reference
+// setLeaf reports in the block's entry, and check the quota before they
+// commit (checkChange).
 func (s *Store) setLeaf(ch *change, leaf store.Leaf) (leafChange, error) {
 	lk := leafKey(leaf.Tree, leaf.Index)
 	old, err := s.db.Get(lk, nil)
@@ -161,13 +168,16 @@ func (s *Store) setLeaf(ch *change, leaf store.Leaf) (leafChange, error) {
 				return sameLeaf, nil
 			}
 			ch.b.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
+			ch.usage.bytes = ch.usage.bytes - uint64(len(oldProof)) + uint64(len(leaf.Proof))
 			return newProof, nil
 		}
 		if err := s.release(ch, oldBlock); err != nil {
 			return 0, err
 		}
+		ch.usage.bytes -= uint64(len(oldProof))
 	}
 	ch.b.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
+	ch.usage.bytes += uint64(len(leaf.Proof))
 	return newRef, nil
 }
 
@@ -191,12 +201,13 @@ func (s *Store) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) erro
 	if err != nil {
 		return fail(dbErr(err))
 	}
-	bc, _, err := decodeLeaf(v)
+	bc, proof, err := decodeLeaf(v)
 	if err != nil {
 		return fail(err)
 	}
 	ch := s.begin(new(change), new(leveldb.Batch))
 	ch.b.Delete(lk)
+	ch.usage.bytes -= uint64(len(proof))
 	if err := s.release(ch, bc); err != nil {
 		return fail(err)
 	}

@@ -48,14 +48,16 @@ func (s *Store) recount() error {
 
 	// References, as the leaves state them.
 	refs := map[string]uint64{}
+	var proofBytes uint64 // of the leaves kept: they count as used
 	if err := s.each(prefixLeaf, ro, func(k, v []byte) error {
-		bc, _, err := decodeLeaf(v)
+		bc, proof, err := decodeLeaf(v)
 		if err != nil {
 			s.log.Warn("repo: dropping malformed leaf entry", "key", fmt.Sprintf("%x", k))
 			w.b.Delete(k)
 			return w.maybeFlush()
 		}
 		refs[bc.KeyString()]++
+		proofBytes += uint64(len(proof))
 		return nil
 	}); err != nil {
 		return fmt.Errorf("recount leaves: %w", err)
@@ -153,11 +155,12 @@ func (s *Store) recount() error {
 	dropped := 0
 	if len(held) < len(refs) {
 		if err := s.each(prefixLeaf, ro, func(k, v []byte) error {
-			bc, _, err := decodeLeaf(v)
+			bc, proof, err := decodeLeaf(v)
 			if err != nil || held[bc.KeyString()] {
 				return nil
 			}
 			dropped++
+			proofBytes -= uint64(len(proof))
 			w.b.Delete(k)
 			return w.maybeFlush()
 		}); err != nil {
@@ -185,6 +188,7 @@ func (s *Store) recount() error {
 	for n, m := range metas {
 		w.b.Put(packKey(n), m.encode())
 	}
+	u.bytes += proofBytes
 	w.b.Put(keyFormat, []byte{formatVersion})
 	w.b.Put(keyUsage, u.encode())
 	if err := w.flush(); err != nil {

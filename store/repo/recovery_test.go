@@ -30,7 +30,7 @@ import (
 // points at a whole record of its block whose bytes hash to its CID, every
 // pack record counts exactly the entries pointing into its pack and covers
 // them, every pack file but the active one has a record, and the usage
-// record adds up. It must run while no call is in flight; it keeps
+// record adds up (blocks and proofs). It must run while no call is in flight; it keeps
 // background compaction out itself.
 func checkConsistent(t *testing.T, s *Store) {
 	t.Helper()
@@ -40,17 +40,19 @@ func checkConsistent(t *testing.T, s *Store) {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
 	refs := map[string]uint64{}
+	var proofBytes uint64 // the leaves' proofs count as used
 	it := s.db.NewIterator(util.BytesPrefix([]byte{prefixLeaf}), nil)
 	for it.Next() {
-		bc, _, err := decodeLeaf(it.Value())
+		bc, proof, err := decodeLeaf(it.Value())
 		if err != nil {
 			t.Fatalf("leaf %x: %v", it.Key(), err)
 		}
 		refs[bc.KeyString()]++
+		proofBytes += uint64(len(proof))
 	}
 	it.Release()
 
-	var u usage
+	u := usage{bytes: proofBytes}
 	packs := map[uint32]packMeta{} // as the entries make them
 	it = s.db.NewIterator(util.BytesPrefix([]byte{prefixIndex}), nil)
 	for it.Next() {
@@ -315,6 +317,40 @@ func TestMissingUsageIsRecounted(t *testing.T) {
 	}
 	if ok, _ := s.HasLeaf(ctx, tree(2).CID, 0); ok {
 		t.Fatal("leaf naming a missing block survived the recount")
+	}
+}
+
+// A repository of format 3 counted no proofs in its usage: it is recounted
+// once, with them, and then has today's format. A leaf whose block has
+// vanished is dropped by that recount with its proof.
+func TestFormat3IsRecountedWithProofs(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	ctx := t.Context()
+	a := block(1, 4096)
+	kept := store.Leaf{Tree: tree(1).CID, Index: 0, Block: a.CID, Proof: bytes.Repeat([]byte{7}, 300)}
+	if err := s.PutLeafBlock(ctx, kept, a); err != nil {
+		t.Fatal(err)
+	}
+	// As format 3 left it: the usage of the blocks alone.
+	s.db.Put(keyFormat, []byte{formatProofsUncounted}, nil)
+	s.db.Put(keyUsage, usage{blocks: 1, bytes: 4096}.encode(), nil)
+	s.db.Put(leafKey(tree(2).CID, 0), encodeLeaf(block(3, 64).CID, make([]byte, 500)), nil)
+	s.Close()
+
+	s = openTest(t, dir, 0)
+	checkConsistent(t, s)
+	if u, _ := s.Usage(ctx); u.Blocks != 1 || u.UsedBytes != 4096+300 {
+		t.Fatalf("Usage after the upgrade = %+v; want 1 block, %d bytes", u, 4096+300)
+	}
+	if v, err := s.db.Get(keyFormat, nil); err != nil || !bytes.Equal(v, []byte{formatVersion}) {
+		t.Fatalf("format after the upgrade: %x, %v; want %d", v, err, formatVersion)
+	}
+	if err := s.DeleteLeaf(ctx, kept.Tree, kept.Index); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.Usage(ctx); u.Blocks != 0 || u.UsedBytes != 0 {
+		t.Fatalf("Usage with nothing held = %+v", u)
 	}
 }
 

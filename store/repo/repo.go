@@ -222,6 +222,9 @@ func (s *Store) load(dir string, recovered bool) error {
 			"No release wrote format %d, so there is no migration: move the directory "+
 			"away (or delete it) and let meshfs create a new one, then upload or fetch "+
 			"the datasets again", errOldFormat, v[0], how, formatVersion, v[0])
+	case len(v) == 1 && v[0] == formatProofsUncounted:
+		recovered = true // the recount counts them, and upgrades the format
+		s.log.Info("repo: counting the leaves' proofs in the store's usage (a one-time recount)")
 	case len(v) != 1 || v[0] != formatVersion:
 		return fmt.Errorf("on-disk format %x, this meshfs reads only %d", v, formatVersion)
 	}

@@ -48,15 +48,18 @@ func (s *Store) deleteLeaves(ctx context.Context, prefix []byte) (int, error) {
 		keys   [][]byte
 		blocks []cid.Cid
 		drops  = map[cid.Cid]uint64{}
+		// proofBytes are those of the leaves deleted, counted as used.
+		proofBytes uint64
 	)
 	it := s.db.NewIterator(util.BytesPrefix(prefix), &opt.ReadOptions{DontFillCache: true})
 	for len(keys) < deleteTreeBatch && it.Next() {
-		bc, _, err := decodeLeaf(it.Value())
+		bc, proof, err := decodeLeaf(it.Value())
 		if err != nil {
 			it.Release()
 			return 0, fmt.Errorf("leaf %x: %w", it.Key(), err)
 		}
 		keys = append(keys, bytes.Clone(it.Key()))
+		proofBytes += uint64(len(proof))
 		if drops[bc] == 0 {
 			blocks = append(blocks, bc)
 		}
@@ -73,6 +76,7 @@ func (s *Store) deleteLeaves(ctx context.Context, prefix []byte) (int, error) {
 	for _, k := range keys {
 		ch.b.Delete(k)
 	}
+	ch.usage.bytes -= proofBytes
 	// Counted per block, not per leaf: the leaves of one tree may name one
 	// block many times (a file of zeros), and the batch does not see its
 	// own pending entries.

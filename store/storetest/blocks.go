@@ -80,13 +80,35 @@ var blockCases = []testCase{
 		checkBlock(t, s, extra)
 		checkUsage(t, s, usageOf(quota, held[1], held[2], extra))
 	}},
-	{name: "LeavesDoNotCountAgainstQuota", quota: blockSize, run: func(t *testing.T, s store.BlockStore) {
+	{name: "ProofsCountAgainstQuota", quota: blockSize + 2048, run: func(t *testing.T, s store.BlockStore) {
 		b := newBlock(store.CodecBlock, 1)
 		mustPut(t, s, b)
-		for i := range uint64(100) {
-			mustPutLeaf(t, s, store.Leaf{Tree: tree(1), Index: i, Block: b.CID, Proof: make([]byte, 1024)})
+		// A leaf without a proof costs nothing; proofs cost their bytes.
+		bare := store.Leaf{Tree: tree(1), Index: 0, Block: b.CID}
+		first := store.Leaf{Tree: tree(1), Index: 1, Block: b.CID, Proof: make([]byte, 1024)}
+		second := store.Leaf{Tree: tree(1), Index: 2, Block: b.CID, Proof: make([]byte, 1000)}
+		mustPutLeaf(t, s, bare, first, second)
+		want := withProofs(usageOf(blockSize+2048, b), first, second)
+		checkUsage(t, s, want)
+		// A third does not fit, as a leaf of its own or with its block;
+		// nothing of either is written.
+		third := store.Leaf{Tree: tree(1), Index: 3, Block: b.CID, Proof: make([]byte, 100)}
+		if err := s.PutLeaf(t.Context(), third); !errors.Is(err, store.ErrQuotaExceeded) {
+			t.Fatalf("PutLeaf over the quota: %v; want ErrQuotaExceeded", err)
 		}
-		checkUsage(t, s, usageOf(blockSize, b))
+		if err := s.PutLeafBlock(t.Context(), third, b); !errors.Is(err, store.ErrQuotaExceeded) {
+			t.Fatalf("PutLeafBlock over the quota: %v; want ErrQuotaExceeded", err)
+		}
+		checkNoLeaf(t, s, tree(1), 3)
+		checkUsage(t, s, want)
+		// A smaller proof in place of a larger one frees the difference,
+		// and deleting a leaf frees its proof.
+		first.Proof = make([]byte, 24)
+		mustPutLeaf(t, s, first)
+		checkUsage(t, s, withProofs(usageOf(blockSize+2048, b), first, second))
+		mustPutLeaf(t, s, third)
+		deleteLeaf(t, s, tree(1), 2)
+		checkUsage(t, s, withProofs(usageOf(blockSize+2048, b), first, third))
 	}},
 	{name: "DeleteUnreferenced", run: func(t *testing.T, s store.BlockStore) {
 		a, b := newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2)

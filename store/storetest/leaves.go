@@ -69,7 +69,7 @@ var leafCases = []testCase{
 		}
 		checkNoLeaf(t, s, tree(1), 1)
 		checkNoLeaf(t, s, tree(3), 0)
-		checkUsage(t, s, usageOf(0, b))
+		checkUsage(t, s, withProofs(usageOf(0, b), leaves...))
 	}},
 	{name: "ReadLeafCopiesPartOfTheBlock", run: func(t *testing.T, s store.BlockStore) {
 		r, ok := s.(leafReader)
@@ -159,7 +159,7 @@ var leafCases = []testCase{
 		deleteLeaf(t, s, l1.Tree, l1.Index)
 		checkNoLeaf(t, s, l1.Tree, l1.Index)
 		checkLeaf(t, s, l2, shared)
-		checkUsage(t, s, usageOf(0, shared, other))
+		checkUsage(t, s, withProofs(usageOf(0, shared, other), l2))
 
 		deleteLeaf(t, s, l2.Tree, l2.Index)
 		checkNoLeaf(t, s, l2.Tree, l2.Index)
@@ -194,7 +194,7 @@ var leafCases = []testCase{
 		mustPutLeaf(t, s, repl)
 		checkLeaf(t, s, repl, b)
 		checkAbsent(t, s, a.CID) // its only reference went away
-		checkUsage(t, s, usageOf(0, b))
+		checkUsage(t, s, withProofs(usageOf(0, b), repl))
 		deleteLeaf(t, s, repl.Tree, repl.Index)
 		checkAbsent(t, s, b.CID)
 		checkUsage(t, s, usageOf(0))
@@ -205,12 +205,12 @@ var leafCases = []testCase{
 		mustPutLeafBlock(t, s, l, b)
 		checkLeaf(t, s, l, b)
 		checkBlock(t, s, b)
-		checkUsage(t, s, usageOf(0, b))
+		checkUsage(t, s, withProofs(usageOf(0, b), l))
 		// Again, and at another position: one block, two references.
 		mustPutLeafBlock(t, s, l, b)
 		l2 := store.Leaf{Tree: tree(2), Index: 0, Block: b.CID, Proof: []byte("p2")}
 		mustPutLeafBlock(t, s, l2, b)
-		checkUsage(t, s, usageOf(0, b))
+		checkUsage(t, s, withProofs(usageOf(0, b), l, l2))
 		deleteLeaf(t, s, l.Tree, l.Index)
 		checkLeaf(t, s, l2, b)
 		deleteLeaf(t, s, l2.Tree, l2.Index)
@@ -223,7 +223,7 @@ var leafCases = []testCase{
 		l := store.Leaf{Tree: tree(1), Index: 0, Block: b.CID, Proof: []byte("p")}
 		mustPutLeafBlock(t, s, l, b)
 		checkLeaf(t, s, l, b)
-		checkUsage(t, s, usageOf(0, b))
+		checkUsage(t, s, withProofs(usageOf(0, b), l))
 		// The leaf is its only reference, as if recorded by PutLeaf.
 		deleteLeaf(t, s, l.Tree, l.Index)
 		checkAbsent(t, s, b.CID)
@@ -235,7 +235,7 @@ var leafCases = []testCase{
 		mustPutLeafBlock(t, s, repl, b)
 		checkLeaf(t, s, repl, b)
 		checkAbsent(t, s, a.CID) // its only reference went away
-		checkUsage(t, s, usageOf(0, b))
+		checkUsage(t, s, withProofs(usageOf(0, b), repl))
 		// A new proof for the same block is still one reference.
 		repl.Proof = []byte("b again")
 		mustPutLeafBlock(t, s, repl, b)

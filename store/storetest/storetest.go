@@ -127,12 +127,21 @@ func checkUsage(t *testing.T, s store.BlockStore, want store.Usage) {
 	}
 }
 
-// usageOf is the usage of holding exactly blocks under quota.
+// usageOf is the usage of holding exactly blocks under quota, and no
+// leaf with a proof.
 func usageOf(quota uint64, blocks ...store.Block) store.Usage {
 	u := store.Usage{QuotaBytes: quota}
 	for _, b := range blocks {
 		u.Blocks++
 		u.UsedBytes += uint64(len(b.Data))
+	}
+	return u
+}
+
+// withProofs adds to u the proofs of leaves, which count as used.
+func withProofs(u store.Usage, leaves ...store.Leaf) store.Usage {
+	for _, l := range leaves {
+		u.UsedBytes += uint64(len(l.Proof))
 	}
 	return u
 }
