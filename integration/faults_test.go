@@ -249,6 +249,23 @@ func TestDaemonKilledMidTransferRecovers(t *testing.T) {
 		t.Fatalf("download after restart: %s", r.stderr)
 	}
 	must(t, "cmp", got, path)
+	// Pinned, C fetches the parity too and then holds what A holds: the
+	// killed download left nothing uncounted for.
+	if r := c.meshfs(t, "pin", id); r.code != 0 {
+		t.Fatalf("meshfs pin on C: exit %d: %s", r.code, r.stderr)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for p := progress(t, http.DefaultClient, c, id); !p.found || !p.Done; p = progress(t, http.DefaultClient, c, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("C's pin still fetching after a minute: %s", p.raw)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+	gc(t, c)
+	if got, want := used(t, c), used(t, a); got != want {
+		t.Errorf("C after the killed download, a restart, the whole dataset pinned and meshfs gc: quotaUsedBytes %s; A holds the same dataset in %s",
+			mibText(got), mibText(want))
+	}
 
 	// Upload on D, killed part way through a streamed upload.
 	ddir := filepath.Join(tmp, "d")
@@ -282,13 +299,30 @@ func TestDaemonKilledMidTransferRecovers(t *testing.T) {
 	if held := listCIDs(t, d); len(held) != 0 {
 		t.Fatalf("an interrupted upload is listed: %v", held)
 	}
+	// No dataset held: after a collection, nothing counts against the quota.
+	out := gc(t, d)
+	if u := used(t, d); u != 0 {
+		t.Errorf("D after the killed upload, a restart and meshfs gc (%q): quotaUsedBytes %s; it holds no dataset, want 0",
+			strings.TrimSpace(out), mibText(u))
+	}
 	if again := d.upload(t, path); again != id {
 		t.Errorf("the same upload after the crash gave %s, before %s", again, id)
 	}
+	if got, want := used(t, d), used(t, a); got != want {
+		t.Errorf("D after uploading again: quotaUsedBytes %s; A holds the same dataset in %s", mibText(got), mibText(want))
+	}
+	// The upload is pinned: every one of its leaves is held.
+	if err := d.stop(); err != nil {
+		t.Fatalf("D's exit after SIGTERM: %v", err)
+	}
+	verifyRepo(t, ddir)
 }
 
 // verifyRepo opens a stopped node's store and checks every block hashes to
-// its CID and every leaf of every dataset proves against its tree.
+// its CID and every leaf of every dataset proves against its tree. A
+// cached dataset may lack leaves (a reader fetched only what it read); a
+// pinned one (or one without a record, which counts as pinned) must hold
+// every leaf but padding, or it has lost data.
 func verifyRepo(t *testing.T, dataDir string) {
 	t.Helper()
 	ctx := context.Background()
@@ -317,11 +351,25 @@ func verifyRepo(t *testing.T, dataDir string) {
 		if err != nil {
 			return err
 		}
+		r, err := st.GetRetention(ctx, c)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		pinned := err != nil || r.Pinned
+		var layout erasure.Layout
+		if m.Protected {
+			if layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
+				return err
+			}
+		}
 		root, _ := store.Digest(m.TreeCID)
 		for i := uint64(0); i < m.Blocks(); i++ {
 			leaf, blk, err := st.GetLeaf(ctx, m.TreeCID, i)
 			if errors.Is(err, store.ErrNotFound) {
-				continue // not fetched (yet): fine
+				if pinned && !(m.Protected && layout.IsPadding(i)) {
+					return fmt.Errorf("pinned dataset %s: leaf %d of %d is missing", store.CIDText(c), i, m.Blocks())
+				}
+				continue // a cached dataset's block not fetched (yet), or padding: fine
 			}
 			if err != nil {
 				return err

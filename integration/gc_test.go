@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // pinnedColumn returns the PINNED column `meshfs ls` prints for each CID.
@@ -47,7 +48,8 @@ func TestGarbageCollectionKeepsPinsWithinQuota(t *testing.T) {
 	// parity too), for it and one more.
 	b := startDaemon(t, filepath.Join(tmp, "b"), "", append(listen,
 		"--quota", "7MiB", "--gc-interval", "0", "--bootstrap", a.p2pAddr(t))...)
-	own := b.upload(t, writeRandomFile(t, tmp, 1<<20, 99))
+	ownPath := writeRandomFile(t, tmp, 1<<20, 99)
+	own := b.upload(t, ownPath)
 
 	download := func(c, file string) {
 		t.Helper()
@@ -98,4 +100,27 @@ func TestGarbageCollectionKeepsPinsWithinQuota(t *testing.T) {
 	if space.QuotaUsedBytes > space.QuotaMaxBytes || space.QuotaMaxBytes != 7<<20 {
 		t.Errorf("space: %d of %d bytes used; want within the 7 MiB quota", space.QuotaUsedBytes, space.QuotaMaxBytes)
 	}
+
+	// The pinned datasets are whole after the collections, one more
+	// included, on B's own: with A gone, nothing can come from the
+	// network. The pin of y has fetched the rest of it (its parity) first.
+	deadline := time.Now().Add(time.Minute)
+	for p := progress(t, http.DefaultClient, b, y); !p.found || !p.Done; p = progress(t, http.DefaultClient, b, y) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pin of %s is still fetching after a minute: %s", y, p.raw)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+	if p := progress(t, http.DefaultClient, b, y); p.Error != "" {
+		t.Errorf("the pin's fetch of %s failed: %s", y, p.raw)
+	}
+	gc(t, b)
+	if p := pinnedColumn(t, b); p[y] != "yes" || p[own] != "yes" {
+		t.Errorf("after meshfs gc PINNED = %v; want %s and own upload %s pinned and kept", p, y, own)
+	}
+	if err := a.stop(); err != nil {
+		t.Fatalf("A's exit: %v", err)
+	}
+	readsBack(t, b, "", own, ownPath, "B's own upload after the collections")
+	readsBack(t, b, "", y, files[1], "the pinned dataset after the collections")
 }
