@@ -37,18 +37,7 @@ func uploadNamed(t *testing.T, n *Node, data []byte, filename string) cid.Cid {
 // readLocal reads dataset c from the local store alone and checks its bytes.
 func readLocal(t *testing.T, n *Node, c cid.Cid, want []byte) {
 	t.Helper()
-	d, err := n.OpenLocal(t.Context(), c)
-	if err != nil {
-		t.Fatalf("open %s: %v", c, err)
-	}
-	defer d.Close()
-	got, err := io.ReadAll(d.Reader(t.Context()))
-	if err != nil {
-		t.Fatalf("read %s: %v", c, err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("read %s: %d bytes differing from the %d uploaded", c, len(got), len(want))
-	}
+	readWith(t, n.OpenLocal, c, want)
 }
 
 // oracleUsage is what a store holding exactly these datasets uses: they are

@@ -123,7 +123,13 @@ func listed(t *testing.T, n *Node) map[cid.Cid]bool {
 // readBack reads dataset c through the node and checks its bytes.
 func readBack(t *testing.T, n *Node, c cid.Cid, want []byte) {
 	t.Helper()
-	d, err := n.Open(t.Context(), c)
+	readWith(t, n.Open, c, want)
+}
+
+// readWith reads dataset c as open opens it and checks its bytes.
+func readWith(t *testing.T, open func(context.Context, cid.Cid) (*Dataset, error), c cid.Cid, want []byte) {
+	t.Helper()
+	d, err := open(t.Context(), c)
 	if err != nil {
 		t.Fatalf("open %s: %v", c, err)
 	}

@@ -94,20 +94,7 @@ func (s *Store) dropRecord(ch *change, c cid.Cid) error {
 
 // DeleteRetention removes the retention record of c; none is not an error.
 func (s *Store) DeleteRetention(ctx context.Context, c cid.Cid) error {
-	fail := func(err error) error { return fmt.Errorf("repo: delete retention %s: %w", store.CIDText(c), err) }
-	if err := s.enter(ctx); err != nil {
-		return fail(err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch := s.begin(new(change), new(leveldb.Batch))
-	if err := s.dropRecord(ch, c); err != nil {
-		return fail(err)
-	}
-	if err := s.commit(ch); err != nil {
-		return fail(err)
-	}
-	return nil
+	return s.deleteRecord(ctx, c, false)
 }
 
 // PutDataset implements store.RetentionStore: Put's sequence, with the
@@ -118,7 +105,14 @@ func (s *Store) PutDataset(ctx context.Context, m store.Block, r store.Retention
 
 // DeleteDataset implements store.RetentionStore.
 func (s *Store) DeleteDataset(ctx context.Context, c cid.Cid) error {
-	fail := func(err error) error { return fmt.Errorf("repo: delete dataset %s: %w", store.CIDText(c), err) }
+	return s.deleteRecord(ctx, c, true)
+}
+
+// deleteRecord removes c's record and, with manifest, the manifest block
+// c in the same commit.
+func (s *Store) deleteRecord(ctx context.Context, c cid.Cid, manifest bool) error {
+	what := map[bool]string{false: "retention", true: "dataset"}[manifest]
+	fail := func(err error) error { return fmt.Errorf("repo: delete %s %s: %w", what, store.CIDText(c), err) }
 	if err := s.enter(ctx); err != nil {
 		return fail(err)
 	}
@@ -128,13 +122,15 @@ func (s *Store) DeleteDataset(ctx context.Context, c cid.Cid) error {
 	if err := s.dropRecord(ch, c); err != nil {
 		return fail(err)
 	}
-	x, err := s.index(c)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return fail(err)
-	case x.refs == 0:
-		ch.dropBlock(s, c, x)
+	if manifest {
+		x, err := s.index(c)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return fail(err)
+		case x.refs == 0:
+			ch.dropBlock(s, c, x)
+		}
 	}
 	if err := s.commit(ch); err != nil {
 		return fail(err)

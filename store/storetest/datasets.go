@@ -20,17 +20,11 @@ func treeNamed(t *testing.T, s RetentionStore, tree cid.Cid) bool {
 	return named
 }
 
-func mustPutDataset(t *testing.T, s RetentionStore, m store.Block, r store.Retention) {
+// noErr fails the test when the call named what failed.
+func noErr(t *testing.T, what string, err error) {
 	t.Helper()
-	if err := s.PutDataset(t.Context(), m, r); err != nil {
-		t.Fatalf("PutDataset %s: %v", m.CID, err)
-	}
-}
-
-func mustDeleteDataset(t *testing.T, s RetentionStore, c cid.Cid) {
-	t.Helper()
-	if err := s.DeleteDataset(t.Context(), c); err != nil {
-		t.Fatalf("DeleteDataset %s: %v", c, err)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 
@@ -38,7 +32,7 @@ var datasetCases = []retentionCase{
 	{name: "DatasetAndRecordTogether", run: func(t *testing.T, s RetentionStore) {
 		m := newBlock(store.CodecManifest, 1)
 		at := time.Date(2031, 2, 3, 4, 5, 6, 7e6, time.UTC)
-		mustPutDataset(t, s, m, store.Retention{LastAccess: at, Tree: tree(1)})
+		noErr(t, "PutDataset", s.PutDataset(t.Context(), m, store.Retention{LastAccess: at, Tree: tree(1)}))
 		checkBlock(t, s, m)
 		r := getRetention(t, s, m.CID)
 		if r.Pinned || !r.LastAccess.Equal(at) || !r.Tree.Equals(tree(1)) {
@@ -48,7 +42,7 @@ var datasetCases = []retentionCase{
 			t.Fatal("TreeNamed: want the dataset's tree named, no other")
 		}
 		checkUsage(t, s, usageOf(0, m))
-		mustDeleteDataset(t, s, m.CID)
+		noErr(t, "DeleteDataset", s.DeleteDataset(t.Context(), m.CID))
 		checkAbsent(t, s, m.CID)
 		if _, err := s.GetRetention(t.Context(), m.CID); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("GetRetention after DeleteDataset: %v; want ErrNotFound", err)
@@ -57,7 +51,7 @@ var datasetCases = []retentionCase{
 			t.Fatal("the tree is still named once its only dataset is deleted")
 		}
 		checkUsage(t, s, usageOf(0))
-		mustDeleteDataset(t, s, m.CID) // neither held: not an error
+		noErr(t, "DeleteDataset", s.DeleteDataset(t.Context(), m.CID)) // neither held: not an error
 	}},
 	{name: "DatasetOverQuotaLeavesNothing", quota: blockSize / 2, run: func(t *testing.T, s RetentionStore) {
 		m := newBlock(store.CodecManifest, 1)
@@ -86,7 +80,7 @@ var datasetCases = []retentionCase{
 		mustPut(t, s, m)
 		// The store is full, but the manifest is held already: no more
 		// bytes, so the record is taken.
-		mustPutDataset(t, s, m, store.Retention{Pinned: true, Tree: tree(1)})
+		noErr(t, "PutDataset", s.PutDataset(t.Context(), m, store.Retention{Pinned: true, Tree: tree(1)}))
 		if r := getRetention(t, s, m.CID); !r.Pinned || !treeNamed(t, s, tree(1)) {
 			t.Fatalf("record of a held manifest: %+v", r)
 		}
@@ -96,9 +90,9 @@ var datasetCases = []retentionCase{
 		m1, m2 := newBlock(store.CodecManifest, 1), newBlock(store.CodecManifest, 2)
 		b := newBlock(store.CodecBlock, 3)
 		mustPutLeafBlock(t, s, store.Leaf{Tree: tree(1), Index: 0, Block: b.CID}, b)
-		mustPutDataset(t, s, m1, store.Retention{Pinned: true, Tree: tree(1)})
-		mustPutDataset(t, s, m2, store.Retention{Tree: tree(1)})
-		mustDeleteDataset(t, s, m1.CID)
+		noErr(t, "PutDataset", s.PutDataset(t.Context(), m1, store.Retention{Pinned: true, Tree: tree(1)}))
+		noErr(t, "PutDataset", s.PutDataset(t.Context(), m2, store.Retention{Tree: tree(1)}))
+		noErr(t, "DeleteDataset", s.DeleteDataset(t.Context(), m1.CID))
 		if !treeNamed(t, s, tree(1)) {
 			t.Fatal("the tree is not named while a second dataset names it")
 		}
