@@ -242,7 +242,7 @@ func (n *Node) DataDir() string { return n.cfg.DataDir }
 // parameters, pins it, and returns the manifest CID. A full store makes
 // room by collecting cached datasets.
 func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error) {
-	u := &uploader{st: n.full, keep: n, commit: n.commitUpload}
+	u := &uploader{st: n.full, keep: n, commit: n.commitUpload, log: n.log}
 	c, m, err := uploadDataset(ctx, u, r, UploadOptions{
 		Filename: filename, Mimetype: mimetype,
 		BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,

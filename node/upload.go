@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -50,6 +51,7 @@ type uploader struct {
 	keep treeKeeper
 	// commit stores the manifest; nil: st.Put.
 	commit  func(ctx context.Context, mb store.Block, m *manifest.Manifest) error
+	log     *slog.Logger // nil: slog.Default()
 	staging cid.Cid
 	staged  uint64
 	// leaves lists, for an upload into a bare store, the real tree's
@@ -357,6 +359,6 @@ func (u *uploader) finish(failed bool) {
 		// Leftovers are leaves of trees no dataset names: harmless for
 		// correctness and swept by the node, so the upload's own
 		// outcome wins.
-		slog.Default().Warn("upload: dropping its staging leaves incomplete", "failed", failed, "err", err)
+		cmp.Or(u.log, slog.Default()).Warn("upload: dropping its staging leaves incomplete", "failed", failed, "err", err)
 	}
 }
