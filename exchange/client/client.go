@@ -78,7 +78,7 @@ type Options struct {
 	// MaxOffences is how many offences a peer may commit before it is
 	// dropped and ignored (default 3). An offence is a block that fails
 	// verification, or a block we never asked that peer for (see
-	// handleBlock); the count survives reconnections.
+	// conduct.go); the count survives reconnections and decays with time.
 	MaxOffences int
 	// BanFor is how long a dropped peer is ignored (default 10 minutes).
 	BanFor time.Duration
@@ -117,7 +117,7 @@ type Client struct {
 	peerSt  map[peer.ID]*peerState
 	trees   map[cid.Cid]*treeState
 	banned  map[peer.ID]time.Time
-	offence map[peer.ID]int // offences so far, kept across reconnections
+	offence map[peer.ID]offences // kept across reconnections; see conduct.go
 	stats   Stats
 	scanned time.Time // last prune of bans and asked records
 	// live is the peers connected at this scheduling pass. Only they are
@@ -182,7 +182,7 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 		// waits, and the peer's stream with it.
 		verifyQ: make(chan delivery, 64),
 		wants:   map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
-		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{}, offence: map[peer.ID]int{}, live: map[peer.ID]bool{},
+		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{}, offence: map[peer.ID]offences{}, live: map[peer.ID]bool{},
 		stats: Stats{BlocksFrom: map[peer.ID]uint64{}},
 	}
 	c.bg.Add(1 + opts.Verifiers)
@@ -270,11 +270,11 @@ type peerState struct {
 	busy                 bool
 	price                uint64
 	haveTrees            map[cid.Cid]bool // trees it has said Have for
-	// asked holds, for each block we sent this peer a WantBlock for and
-	// it has not delivered, until when a delivery is still welcome: a
-	// block arriving after we cancelled (or timed out, or got it
-	// elsewhere) is a late answer, not an offence.
-	asked map[message.Key]time.Time
+	// asked holds, for each block we sent this peer WantBlocks for and it
+	// has not delivered, how many and until when a delivery is still
+	// welcome: a block arriving after we cancelled (or timed out, or got
+	// it elsewhere) is a late answer, not an offence (conduct.go).
+	asked map[message.Key]askRecord
 	// congested: a want list to this peer found its queue full; it is
 	// passed over until then.
 	congested time.Time
@@ -500,7 +500,7 @@ func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
 			w.sentTo = ""
 			c.release(p)
 			if st := c.peerSt[p]; st != nil {
-				delete(st.asked, w.key)
+				st.unask(w.key)
 			}
 		}
 	}
@@ -516,9 +516,14 @@ func (c *Client) prune(now time.Time) {
 			delete(c.offence, p)
 		}
 	}
+	for p, o := range c.offence {
+		if o.forgiven(now) && !c.isBanned(p, now) {
+			delete(c.offence, p)
+		}
+	}
 	for _, st := range c.peerSt {
-		for k, until := range st.asked {
-			if !now.Before(until) {
+		for k, r := range st.asked {
+			if !now.Before(r.until) {
 				delete(st.asked, k)
 			}
 		}
@@ -700,7 +705,7 @@ func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.I
 		st.busy = false
 	}
 	st.inflight++
-	st.asked[w.key] = now.Add(c.lateGrace())
+	st.ask(w.key, now.Add(c.lateGrace()))
 	out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantBlock, SendDontHave: true})
 }
 
@@ -713,7 +718,7 @@ func (c *Client) release(p peer.ID) {
 func (c *Client) peer(p peer.ID) *peerState {
 	st := c.peerSt[p]
 	if st == nil {
-		st = &peerState{haveTrees: map[cid.Cid]bool{}, asked: map[message.Key]time.Time{}}
+		st = &peerState{haveTrees: map[cid.Cid]bool{}, asked: map[message.Key]askRecord{}}
 		c.peerSt[p] = st
 	}
 	return st
@@ -906,9 +911,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 		// late answer (we cancelled, timed out, or got it elsewhere). If
 		// not, p is pushing blocks nobody asked for, which costs us
 		// bandwidth and hashing: an offence.
-		st := c.peer(p)
-		if until, ok := st.asked[key]; ok && now.Before(until) {
-			delete(st.asked, key)
+		if c.peer(p).answered(key, now) {
 			c.stats.Unwanted++
 		} else {
 			c.stats.Unsolicited++
@@ -942,7 +945,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.peer(p)
-	delete(st.asked, key)
+	st.answered(key, now)
 	if w.sentTo == p {
 		c.release(p)
 		if err == nil {
@@ -981,21 +984,6 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	st.haveTrees[target(w.addr)] = true
 	w.leaf, w.block = leaf, block
 	c.resolve(w, err)
-}
-
-// offend counts one offence of p and drops it at MaxOffences: it is
-// disconnected, and neither asked nor listened to until BanFor has passed.
-// Callers hold mu.
-func (c *Client) offend(p peer.ID, now time.Time) {
-	c.offence[p]++
-	if c.offence[p] < c.opts.MaxOffences || c.isBanned(p, now) {
-		return
-	}
-	c.log.Warn("exchange: dropping peer after repeated offences", "peer", p, "offences", c.offence[p])
-	c.banned[p] = now.Add(c.opts.BanFor)
-	c.stats.PeersDropped++
-	c.forget(p)
-	go c.peers.Disconnect(p)
 }
 
 // forget drops what we know of p: its presences, the wants sent to it
