@@ -43,7 +43,8 @@ type Options struct {
 	// memory: 256 batches of blocks for a peer that does not read would pin
 	// 256 MiB. A message larger than QueueBytes still goes, alone.
 	QueueBytes int
-	// WriteTimeout bounds one write to a peer's stream (default 30s). A
+	// WriteTimeout bounds how long a write to a peer's stream may go
+	// without any of it being taken (default 30s; see progressWriter). A
 	// peer that stops reading holds our writes on its flow-control window;
 	// past this its stream is reset and the messages being written are
 	// lost (their wants time out and are asked elsewhere).
@@ -426,7 +427,7 @@ func (s *sender) lane(first bool) {
 					break
 				}
 				s.track(st, nil)
-				w = bufio.NewWriterSize(st, writeBuffer)
+				w = bufio.NewWriterSize(progressWriter{s, st}, writeBuffer)
 			}
 			err := s.write(st, w, it)
 			if err == nil {
@@ -468,13 +469,11 @@ func isTimeout(err error) bool {
 
 // write sends it and whatever else is already queued, up to writeBuffer
 // bytes (so that other lanes get their share of a backlog), then flushes,
-// under one write deadline. Each message's bytes leave the peer's budget
-// once handed to w; on error the whole budget of what was taken is
-// released too, since those messages are lost.
+// each chunk under a write deadline of its own (progressWriter). Each
+// message's bytes leave the peer's budget once handed to w; on error the
+// whole budget of what was taken is released too, since those messages are
+// lost.
 func (s *sender) write(st network.Stream, w *bufio.Writer, it item) error {
-	_ = st.SetWriteDeadline(time.Now().Add(s.n.opts.WriteTimeout))
-	// After the deadline is set: a stop from now on cuts it short (stop
-	// closes done before it sets its own deadline).
 	if s.stopped() {
 		s.release(it.size)
 		return ErrClosed
@@ -498,6 +497,42 @@ func (s *sender) write(st network.Stream, w *bufio.Writer, it item) error {
 		break
 	}
 	return w.Flush()
+}
+
+// progressWriter writes to a sender's stream in chunks, each under a
+// deadline of WriteTimeout from its start, so a peer is cut off once it has
+// taken nothing for that long, however long the whole write takes. One
+// deadline for a whole write cut off a peer reading all along behind a
+// 256 kbit/s line, where a 1 MiB batch takes 33 s.
+type progressWriter struct {
+	s  *sender
+	st network.Stream
+}
+
+// progressChunk is what must leave within WriteTimeout: 4 s at 128 kbit/s.
+const progressChunk = 64 << 10
+
+func (w progressWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		// Under mu, as stop sets its deadline: a stop is never undone.
+		w.s.mu.Lock()
+		stopped := w.s.stopped()
+		if !stopped {
+			_ = w.st.SetWriteDeadline(time.Now().Add(w.s.n.opts.WriteTimeout))
+		}
+		w.s.mu.Unlock()
+		if stopped {
+			return n, ErrClosed
+		}
+		k, err := w.st.Write(p[:min(len(p), progressChunk)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
 }
 
 func (s *sender) openStream() (network.Stream, error) {

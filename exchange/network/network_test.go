@@ -1,6 +1,7 @@
 package network
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"io"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/node/p2p"
@@ -107,4 +110,70 @@ func TestBacklogOpensLanes(t *testing.T) {
 		case <-time.After(10 * time.Millisecond): // polling interval, not synchronisation
 		}
 	}
+}
+
+// A peer that reads slowly but never stops (a slow line) is not cut off,
+// however long a large message takes to go out: only a peer that takes
+// nothing for WriteTimeout is. Here each 1 MiB message takes several
+// times WriteTimeout to be read.
+func TestSlowSteadyReaderIsNotCutOff(t *testing.T) {
+	a, b := newTestHost(t), newTestHost(t)
+	if err := a.Host().Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	// B reads the exchange stream itself, 16 KiB every 20 ms: 800 KiB/s.
+	got := make(chan *message.Message, 4)
+	b.Host().SetStreamHandler(protocol.ID(message.ProtocolID), func(st network.Stream) {
+		defer st.Close()
+		r := message.NewReader(bufio.NewReaderSize(&throttled{r: st, chunk: 16 << 10, every: 20 * time.Millisecond}, 16<<10), 16<<20)
+		for {
+			m, err := r.ReadMessage()
+			if err != nil {
+				return
+			}
+			got <- m
+		}
+	})
+	const timeout = 300 * time.Millisecond
+	na := New(a.Host(), Options{Logger: quiet, WriteTimeout: timeout, Lanes: 1})
+	na.Start(&stallFirst{release: make(chan struct{}), stalled: make(chan struct{})})
+	t.Cleanup(na.Close)
+	blocks := make([]message.Delivery, 16)
+	for i := range blocks {
+		data := make([]byte, 64<<10)
+		data[0] = byte(i)
+		blk := store.NewBlock(store.CodecBlock, data)
+		blocks[i] = message.Delivery{CID: blk.CID, Data: blk.Data, Address: message.CIDAddress(blk.CID)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	for i := range 2 {
+		if err := na.Send(ctx, b.ID(), &message.Message{Blocks: blocks}); err != nil {
+			t.Fatalf("send %d to a slow reader: %v", i, err)
+		}
+		select {
+		case m := <-got:
+			if len(m.Blocks) != len(blocks) {
+				t.Fatalf("message %d arrived with %d blocks; want %d", i, len(m.Blocks), len(blocks))
+			}
+		case <-ctx.Done():
+			t.Fatalf("message %d never arrived whole at the slow reader", i)
+		}
+	}
+	if took := time.Since(start); took < 2*timeout {
+		t.Fatalf("2 MiB reached the throttled reader in %s: the test did not make writes outlast WriteTimeout (%s)", took, timeout)
+	}
+}
+
+// throttled reads at most chunk bytes every interval.
+type throttled struct {
+	r     io.Reader
+	chunk int
+	every time.Duration
+}
+
+func (t *throttled) Read(p []byte) (int, error) {
+	time.Sleep(t.every) // the line's rate, not synchronisation
+	return t.r.Read(p[:min(len(p), t.chunk)])
 }
