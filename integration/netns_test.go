@@ -4,10 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/meshfs/meshfs/integration/cluster"
 )
+
+// links numbers the links made by this process.
+var links atomic.Int32
 
 // newLink makes two namespaces joined by a veth pair with addresses from
 // 198.18.0.0/15 (the benchmarking range, never routed), each end's egress
@@ -18,7 +22,9 @@ func newLink(t *testing.T, rate string) (a, b *cluster.Netns) {
 	if err := cluster.NetnsSupport(); err != nil {
 		t.Skipf("cannot make network namespaces here (%v): skipping", err)
 	}
-	id := fmt.Sprintf("%d", os.Getpid()%100000)
+	// Unique per link, so that tests may run in parallel; interface names
+	// stay within the kernel's 15 bytes.
+	id := fmt.Sprintf("%d%c", os.Getpid()%100000, 'a'+rune(links.Add(1)%26))
 	a, err := cluster.NewNetns("meshfs-a-" + id)
 	if err != nil {
 		t.Skipf("cannot create a network namespace here (%v): skipping", err)

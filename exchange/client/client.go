@@ -60,12 +60,14 @@ var ErrNotFound = fmt.Errorf("no peer provided the block: %w", store.ErrNotFound
 
 // Options tune the client; zero values take the defaults.
 type Options struct {
-	// Window is how many WantBlocks may be outstanding at one peer
-	// (default 64 blocks: 4 MiB of 64 KiB blocks, enough to fill a
-	// 200 Mbit/s link with 100 ms of round trip).
+	// Window is the most WantBlocks outstanding at one peer (default 64
+	// blocks: 4 MiB of 64 KiB blocks, enough to fill a 200 Mbit/s link
+	// with 100 ms of round trip); each peer's own window follows its pace
+	// below that (window.go).
 	Window int
-	// BlockTimeout is how long a peer may take to deliver a block it was
-	// asked for before the want goes to another peer (default 10s).
+	// BlockTimeout is how long a peer may go without delivering anything
+	// while it has a want of ours before the want goes to another peer
+	// (default 10s); a peer that keeps delivering has longer (window.go).
 	BlockTimeout time.Duration
 	// HaveTimeout is how long to wait for presence answers before asking
 	// more peers or discovering again (default 3s).
@@ -250,6 +252,7 @@ type want struct {
 	askedHave map[peer.ID]time.Time
 	sentTo    peer.ID // WantBlock outstanding here ("" when none)
 	sentAt    time.Time
+	sentPos   int // how many wants the peer had outstanding before it
 	created   time.Time
 	resolved  bool
 	// urgent: some waiter is a read, not background work (store.Background).
@@ -532,7 +535,7 @@ func (c *Client) prune(now time.Time) {
 
 func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out map[peer.ID][]message.Entry, discover *[]cid.Cid) {
 	if w.sentTo != "" {
-		if now.Sub(w.sentAt) < c.opts.BlockTimeout {
+		if !c.overdue(w, c.peerSt[w.sentTo], now) {
 			return
 		}
 		// Too slow: try elsewhere, and tell the peer to forget it.
@@ -672,7 +675,7 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 	)
 	now := c.now()
 	for p, st := range c.peerSt {
-		if !ok(p) || !c.live[p] || w.dontHaves[p] || st.inflight >= c.opts.Window || c.isBanned(p, now) || now.Before(st.congested) {
+		if !ok(p) || !c.live[p] || w.dontHaves[p] || st.inflight >= st.window(c.opts.Window) || c.isBanned(p, now) || now.Before(st.congested) {
 			continue
 		}
 		if at := w.slow[p]; !at.IsZero() && now.Sub(at) < c.opts.BlockTimeout {
@@ -699,6 +702,7 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.ID][]message.Entry) {
 	w.sentTo, w.sentAt = p, now
 	st := c.peer(p)
+	w.sentPos = st.inflight
 	if st.inflight == 0 {
 		// Idle since its wants last ran out, however they did (delivered,
 		// refused, timed out, cancelled): that wait is not its pace.

@@ -1,0 +1,58 @@
+package client
+
+import "time"
+
+// How much to ask of each peer, and when a want at a peer is late: both
+// follow the peer's measured pace (its time per block while busy), not
+// constants, so that the same rules serve a 128 kbit/s home line and a
+// 1 Gbit/s LAN.
+//
+// A peer's window holds what it delivers in queueTarget: enough to cover
+// any round trip up to that (a window limited by the round trip delivers
+// one window per round trip, which reads as a faster pace and opens the
+// window further), and short enough that a block a reader waits for is
+// never queued behind more than about a second of read-ahead. A fixed 64
+// blocks was 33 s of queue at 1 Mbit/s, longer than a block may take.
+//
+// A want is late when the peer has delivered nothing at all for a
+// BlockTimeout since it was sent (it stalled, or is gone), or when it
+// keeps delivering others but not this one for overdueFactor times what
+// the want's place in its queue should take. A slow peer that keeps
+// delivering is never timed out for being slow.
+
+const (
+	queueTarget   = time.Second
+	minWindow     = 4
+	startWindow   = 8 // until the pace is known
+	overdueFactor = 4
+)
+
+// window is how many WantBlocks st may have outstanding, at most limit.
+func (st *peerState) window(limit int) int {
+	per := st.pace()
+	if per <= 0 {
+		return min(startWindow, limit)
+	}
+	return max(min(int(queueTarget/per)+1, limit), min(minWindow, limit))
+}
+
+// overdue reports whether w, sent to the peer whose state is st, is late
+// enough to ask elsewhere.
+func (c *Client) overdue(w *want, st *peerState, now time.Time) bool {
+	age := now.Sub(w.sentAt)
+	if age < c.opts.BlockTimeout {
+		return false
+	}
+	if st == nil {
+		return true
+	}
+	heard := w.sentAt
+	if st.lastBlock.After(heard) {
+		heard = st.lastBlock
+	}
+	if now.Sub(heard) >= c.opts.BlockTimeout {
+		return true
+	}
+	per := st.pace()
+	return per > 0 && age >= time.Duration(overdueFactor*(w.sentPos+1))*per
+}

@@ -1,0 +1,64 @@
+package client
+
+import (
+	"testing"
+	"time"
+)
+
+// A peer's window holds about a second of its deliveries, within bounds:
+// a slow line gets few wants at a time, a fast one the most allowed.
+func TestWindowFollowsPace(t *testing.T) {
+	for _, tc := range []struct {
+		pace time.Duration
+		want int
+	}{
+		{0, startWindow},             // unmeasured
+		{4 * time.Second, minWindow}, // 128 kbit/s, 64 KiB blocks
+		{524 * time.Millisecond, minWindow},
+		{26 * time.Millisecond, 39},   // 20 Mbit/s
+		{2600 * time.Microsecond, 64}, // 200 Mbit/s: capped
+		{500 * time.Microsecond, 64},  // 1 Gbit/s
+	} {
+		st := &peerState{}
+		if tc.pace > 0 {
+			st.paceTime, st.paceBlocks = float64(tc.pace), 1
+		}
+		if got := st.window(64); got != tc.want {
+			t.Errorf("pace %s: window %d; want %d", tc.pace, got, tc.want)
+		}
+	}
+	if got := (&peerState{}).window(2); got != 2 {
+		t.Errorf("a limit below the start window: %d; want the limit", got)
+	}
+}
+
+// A want is late when its peer has gone quiet for a BlockTimeout, or keeps
+// delivering others but not it for several times its place in the queue
+// should take; never while a slow peer keeps working through its queue.
+func TestOverdueFollowsProgress(t *testing.T) {
+	c := &Client{opts: Options{BlockTimeout: 10 * time.Second}}
+	sent := time.Unix(1000, 0)
+	slow := &peerState{paceTime: float64(4 * time.Second), paceBlocks: 1} // 128 kbit/s
+	for _, tc := range []struct {
+		name      string
+		st        *peerState
+		pos       int
+		age       time.Duration
+		lastBlock time.Duration // after sent; negative: before
+		want      bool
+	}{
+		{"young", slow, 0, 5 * time.Second, -time.Second, false},
+		{"slow peer, delivering, 4th in its queue at 30 s", slow, 3, 30 * time.Second, 28 * time.Second, false},
+		{"slow peer gone quiet", slow, 3, 30 * time.Second, 15 * time.Second, true},
+		{"never heard from since", slow, 0, 11 * time.Second, -time.Second, true},
+		{"delivering others, this one long past its turn", slow, 0, 17 * time.Second, 16 * time.Second, true},
+		{"pace unknown, delivering", &peerState{}, 5, 30 * time.Second, 25 * time.Second, false},
+	} {
+		st := *tc.st
+		st.lastBlock = sent.Add(tc.lastBlock)
+		w := &want{sentAt: sent, sentPos: tc.pos}
+		if got := c.overdue(w, &st, sent.Add(tc.age)); got != tc.want {
+			t.Errorf("%s: overdue %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,66 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A provider behind a slow uplink, as home lines are, is read to the end
+// at whatever rate the line allows: the bytes are identical and the
+// reader never drops its only provider for being slow. (The rates reached
+// are the bench's to measure, not this test's.)
+func TestSlowUplinks(t *testing.T) {
+	for _, tc := range []struct {
+		rate string
+		size int64
+	}{
+		{"1mbit", 8 << 20},
+		{"256kbit", 2 << 20},
+	} {
+		t.Run(tc.rate, func(t *testing.T) {
+			t.Parallel()
+			na, nb := newLink(t, tc.rate)
+			tmp := t.TempDir()
+			a := startDaemonUnder(t, na.Exec(), filepath.Join(tmp, "a"), "", "--listen", "/ip4/198.18.0.1/tcp/4001")
+			path := writeRandomFile(t, tmp, tc.size, 1900)
+			c := a.upload(t, path)
+			b := startDaemonUnder(t, nb.Exec(), filepath.Join(tmp, "b"), "", "--listen", "/ip4/198.18.0.2/tcp/4001",
+				"--bootstrap", a.p2pAddr(t))
+			got := filepath.Join(tmp, "got")
+			if r := b.meshfs(t, "download", c, "-o", got); r.code != 0 {
+				t.Fatalf("download of %d bytes from a provider behind %s: exit %d: %s", tc.size, tc.rate, r.code, r.stderr)
+			}
+			must(t, "cmp", got, path)
+			if n := exchangeEvents(t, nb.HTTPClient(), b)["peer_dropped"]; n != 0 {
+				t.Errorf("the reader dropped %d peers; its only provider is slow, not hostile", n)
+			}
+			if strings.Contains(b.Logs(), "dropping peer") {
+				t.Errorf("the reader's log says it dropped a peer")
+			}
+		})
+	}
+}
+
+// exchangeEvents reads the daemon's meshfs_exchange_total counters.
+func exchangeEvents(t *testing.T, hc *http.Client, d *daemon) map[string]int {
+	t.Helper()
+	resp, err := hc.Get(d.API + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]int{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var event string
+		var n float64
+		if _, err := fmt.Sscanf(sc.Text(), "meshfs_exchange_total{event=%q} %g", &event, &n); err == nil {
+			out[event] = int(n)
+		}
+	}
+	return out
+}
