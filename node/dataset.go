@@ -388,6 +388,19 @@ func (d *Dataset) fetch(ctx context.Context, i uint64) (store.Leaf, []byte, erro
 	if err != nil {
 		return store.Leaf{}, nil, err
 	}
+	if uint64(len(b.Data)) != d.Manifest.BlockSize {
+		// The tree names it, proof and all, but the manifest says every
+		// block is BlockSize: the dataset is malformed. Reads cut blocks
+		// by that size, so such a block would be read past its end, or
+		// give bytes that depend on where a read starts. It is not kept
+		// either (the exchange stores what it verified before we see it),
+		// so that no later read finds it held.
+		if err := d.st.DeleteLeaf(context.WithoutCancel(ctx), d.Manifest.TreeCID, i); err != nil {
+			d.logger().Warn("drop a block of the wrong size", "cid", store.CIDText(d.CID), "index", i, "err", err)
+		}
+		return store.Leaf{}, nil, fmt.Errorf("block %d is %d bytes, not the manifest's block size of %d: %w",
+			i, len(b.Data), d.Manifest.BlockSize, store.ErrInvalidBlock)
+	}
 	return l, b.Data, nil
 }
 
