@@ -43,7 +43,9 @@ func (c *clock) advance(d time.Duration) {
 func gcNode(t *testing.T, dir string, cfg Config) (*Node, *clock) {
 	t.Helper()
 	cfg.DataDir = dir
-	cfg.BlockSize = testBS
+	if cfg.BlockSize == 0 {
+		cfg.BlockSize = testBS
+	}
 	if cfg.EcK == 0 {
 		cfg.EcK, cfg.EcM = 2, 0
 	}

@@ -122,6 +122,9 @@ func New(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	if cfg.BlockSize > manifest.MaxBlockSize || cfg.BlockSize%64 != 0 {
+		return nil, fmt.Errorf("node: block size %d: want a multiple of 64 up to %d, the largest block a peer can send", cfg.BlockSize, manifest.MaxBlockSize)
+	}
 	if cfg.EcM > 0 {
 		if _, err := erasure.NewCoder(cfg.EcK, cfg.EcM); err != nil {
 			return nil, fmt.Errorf("node: erasure coding K=%d M=%d: %w", cfg.EcK, cfg.EcM, err)

@@ -16,6 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/meshfs/meshfs/fusefs"
+	"github.com/meshfs/meshfs/node/manifest"
 )
 
 // daemonConfig is the validated daemon command line, handed to runDaemon.
@@ -37,10 +38,10 @@ type daemonConfig struct {
 
 // Limits on --block-size. The lower bound keeps per-block overhead (a
 // Merkle proof and a message per block) small next to the payload; the upper
-// one keeps a block well under libp2p's message size limits.
+// one is the largest block one exchange message carries.
 const (
 	minBlockSize   = 4 << 10
-	maxBlockSize   = 64 << 20
+	maxBlockSize   = manifest.MaxBlockSize
 	blockSizeAlign = 64  // Reed-Solomon encodes fastest on 64-byte multiples
 	maxShards      = 256 // K+M: GF(2^8) Reed-Solomon has 256 field elements
 )
@@ -70,7 +71,7 @@ func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
 	f.StringVar(&df.api, "api", "127.0.0.1:8080", "listen address (host:port) of the REST API")
 	f.StringSliceVar(&df.bootstrap, "bootstrap", nil, "peer to join the network through, a multiaddr ending in /p2p/<peer ID> (repeatable)")
 	f.Var(&df.quota, "quota", "most bytes the local store may hold, e.g. 10GiB or 500MB (0: unlimited)")
-	f.Var(&df.blockSize, "block-size", "block size of new uploads, e.g. 64KiB (a multiple of 64 from 4KiB to 64MiB)")
+	f.Var(&df.blockSize, "block-size", "block size of new uploads, e.g. 64KiB (a multiple of 64 from 4KiB to 8MiB)")
 	f.IntVar(&df.ecK, "ec-k", 4, "erasure coding: data blocks per codeword")
 	f.IntVar(&df.ecM, "ec-m", 2, "erasure coding: parity blocks per codeword (0: no erasure coding)")
 	f.StringVar(&df.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -127,7 +128,7 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 	}
 	switch bs := cfg.BlockSize; {
 	case bs < minBlockSize || bs > maxBlockSize:
-		return cfg, fmt.Errorf("--block-size %d: must be from %d (4KiB) to %d (64MiB)", bs, minBlockSize, maxBlockSize)
+		return cfg, fmt.Errorf("--block-size %d: must be from %d (4KiB) to %d (8MiB)", bs, minBlockSize, maxBlockSize)
 	case bs%blockSizeAlign != 0:
 		return cfg, fmt.Errorf("--block-size %d: must be a multiple of %d", bs, blockSizeAlign)
 	}

@@ -174,7 +174,7 @@ func TestEnvPrecedence(t *testing.T) {
 	_, r = daemonCLI(t, map[string]string{"MESHFS_EC_K": "many"}, "daemon")
 	r.wantErrPrefix(t, 2, `invalid value "many" for MESHFS_EC_K (--ec-k): `)
 	_, r = daemonCLI(t, map[string]string{"MESHFS_BLOCK_SIZE": "1000", "HOME": "/h"}, "daemon")
-	r.wantErr(t, 2, "--block-size 1000: must be from 4096 (4KiB) to 67108864 (64MiB) (see meshfs daemon --help)")
+	r.wantErr(t, 2, "--block-size 1000: must be from 4096 (4KiB) to 8388608 (8MiB) (see meshfs daemon --help)")
 }
 
 func TestEnvClientAPI(t *testing.T) {
@@ -227,7 +227,7 @@ func TestDaemonValidation(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"--block-size", "100000"}, "--block-size 100000: must be a multiple of 64"},
-		{[]string{"--block-size", "128MiB"}, "--block-size 134217728: must be from 4096 (4KiB) to 67108864 (64MiB)"},
+		{[]string{"--block-size", "128MiB"}, "--block-size 134217728: must be from 4096 (4KiB) to 8388608 (8MiB)"},
 		{[]string{"--block-size", "lots"}, `invalid argument "lots" for "--block-size" flag: size "lots": no number (want e.g. 65536, 64KiB, 500MB)`},
 		{[]string{"--ec-k", "0"}, "--ec-k 0: must be at least 1"},
 		{[]string{"--ec-m", "-1"}, "--ec-m -1: must be 0 or more"},

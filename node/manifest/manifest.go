@@ -15,6 +15,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -47,9 +48,14 @@ const (
 
 // Bounds enforced on what is encoded or decoded.
 const (
-	// MaxBlockSize is the largest block size accepted. Codex's default is
-	// 64 KiB; anything beyond this is garbage or an attack on memory.
-	MaxBlockSize = 64 << 20
+	// MaxBlockSize is the largest block size accepted: the largest block
+	// one exchange message (16 MiB at most) carries with its proof, with
+	// room to spare. Codex's default is 64 KiB and Logos Storage takes up
+	// to 512 KiB; a dataset of larger blocks could be stored, but no peer
+	// could ever send it.
+	MaxBlockSize = 8 << 20
+	// MaxCodewordBytes bounds what decoding one codeword holds: K+M blocks.
+	MaxCodewordBytes = 256 << 20
 	// MaxShards bounds K and M. Codex's Leopard codec allows up to 65536
 	// shards in all; larger values cannot come from a real encoder.
 	MaxShards = 1 << 16
@@ -130,6 +136,9 @@ func (m *Manifest) Validate() error {
 	if m.BlockSize == 0 || m.BlockSize > MaxBlockSize {
 		return fmt.Errorf("manifest: block size %d out of range [1, %d]", m.BlockSize, MaxBlockSize)
 	}
+	if m.Blocks() > merkle.MaxLeaves {
+		return fmt.Errorf("manifest: %d blocks, more than a tree holds (%d)", m.Blocks(), uint64(merkle.MaxLeaves))
+	}
 	// meshfs can neither name nor check blocks of other codecs or hashes, and
 	// Codex writes nothing else, so anything else is refused outright.
 	if m.Codec != store.CodecBlock {
@@ -146,6 +155,10 @@ func (m *Manifest) Validate() error {
 	}
 	if m.EcK < 1 || m.EcK >= MaxShards || m.EcM < 1 || m.EcM >= MaxShards {
 		return fmt.Errorf("manifest: erasure code K=%d M=%d out of range [1, %d)", m.EcK, m.EcM, MaxShards)
+	}
+	if codeword := uint64(m.EcK+m.EcM) * m.BlockSize; codeword > MaxCodewordBytes {
+		return fmt.Errorf("manifest: a codeword of K+M=%d blocks of %d bytes is %d bytes; decoding holds at most %d",
+			m.EcK+m.EcM, m.BlockSize, codeword, uint64(MaxCodewordBytes))
 	}
 	if err := checkTree("original tree CID", m.OriginalTreeCID); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	mbase "github.com/multiformats/go-multibase"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -218,6 +219,14 @@ func TestValidate(t *testing.T) {
 		"wrong dataset size": func(m *Manifest) { m.DatasetSize += m.BlockSize },
 		"original size 0":    func(m *Manifest) { m.OriginalDatasetSize = 0 },
 		"original too big":   func(m *Manifest) { m.OriginalDatasetSize = m.DatasetSize },
+		"codeword too big": func(m *Manifest) {
+			m.BlockSize, m.EcK, m.EcM = MaxBlockSize, 40, 20
+			m.OriginalDatasetSize = 40 * MaxBlockSize
+			m.DatasetSize = 60 * MaxBlockSize
+		},
+		"more blocks than a tree holds": func(m *Manifest) {
+			m.Protected, m.BlockSize, m.DatasetSize = false, 64, (merkle.MaxLeaves+1)*64
+		},
 	}
 	for name, mutate := range cases {
 		m := protected(1000000, 65536, 4, 2)
