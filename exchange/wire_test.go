@@ -298,3 +298,34 @@ func TestPeerThatNeverReads(t *testing.T) {
 	x.close()
 	settleGoroutines(t, g0+10)
 }
+
+// A peer that sends the start of a large message and stalls has its
+// stream reset once nothing more of the message has come for ReadTimeout,
+// and the buffer its message took is given back; the engine goes on
+// serving others meanwhile.
+func TestStalledPartialFrameIsCutOff(t *testing.T) {
+	server := newNode(t, nil, Options{Network: xnet.Options{ReadTimeout: 500 * time.Millisecond}}, nil)
+	d := newDataset(t, 8, 4096)
+	d.put(t, server.st)
+	x := newHostile(t)
+	x.connect(t, server.h)
+	h0 := heap()
+	var streams []network.Stream
+	for range 4 {
+		st := x.rawStream(server.h.ID())
+		// 12 MiB announced, 4 MiB of it sent: the reader holds 4 MiB.
+		if _, err := st.Write(append(protowire.AppendVarint(nil, 12<<20), make([]byte, 4<<20)...)); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	for i, st := range streams {
+		_ = st.SetReadDeadline(time.Now().Add(20 * time.Second)) // against hanging only
+		if _, err := st.Read(make([]byte, 1)); !isReset(err) {
+			t.Fatalf("stream %d: read after a stalled partial message: %v; want the stream reset", i, err)
+		}
+	}
+	reader := newNode(t, staticDisc{addrInfo(server.h)}, Options{}, nil)
+	fetchAll(t, reader, d)
+	eventually(t, "the stalled messages' buffers given back", func() bool { return heap() < h0+8<<20 })
+}

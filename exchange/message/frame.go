@@ -104,7 +104,14 @@ func writeBuffered(bw *bufio.Writer, m *Message, size int) error {
 type Reader struct {
 	br      *bufio.Reader
 	maxSize int
+	onFrame func(in bool)
 }
+
+// OnFrame sets f to be told when a message begins (its length prefix has
+// been read, and its body is being read: true) and when it ends (false),
+// so that the stream under the reader can bound how long a message takes
+// to arrive without bounding the idle time between messages.
+func (r *Reader) OnFrame(f func(in bool)) { r.onFrame = f }
 
 // NewReader returns a Reader of r that refuses messages longer than
 // maxSize bytes (MaxMessageSize if maxSize <= 0).
@@ -135,6 +142,10 @@ func (r *Reader) ReadMessage() (*Message, error) {
 	}
 	if size > uint64(r.maxSize) {
 		return nil, fmt.Errorf("%w: length prefix announces %d bytes, limit %d", ErrMessageTooLarge, size, r.maxSize)
+	}
+	if r.onFrame != nil {
+		r.onFrame(true)
+		defer r.onFrame(false)
 	}
 	bp := getBuf()
 	body, err := r.readBody((*bp)[:0], int(size))

@@ -36,6 +36,11 @@ type Handler interface {
 type Options struct {
 	// MaxMessageSize bounds one inbound message (default message.MaxMessageSize).
 	MaxMessageSize int
+	// ReadTimeout bounds how long an inbound message, once its length has
+	// come, may go without more of it arriving (default 30s): a peer that
+	// sends part of a large message and stalls holds its buffer that long,
+	// then its stream is reset. Between messages a stream may idle.
+	ReadTimeout time.Duration
 	// QueueLength bounds the messages waiting to go to one peer (default 256).
 	QueueLength int
 	// QueueBytes bounds the encoded bytes of the messages waiting to go to
@@ -88,6 +93,9 @@ var ErrStalled = errors.New("exchange: peer is not reading")
 
 // New prepares the network; Start begins serving.
 func New(h host.Host, opts Options) *Network {
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 30 * time.Second
+	}
 	if opts.MaxMessageSize <= 0 {
 		opts.MaxMessageSize = message.MaxMessageSize
 	}
@@ -227,7 +235,11 @@ func (n *Network) handleStream(st network.Stream) {
 		n.mu.Unlock()
 	}()
 
-	r := message.NewReader(st, n.opts.MaxMessageSize)
+	// Idle between messages for as long as it likes; inside one, cut off
+	// once nothing of it has come for ReadTimeout (deadline.go).
+	pr := &progressReader{st: st, timeout: n.opts.ReadTimeout}
+	r := message.NewReader(pr, n.opts.MaxMessageSize)
+	r.OnFrame(pr.inFrame)
 	for {
 		m, err := r.ReadMessage()
 		if err != nil {
@@ -497,42 +509,6 @@ func (s *sender) write(st network.Stream, w *bufio.Writer, it item) error {
 		break
 	}
 	return w.Flush()
-}
-
-// progressWriter writes to a sender's stream in chunks, each under a
-// deadline of WriteTimeout from its start, so a peer is cut off once it has
-// taken nothing for that long, however long the whole write takes. One
-// deadline for a whole write cut off a peer reading all along behind a
-// 256 kbit/s line, where a 1 MiB batch takes 33 s.
-type progressWriter struct {
-	s  *sender
-	st network.Stream
-}
-
-// progressChunk is what must leave within WriteTimeout: 4 s at 128 kbit/s.
-const progressChunk = 64 << 10
-
-func (w progressWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		// Under mu, as stop sets its deadline: a stop is never undone.
-		w.s.mu.Lock()
-		stopped := w.s.stopped()
-		if !stopped {
-			_ = w.st.SetWriteDeadline(time.Now().Add(w.s.n.opts.WriteTimeout))
-		}
-		w.s.mu.Unlock()
-		if stopped {
-			return n, ErrClosed
-		}
-		k, err := w.st.Write(p[:min(len(p), progressChunk)])
-		n += k
-		if err != nil {
-			return n, err
-		}
-		p = p[k:]
-	}
-	return n, nil
 }
 
 func (s *sender) openStream() (network.Stream, error) {
