@@ -3,6 +3,7 @@ package exchange
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"runtime"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/meshfs/meshfs/exchange/message"
 	xnet "github.com/meshfs/meshfs/exchange/network"
 	"github.com/meshfs/meshfs/exchange/server"
+	"github.com/meshfs/meshfs/store"
 )
 
 // fetchAll fetches every block of d through n and checks the bytes.
@@ -328,4 +330,41 @@ func TestStalledPartialFrameIsCutOff(t *testing.T) {
 	reader := newNode(t, staticDisc{addrInfo(server.h)}, Options{}, nil)
 	fetchAll(t, reader, d)
 	eventually(t, "the stalled messages' buffers given back", func() bool { return heap() < h0+8<<20 })
+}
+
+// Presences for trees nobody here wants keep nothing: a peer saying Have
+// for hundreds of thousands of made-up trees costs no memory that stays.
+func TestPresenceFloodKeepsNothing(t *testing.T) {
+	victim := newNode(t, nil, Options{}, nil)
+	x := newHostile(t)
+	x.connect(t, victim.h)
+	// Settle what the connection itself costs before measuring.
+	if err := x.send(victim.h.ID(), &message.Message{Presences: []message.Presence{{
+		Address: message.LeafAddress(newDataset(t, 1, 64).root, 0), Type: message.Have}}}); err != nil {
+		t.Fatal(err)
+	}
+	h0 := heap()
+	const perMessage, messages = message.MaxPresences, 48
+	for m := range messages {
+		ps := make([]message.Presence, perMessage)
+		for i := range ps {
+			var seed [16]byte
+			binary.BigEndian.PutUint64(seed[:], uint64(m))
+			binary.BigEndian.PutUint64(seed[8:], uint64(i))
+			tree := store.NewBlock(store.CodecRoot, seed[:]).CID
+			ps[i] = message.Presence{Address: message.LeafAddress(tree, uint64(i)), Type: message.Have}
+		}
+		if err := x.send(victim.h.ID(), &message.Message{Presences: ps}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Handled: a want list sent after them is answered after them.
+	d := newDataset(t, 2, 4096)
+	d.put(t, victim.st)
+	reader := newNode(t, staticDisc{addrInfo(victim.h)}, Options{}, nil)
+	fetchAll(t, reader, d)
+	eventually(t, "presences handled", func() bool { return victim.e.ClientStats().HavesReceived >= perMessage*messages })
+	if h1 := heap(); h1 > h0+8<<20 {
+		t.Fatalf("heap grew from %d to %d bytes with %d presences for trees nobody wants", h0, h1, perMessage*messages)
+	}
 }

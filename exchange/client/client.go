@@ -832,7 +832,6 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 		c.mu.Unlock()
 		return
 	}
-	st := c.peer(p)
 	for _, pr := range ps {
 		w := c.wants[pr.Address.Key()]
 		if pr.Type == message.Have {
@@ -840,8 +839,15 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 		} else {
 			c.stats.DontHavesReceived++
 		}
+		// What we do not want (now, or any more) keeps nothing: a peer
+		// may say Have for any number of trees.
+		t := target(pr.Address)
+		if _, wanted := c.trees[t]; w == nil && !wanted {
+			continue
+		}
+		st := c.peer(p)
 		if pr.Type == message.Have {
-			st.haveTrees[target(pr.Address)] = true
+			st.haveTrees[t] = true
 			if price, ok := message.PriceUint64(pr.Price); ok {
 				st.price = price
 			}
