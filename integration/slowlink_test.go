@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meshfs/meshfs/integration/cluster"
 )
 
 // A provider behind a slow uplink, as home lines are, is read to the end
@@ -63,4 +65,50 @@ func exchangeEvents(t *testing.T, hc *http.Client, d *daemon) map[string]int {
 		}
 	}
 	return out
+}
+
+// A popular dataset behind a slow uplink: several readers fetch it from
+// one provider at once, sharing its line. Every one of them gets the
+// whole file, and nobody drops the provider for answering slowly.
+func TestPopularDatasetOnSlowUplink(t *testing.T) {
+	t.Parallel()
+	na, nb := newLink(t, "4mbit")
+	tmp := t.TempDir()
+	a := startDaemonUnder(t, na.Exec(), filepath.Join(tmp, "a"), "", "--listen", "/ip4/198.18.0.1/tcp/4001")
+	path := writeRandomFile(t, tmp, 3<<20, 1950)
+	c := a.upload(t, path)
+	const readers = 3
+	var bs []*daemon
+	for i := range readers {
+		bs = append(bs, startDaemonUnder(t, nb.Exec(), filepath.Join(tmp, fmt.Sprintf("b%d", i)), "",
+			"--listen", fmt.Sprintf("/ip4/198.18.0.2/tcp/%d", 4001+i), "--bootstrap", a.p2pAddr(t)))
+	}
+	errs := make(chan error, readers)
+	for i, b := range bs {
+		go func() {
+			got := filepath.Join(tmp, fmt.Sprintf("got%d", i))
+			// Not t's helpers: they may stop the test, which only its own
+			// goroutine may.
+			r, err := b.CLI(nil, "download", c, "-o", got)
+			if err != nil || r.Code != 0 {
+				errs <- fmt.Errorf("reader %d: download: exit %d, %v: %s", i, r.Code, err, r.Stderr)
+				return
+			}
+			if r, err := cluster.Run(nil, "cmp", got, path); err != nil || r.Code != 0 {
+				errs <- fmt.Errorf("reader %d: cmp: %v %s", i, err, r.Stdout+r.Stderr)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range readers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for i, b := range bs {
+		if n := exchangeEvents(t, nb.HTTPClient(), b)["peer_dropped"]; n != 0 {
+			t.Errorf("reader %d dropped %d peers", i, n)
+		}
+	}
 }
