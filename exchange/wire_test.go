@@ -368,3 +368,37 @@ func TestPresenceFloodKeepsNothing(t *testing.T) {
 		t.Fatalf("heap grew from %d to %d bytes with %d presences for trees nobody wants", h0, h1, perMessage*messages)
 	}
 }
+
+// Peers that want blocks and never read them cannot hold the serving
+// slots: with more of them than slots, an honest reader is still served
+// at once, not after the non-readers' sends time out.
+func TestNeverReadingPeersDoNotHoldServingSlots(t *testing.T) {
+	const slots, sendTimeout = 2, 20 * time.Second
+	srv := newNode(t, nil, Options{
+		Network: xnet.Options{QueueBytes: 256 << 10},
+		Server:  server.Options{MaxWorkers: slots, SendTimeout: sendTimeout},
+	}, nil)
+	big := newDatasetOn(t, srv, 64, 64<<10) // 4 MiB each non-reader wants
+	small := newDatasetOn(t, srv, 4, 4096)
+	for range 2 * slots {
+		x := newHostile(t)
+		x.neverRead()
+		x.connect(t, srv.h)
+		wl := message.WantList{}
+		for i := range len(big.blocks) {
+			wl.Entries = append(wl.Entries, message.Entry{Address: message.LeafAddress(big.root, uint64(i))})
+		}
+		if err := x.send(srv.h.ID(), &message.Message{WantList: wl}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "every non-reader being served", func() bool { return srv.e.ServerStats().Workers >= 2*slots })
+	reader := newNode(t, staticDisc{addrInfo(srv.h)}, Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout/2)
+	defer cancel()
+	for i := range small.blocks {
+		if _, b, err := reader.e.GetLeaf(ctx, small.root, uint64(i)); err != nil || !bytes.Equal(b.Data, small.blocks[i]) {
+			t.Fatalf("honest reader, block %d, with %d non-readers holding on: %v", i, 2*slots, err)
+		}
+	}
+}

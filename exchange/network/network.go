@@ -150,6 +150,21 @@ func (n *Network) Send(ctx context.Context, p peer.ID, m *message.Message) error
 	return n.send(ctx, p, m, true)
 }
 
+// WaitRoom waits until p's queue could take size more bytes (or is empty),
+// until ctx ends, without taking them: a server waits so before it loads a
+// batch for p, so that waiting on a peer that does not read holds nothing
+// that others need.
+func (n *Network) WaitRoom(ctx context.Context, p peer.ID, size int) error {
+	s, err := n.sender(p)
+	if err != nil {
+		return err
+	}
+	if err := s.wait(ctx, size); err != nil {
+		return fmt.Errorf("send to %s: %w", p, err)
+	}
+	return nil
+}
+
 // TrySend queues m for p if its queue has room now, and fails with
 // ErrQueueFull otherwise. It never blocks: callers that serve many peers
 // from one goroutine use it so that one peer that does not read cannot
@@ -341,6 +356,15 @@ func (s *sender) stop() {
 // is set. An empty queue always has room, so a message larger than the
 // budget can still be sent.
 func (s *sender) reserve(ctx context.Context, size int, wait bool) error {
+	return s.await(ctx, size, wait, true)
+}
+
+// wait is reserve that takes nothing once there is room.
+func (s *sender) wait(ctx context.Context, size int) error {
+	return s.await(ctx, size, true, false)
+}
+
+func (s *sender) await(ctx context.Context, size int, wait, take bool) error {
 	for {
 		s.mu.Lock()
 		if time.Now().Before(s.stalled) {
@@ -348,8 +372,10 @@ func (s *sender) reserve(ctx context.Context, size int, wait bool) error {
 			return ErrStalled
 		}
 		if s.bytes == 0 || s.bytes+size <= s.n.opts.QueueBytes {
-			s.bytes += size
-			s.grow()
+			if take {
+				s.bytes += size
+				s.grow()
+			}
 			s.mu.Unlock()
 			return nil
 		}

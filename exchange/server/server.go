@@ -31,6 +31,9 @@ type Store interface {
 // Sender delivers messages to peers.
 type Sender interface {
 	Send(ctx context.Context, p peer.ID, m *message.Message) error
+	// WaitRoom waits until p could take size more bytes, without taking
+	// them (see batch).
+	WaitRoom(ctx context.Context, p peer.ID, size int) error
 }
 
 // Options tune the server; zero values take the defaults.
@@ -385,7 +388,19 @@ func (s *Server) work(p peer.ID) {
 // batch loads entries and sends them to p in one message, holding one of
 // the MaxWorkers slots meanwhile. It reports false when the server is
 // closed or the message could not be handed to p.
+//
+// It first waits, holding no slot, until p has room for a batch: a peer
+// that does not read then waits alone, where holding a slot through the
+// wait let as many such peers as slots stop everyone else being served
+// until their sends timed out.
 func (s *Server) batch(p peer.ID, entries []message.Entry, perBatch *int) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.SendTimeout)
+	err := s.snd.WaitRoom(ctx, p, s.opts.BatchBytes)
+	cancel()
+	if err != nil {
+		s.log.Debug("exchange: peer takes no answers", "peer", p, "err", err)
+		return false
+	}
 	select {
 	case s.slots <- struct{}{}:
 	case <-s.ctx.Done():

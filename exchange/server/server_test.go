@@ -26,6 +26,8 @@ func (b blockingSender) Send(ctx context.Context, _ peer.ID, _ *message.Message)
 	return ctx.Err()
 }
 
+func (b blockingSender) WaitRoom(context.Context, peer.ID, int) error { return nil }
+
 // A peer repeating want-then-cancel while its worker is stuck cannot grow
 // its queue's order without end: cancelled keys are compacted away, and
 // the queue itself never holds more than MaxQueue.
@@ -94,6 +96,8 @@ func TestFullWantListReplacesQueue(t *testing.T) {
 		t.Fatalf("queued %d after full want lists of 2; want 2", q)
 	}
 }
+
+func (recordingSender) WaitRoom(context.Context, peer.ID, int) error { return nil }
 
 // recordingSender keeps every message it is handed.
 type recordingSender struct{ msgs chan *message.Message }
@@ -179,6 +183,8 @@ type slowSender struct {
 	now   *atomic.Int64 // nanoseconds
 	delay time.Duration
 }
+
+func (slowSender) WaitRoom(context.Context, peer.ID, int) error { return nil }
 
 func (s slowSender) Send(_ context.Context, _ peer.ID, m *message.Message) error {
 	s.now.Add(int64(s.delay))
