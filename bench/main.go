@@ -41,7 +41,7 @@ func main() {
 	short := flag.Bool("short", false, "quick smoke run with 16 MiB (and -rss-size 32)")
 	sizeMiB := flag.Int64("size", 256, "dataset size in MiB")
 	rssMiB := flag.Int64("rss-size", 2048, "MiB streamed through a mount for the peak-RSS figure")
-	sections := flag.String("sections", "base,link,swarm,rss", "sections to run, comma-separated: base (local figures), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), rss")
+	sections := flag.String("sections", "base,link,swarm,slow,rss", "sections to run, comma-separated: base (local figures), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), slow (home lines, one reader and a crowd), rss")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.Parse()
 	set := map[string]bool{}
@@ -62,7 +62,7 @@ func main() {
 		cleanups.runTo(0)
 		os.Exit(1)
 	}()
-	err := run(*sizeMiB<<20, *rssMiB<<20, strings.Split(*sections, ","), *keep)
+	err := run(*sizeMiB<<20, *rssMiB<<20, strings.Split(*sections, ","), *keep, *short)
 	cleanups.runTo(0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -123,7 +123,7 @@ func progressf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-func run(size, rssSize int64, sections []string, keep bool) error {
+func run(size, rssSize int64, sections []string, keep, short bool) error {
 	work, err := os.MkdirTemp("", "meshfs-bench-")
 	if err != nil {
 		return err
@@ -180,6 +180,13 @@ func run(size, rssSize int64, sections []string, keep bool) error {
 		rows = append(rows, r...)
 		if err != nil {
 			return fmt.Errorf("swarming: %w", err)
+		}
+	}
+	if slices.Contains(sections, "slow") {
+		r, err := slowSection(bin, work, short)
+		rows = append(rows, r...)
+		if err != nil {
+			return fmt.Errorf("slow links: %w", err)
 		}
 	}
 	if slices.Contains(sections, "rss") {
