@@ -117,33 +117,10 @@ func linkSection(bin, work, file string, size int64) (rows []row, err error) {
 		return skipRow("link filling", err), nil
 	}
 	const aAddr, bAddr = "198.18.1.1", "198.18.1.2"
-	var tuns [2]*os.File
-	for i, ns := range []*cluster.Netns{a, b} {
-		name := fmt.Sprintf("mft%d%c", os.Getpid(), 'a'+i)
-		f, err := openTUN(name, true)
-		if err != nil {
-			return skipRow("link filling", err), nil
-		}
-		tuns[i] = f
-		cleanups.push(func() { f.Close() }) // dl.Close closes it too once it runs
-		local, peer := aAddr, bAddr
-		if i == 1 {
-			local, peer = bAddr, aAddr
-		}
-		for _, step := range [][]string{
-			{"ip", "link", "set", name, "txqueuelen", "4096", "netns", ns.Name},
-			{"ip", "-n", ns.Name, "addr", "add", local, "peer", peer, "dev", name},
-			{"ip", "-n", ns.Name, "link", "set", name, "up"},
-		} {
-			if err := cluster.Sh(step[0], step[1:]...); err != nil {
-				return skipRow("link filling", err), nil
-			}
-		}
-		if err := ns.ShapeEgress(name, linkRate, linkBurst, linkLimit); err != nil {
-			return skipRow("link filling", fmt.Errorf("tbf: %w", err)), nil
-		}
+	dl, err := cluster.NewDelayLine(a, b, aAddr, bAddr, linkRate, linkBurst, linkLimit, linkOneWay)
+	if err != nil {
+		return skipRow("link filling", err), nil
 	}
-	dl := startDelayLine(tuns[0], tuns[1], linkOneWay)
 	cleanups.push(dl.Close)
 
 	// The link first: its round trip, then what one raw TCP flow gets.
@@ -212,9 +189,9 @@ func linkSection(bin, work, file string, size int64) (rows []row, err error) {
 			what, (sent-sentBefore)/(1<<20), float64(size)/(1<<20), tcpState(a, ":4001"))
 		cleanups.runTo(m)
 	}
-	if n := dl.packets.Load(); n > 0 {
+	if st := dl.Stats(); st.Packets > 0 {
 		notef("link: the delay line moved %d packets (GSO, %.0f bytes on average), dropped %d (queue full); writes were late by %.2f ms on average, %.1f ms at worst",
-			n, float64(dl.bytes.Load())/float64(n), dl.dropped.Load(), ms(time.Duration(dl.lateSum.Load()/int64(n))), ms(time.Duration(dl.late.Load())))
+			st.Packets, float64(st.Bytes)/float64(st.Packets), st.Dropped, ms(st.MeanLate), ms(st.WorstLate))
 	}
 	return rows, nil
 }

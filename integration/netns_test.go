@@ -10,7 +10,7 @@ import (
 	"github.com/meshfs/meshfs/integration/cluster"
 )
 
-// links numbers the links made by this process.
+// links numbers the namespace pairs made by this process.
 var links atomic.Int32
 
 // newLink makes two namespaces joined by a veth pair with addresses from
@@ -19,21 +19,7 @@ var links atomic.Int32
 // the kernel or the sandbox does not allow namespaces.
 func newLink(t *testing.T, rate string) (a, b *cluster.Netns) {
 	t.Helper()
-	if err := cluster.NetnsSupport(); err != nil {
-		t.Skipf("cannot make network namespaces here (%v): skipping", err)
-	}
-	// Unique per link, so that tests may run in parallel; interface names
-	// stay within the kernel's 15 bytes.
-	id := fmt.Sprintf("%d%c", os.Getpid()%100000, 'a'+rune(links.Add(1)%26))
-	a, err := cluster.NewNetns("meshfs-a-" + id)
-	if err != nil {
-		t.Skipf("cannot create a network namespace here (%v): skipping", err)
-	}
-	t.Cleanup(func() { _ = a.Delete() })
-	if b, err = cluster.NewNetns("meshfs-b-" + id); err != nil {
-		t.Fatalf("second namespace: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Delete() })
+	a, b, id := newNamespaces(t)
 	va, vb := "mfa"+id, "mfb"+id
 	if err := cluster.Veth(a, va, "198.18.0.1/24", b, vb, "198.18.0.2/24"); err != nil {
 		t.Skipf("%v (the kernel may lack veth): skipping", err)
@@ -48,6 +34,28 @@ func newLink(t *testing.T, rate string) (a, b *cluster.Netns) {
 		}
 	}
 	return a, b
+}
+
+// newNamespaces makes two network namespaces, unjoined, removed in
+// Cleanup, and returns them with the id their names share.
+func newNamespaces(t *testing.T) (a, b *cluster.Netns, id string) {
+	t.Helper()
+	if err := cluster.NetnsSupport(); err != nil {
+		t.Skipf("cannot make network namespaces here (%v): skipping", err)
+	}
+	// Unique per pair, so that tests may run in parallel; interface names
+	// made from it stay within the kernel's 15 bytes.
+	id = fmt.Sprintf("%d%c", os.Getpid()%100000, 'a'+rune(links.Add(1)%26))
+	a, err := cluster.NewNetns("meshfs-a-" + id)
+	if err != nil {
+		t.Skipf("cannot create a network namespace here (%v): skipping", err)
+	}
+	t.Cleanup(func() { _ = a.Delete() })
+	if b, err = cluster.NewNetns("meshfs-b-" + id); err != nil {
+		t.Fatalf("second namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Delete() })
+	return a, b, id
 }
 
 // Two nodes in their own network namespaces, joined by a 100 Mbit/s link:

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshfs/meshfs/integration/cluster"
 )
@@ -110,5 +112,35 @@ func TestPopularDatasetOnSlowUplink(t *testing.T) {
 		if n := exchangeEvents(t, nb.HTTPClient(), b)["peer_dropped"]; n != 0 {
 			t.Errorf("reader %d dropped %d peers", i, n)
 		}
+	}
+}
+
+// A provider 150 ms away at 20 Mbit/s (another continent): the read
+// completes with identical bytes, the provider kept. The round trip comes
+// from a delay line between the namespaces, the rate from tbf.
+func TestFarProvider(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no TUN device for the delay line (%v): skipping", err)
+	}
+	na, nb, _ := newNamespaces(t)
+	dl, err := cluster.NewDelayLine(na, nb, "198.18.3.1", "198.18.3.2", "20mbit", 64<<10, 1<<20, 75*time.Millisecond)
+	if err != nil {
+		t.Skipf("delay line: %v: skipping", err)
+	}
+	t.Cleanup(dl.Close)
+	tmp := t.TempDir()
+	a := startDaemonUnder(t, na.Exec(), filepath.Join(tmp, "a"), "", "--listen", "/ip4/198.18.3.1/tcp/4001")
+	path := writeRandomFile(t, tmp, 8<<20, 1990)
+	c := a.upload(t, path)
+	b := startDaemonUnder(t, nb.Exec(), filepath.Join(tmp, "b"), "", "--listen", "/ip4/198.18.3.2/tcp/4001",
+		"--bootstrap", a.p2pAddr(t))
+	got := filepath.Join(tmp, "got")
+	if r := b.meshfs(t, "download", c, "-o", got); r.code != 0 {
+		t.Fatalf("download from a provider 150 ms away: exit %d: %s", r.code, r.stderr)
+	}
+	must(t, "cmp", got, path)
+	if n := exchangeEvents(t, nb.HTTPClient(), b)["peer_dropped"]; n != 0 {
+		t.Errorf("the reader dropped %d peers", n)
 	}
 }

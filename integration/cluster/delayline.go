@@ -1,4 +1,4 @@
-package main
+package cluster
 
 import (
 	"errors"
@@ -62,11 +62,13 @@ func openTUN(name string, gso bool) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
-// delayLine joins two TUN devices as the two ends of one long link: every
+// DelayLine joins two TUN devices as the two ends of one long link: every
 // packet read from one end is written to the other oneWay later, in the
 // order it came. The round trip across it is 2×oneWay plus what the two
-// kernels add; bandwidth is left to a qdisc on each end (tbf).
-type delayLine struct {
+// kernels add; bandwidth is left to a qdisc on each end (tbf). Netem,
+// which would do this in the kernel, is missing from some kernels; and a
+// relay that ends TCP connections would hide the delay from the sender.
+type DelayLine struct {
 	oneWay  time.Duration
 	ends    [2]*os.File
 	wg      sync.WaitGroup
@@ -95,15 +97,15 @@ var (
 	largePool = sync.Pool{New: func() any { b := make([]byte, largePacket); return &b }}
 )
 
-func startDelayLine(a, b *os.File, oneWay time.Duration) *delayLine {
-	d := &delayLine{oneWay: oneWay, ends: [2]*os.File{a, b}}
+func startDelayLine(a, b *os.File, oneWay time.Duration) *DelayLine {
+	d := &DelayLine{oneWay: oneWay, ends: [2]*os.File{a, b}}
 	d.wg.Add(2)
 	go d.pump(a, b)
 	go d.pump(b, a)
 	return d
 }
 
-func (d *delayLine) pump(src, dst *os.File) {
+func (d *DelayLine) pump(src, dst *os.File) {
 	defer d.wg.Done()
 	q := make(chan packet, queuePackets)
 	go func() {
@@ -155,8 +157,71 @@ func (d *delayLine) pump(src, dst *os.File) {
 	}
 }
 
+// DelayStats is what a delay line has moved: packets, bytes, packets
+// dropped because its queue was full, and how late its writes were past
+// their due time (the worst, and the mean).
+type DelayStats struct {
+	Packets, Bytes, Dropped uint64
+	WorstLate, MeanLate     time.Duration
+}
+
+// Stats reports what the line has moved so far.
+func (d *DelayLine) Stats() DelayStats {
+	s := DelayStats{Packets: d.packets.Load(), Bytes: d.bytes.Load(), Dropped: d.dropped.Load(), WorstLate: time.Duration(d.late.Load())}
+	if s.Packets > 0 {
+		s.MeanLate = time.Duration(d.lateSum.Load() / int64(s.Packets))
+	}
+	return s
+}
+
+// tuns numbers the TUN devices this process makes, for unique names.
+var tuns atomic.Int32
+
+// NewDelayLine joins namespaces a and b by a point-to-point link with
+// addresses aAddr and bAddr, each end's egress shaped to rate by tbf
+// (burst and limit in bytes), every packet held oneWay on the way. It needs
+// /dev/net/tun. Close removes the devices.
+func NewDelayLine(a, b *Netns, aAddr, bAddr, rate string, burst, limit int, oneWay time.Duration) (*DelayLine, error) {
+	var ends [2]*os.File
+	closeAll := func() {
+		for _, f := range ends {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	for i, ns := range []*Netns{a, b} {
+		name := fmt.Sprintf("mft%d%c%d", os.Getpid()%100000, 'a'+i, tuns.Add(1)%100)
+		f, err := openTUN(name, true)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		ends[i] = f
+		local, peer := aAddr, bAddr
+		if i == 1 {
+			local, peer = bAddr, aAddr
+		}
+		for _, step := range [][]string{
+			{"ip", "link", "set", name, "txqueuelen", "4096", "netns", ns.Name},
+			{"ip", "-n", ns.Name, "addr", "add", local, "peer", peer, "dev", name},
+			{"ip", "-n", ns.Name, "link", "set", name, "up"},
+		} {
+			if err := Sh(step[0], step[1:]...); err != nil {
+				closeAll()
+				return nil, err
+			}
+		}
+		if err := ns.ShapeEgress(name, rate, burst, limit); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("tbf: %w", err)
+		}
+	}
+	return startDelayLine(ends[0], ends[1], oneWay), nil
+}
+
 // Close closes both devices (removing them) and waits for the pumps.
-func (d *delayLine) Close() {
+func (d *DelayLine) Close() {
 	for _, f := range d.ends {
 		f.Close()
 	}
