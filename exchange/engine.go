@@ -75,6 +75,10 @@ func (e *Engine) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 func (e *Engine) ClientStats() client.Stats { return e.client.Stats() }
 func (e *Engine) ServerStats() server.Stats { return e.server.Stats() }
 
+// NetworkLimits counts, by name, how often the network's bounds on peers
+// were reached (see xnet.Network.Limits).
+func (e *Engine) NetworkLimits() map[string]uint64 { return e.net.Limits() }
+
 // HandleMessage implements network.Handler.
 func (e *Engine) HandleMessage(from peer.ID, m *message.Message) {
 	if e.client.Banned(from) {

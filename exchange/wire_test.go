@@ -99,6 +99,9 @@ func TestWireAbuseResetsStream(t *testing.T) {
 			if !isReset(err) {
 				t.Fatalf("read after %x: %v, want the stream reset", tc.bytes, err)
 			}
+			if n := server.e.NetworkLimits()["message_refused"]; n == 0 {
+				t.Errorf("message_refused counts %d after %s", n, tc.name)
+			}
 			// Others are still served.
 			reader := newNode(t, staticDisc{addrInfo(server.h)}, Options{}, nil)
 			fetchAll(t, reader, d)
@@ -293,6 +296,9 @@ func TestPeerThatNeverReads(t *testing.T) {
 		s := srv.e.ServerStats()
 		return s.QueueDropped > 0 && s.Queued == 0 && s.Workers == 0
 	})
+	if n := srv.e.NetworkLimits()["peer_not_reading"]; n == 0 {
+		t.Errorf("peer_not_reading counts %d after a peer took nothing for WriteTimeout", n)
+	}
 	if h1 := heap(); h1 > h0+48<<20 {
 		t.Fatalf("heap grew from %d to %d bytes for a peer that does not read", h0, h1)
 	}
@@ -326,6 +332,9 @@ func TestStalledPartialFrameIsCutOff(t *testing.T) {
 		if _, err := st.Read(make([]byte, 1)); !isReset(err) {
 			t.Fatalf("stream %d: read after a stalled partial message: %v; want the stream reset", i, err)
 		}
+	}
+	if n := server.e.NetworkLimits()["message_stalled"]; n != uint64(len(streams)) {
+		t.Errorf("message_stalled counts %d; want %d, one per stream cut off", n, len(streams))
 	}
 	reader := newNode(t, staticDisc{addrInfo(server.h)}, Options{}, nil)
 	fetchAll(t, reader, d)

@@ -72,15 +72,20 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	cs, ss := n.engine.ClientStats(), n.engine.ServerStats()
-	for event, v := range map[string]uint64{
+	events := map[string]uint64{
 		"want_have_sent": cs.WantHavesSent, "want_block_sent": cs.WantBlocksSent,
 		"have_received": cs.HavesReceived, "dont_have_received": cs.DontHavesReceived,
 		"block_received": cs.BlocksReceived, "byte_received": cs.BytesReceived,
 		"bad_block_received": cs.BadBlocks, "unsolicited_block_received": cs.Unsolicited,
 		"peer_dropped": cs.PeersDropped, "request": cs.Requests, "request_coalesced": cs.Coalesced,
 		"block_sent": ss.BlocksSent, "byte_sent": ss.BytesSent, "presence_sent": ss.PresencesSent,
-		"want_refused": ss.WantsRefused,
-	} {
+		"want_refused": ss.WantsRefused, "serve_queue_dropped": ss.QueueDropped,
+		"want_send_refused": cs.SendsRefused, "late_block_received": cs.Unwanted,
+	}
+	for name, v := range n.engine.NetworkLimits() {
+		events[name] = v
+	}
+	for event, v := range events {
 		counter(descExchange, v, event)
 	}
 	gauge(descPeers, float64(len(n.Peers())))

@@ -23,6 +23,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/meshfs/meshfs/exchange/limit"
 	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
@@ -113,15 +114,16 @@ type Client struct {
 	// bg counts the loop, the verifiers and discoveries: Close waits.
 	bg sync.WaitGroup
 
-	mu      sync.Mutex
-	wants   map[message.Key]*want
-	order   []*want // wants by arrival: earlier blocks of a stream first
-	peerSt  map[peer.ID]*peerState
-	trees   map[cid.Cid]*treeState
-	banned  map[peer.ID]time.Time
-	offence map[peer.ID]offences // kept across reconnections; see conduct.go
-	stats   Stats
-	scanned time.Time // last prune of bans and asked records
+	mu          sync.Mutex
+	wants       map[message.Key]*want
+	order       []*want // wants by arrival: earlier blocks of a stream first
+	peerSt      map[peer.ID]*peerState
+	trees       map[cid.Cid]*treeState
+	banned      map[peer.ID]time.Time
+	offence     map[peer.ID]offences // kept across reconnections; see conduct.go
+	stats       Stats
+	scanned     time.Time       // last prune of bans and asked records
+	sendRefused *limit.Reporter // want lists a peer's full queue refused
 	// live is the peers connected at this scheduling pass. Only they are
 	// sent WantBlocks: a message from a peer may be handled after its
 	// disconnect was (PeerGone), bringing back its state, and a WantBlock
@@ -185,7 +187,8 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 		verifyQ: make(chan delivery, 64),
 		wants:   map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
 		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{}, offence: map[peer.ID]offences{}, live: map[peer.ID]bool{},
-		stats: Stats{BlocksFrom: map[peer.ID]uint64{}},
+		stats:       Stats{BlocksFrom: map[peer.ID]uint64{}},
+		sendRefused: limit.New(opts.Logger, "want_send_refused", "messages queued to one peer (its send queue)"),
 	}
 	c.bg.Add(1 + opts.Verifiers)
 	go func() {
@@ -487,6 +490,7 @@ func (c *Client) schedule() {
 func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
 	c.mu.Lock()
 	c.stats.SendsRefused++
+	c.sendRefused.Hit("peer", p)
 	if st := c.peerSt[p]; st != nil {
 		st.congested = now.Add(c.opts.HaveTimeout)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/meshfs/meshfs/exchange/limit"
 	"github.com/meshfs/meshfs/exchange/message"
 )
 
@@ -77,6 +78,26 @@ type Network struct {
 	senders map[peer.ID]*sender
 	inbound map[peer.ID]int
 	closed  bool
+
+	limits netLimits
+}
+
+// netLimits are the network's bounds on what a peer may cost (see Limits).
+type netLimits struct {
+	inbound, message, readStall, writeStall *limit.Reporter
+}
+
+// Limits counts, by name, how often each of the network's bounds was
+// reached: inbound streams refused, inbound messages refused (too large or
+// malformed), inbound messages that stalled half way, and peers cut off
+// for taking nothing we sent.
+func (n *Network) Limits() map[string]uint64 {
+	return map[string]uint64{
+		"inbound_stream_refused": n.limits.inbound.Count(),
+		"message_refused":        n.limits.message.Count(),
+		"message_stalled":        n.limits.readStall.Count(),
+		"peer_not_reading":       n.limits.writeStall.Count(),
+	}
 }
 
 // ErrClosed is returned by Send after Close.
@@ -120,7 +141,13 @@ func New(h host.Host, opts Options) *Network {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Network{h: h, opts: opts, log: opts.Logger, senders: map[peer.ID]*sender{}, inbound: map[peer.ID]int{}}
+	l := opts.Logger
+	return &Network{h: h, opts: opts, log: l, senders: map[peer.ID]*sender{}, inbound: map[peer.ID]int{}, limits: netLimits{
+		inbound:    limit.New(l, "inbound_stream_refused", fmt.Sprintf("inbound exchange streams per peer (%d)", opts.MaxInboundStreams)),
+		message:    limit.New(l, "message_refused", fmt.Sprintf("inbound message size (%d bytes) and form", opts.MaxMessageSize)),
+		readStall:  limit.New(l, "message_stalled", fmt.Sprintf("time an inbound message may stall (%s)", opts.ReadTimeout)),
+		writeStall: limit.New(l, "peer_not_reading", fmt.Sprintf("time a peer may take nothing we send (%s)", opts.WriteTimeout)),
+	}}
 }
 
 // Start registers the protocol handler and connection notifications.
@@ -236,7 +263,7 @@ func (n *Network) handleStream(st network.Stream) {
 	n.mu.Lock()
 	if n.closed || n.inbound[p] >= n.opts.MaxInboundStreams {
 		n.mu.Unlock()
-		n.log.Debug("exchange: refusing inbound stream", "peer", p, "open", n.inbound[p])
+		n.limits.inbound.Hit("peer", p)
 		st.Reset()
 		return
 	}
@@ -262,6 +289,12 @@ func (n *Network) handleStream(st network.Stream) {
 				st.Close()
 			} else {
 				n.log.Debug("exchange: inbound stream ended", "peer", p, "err", err)
+				switch {
+				case errors.Is(err, message.ErrMessageTooLarge) || errors.Is(err, message.ErrInvalidMessage):
+					n.limits.message.Hit("peer", p, "err", err)
+				case isTimeout(err):
+					n.limits.readStall.Hit("peer", p)
+				}
 				st.Reset()
 			}
 			return
@@ -476,7 +509,7 @@ func (s *sender) lane(first bool) {
 			s.track(nil, st)
 			st = nil
 			if isTimeout(err) {
-				s.n.log.Debug("exchange: peer is not reading; dropping its queue", "peer", s.p)
+				s.n.limits.writeStall.Hit("peer", s.p)
 				s.stall()
 				break
 			}

@@ -8,6 +8,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/meshfs/meshfs/exchange/limit"
 	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/store"
 )
@@ -67,8 +69,9 @@ type Options struct {
 type Stats struct {
 	BlocksSent, BytesSent, PresencesSent uint64
 	// WantsRefused counts WantBlocks dropped (or answered DontHave)
-	// because the peer's queue was full; QueueDropped counts queued wants
-	// dropped because their peer did not take an answer in SendTimeout.
+	// because the peer's queue was full; QueueDropped counts the times a
+	// peer's queued wants were dropped because it did not take an answer
+	// in SendTimeout.
 	WantsRefused, QueueDropped uint64
 	// Queued is the wanted blocks queued now over all peers; PeakQueue the
 	// most ever queued for one peer (never above MaxQueue); Workers the
@@ -105,7 +108,9 @@ type Server struct {
 	recent map[peer.ID]recentPeer
 	swept  time.Time
 
-	blocksSent, bytesSent, presencesSent, wantsRefused, queueDropped atomic.Uint64
+	blocksSent, bytesSent, presencesSent atomic.Uint64
+	// The bounds on what a peer's wants may cost, counted and logged.
+	wantsRefused, queueDropped *limit.Reporter
 }
 
 // New builds a server; Close stops its workers.
@@ -133,7 +138,10 @@ func New(st Store, snd Sender, opts Options) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{st: st, snd: snd, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
-		peers: map[peer.ID]*peerQueue{}, recent: map[peer.ID]recentPeer{}, slots: make(chan struct{}, opts.MaxWorkers)}
+		peers: map[peer.ID]*peerQueue{}, recent: map[peer.ID]recentPeer{}, slots: make(chan struct{}, opts.MaxWorkers),
+		wantsRefused: limit.New(opts.Logger, "want_refused", fmt.Sprintf("wanted blocks queued per peer (%d)", opts.MaxQueue)),
+		queueDropped: limit.New(opts.Logger, "serve_queue_dropped", fmt.Sprintf("time a peer may take no answer (%s)", opts.SendTimeout)),
+	}
 }
 
 // Close stops serving and waits for the workers, and the want lists being
@@ -152,7 +160,7 @@ func (s *Server) Stats() Stats {
 	queued, peak, workers := s.queued, s.peakQueue, s.workers
 	s.mu.Unlock()
 	return Stats{BlocksSent: s.blocksSent.Load(), BytesSent: s.bytesSent.Load(), PresencesSent: s.presencesSent.Load(),
-		WantsRefused: s.wantsRefused.Load(), QueueDropped: s.queueDropped.Load(),
+		WantsRefused: s.wantsRefused.Count(), QueueDropped: s.queueDropped.Count(),
 		Queued: queued, PeakQueue: peak, Workers: workers}
 }
 
@@ -202,7 +210,7 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 				continue
 			}
 			if len(q.entries) >= s.opts.MaxQueue {
-				s.wantsRefused.Add(1)
+				s.wantsRefused.Hit("peer", p)
 				if e.SendDontHave {
 					presences = append(presences, message.Presence{Address: e.Address, Type: message.DontHave})
 				}
@@ -379,7 +387,9 @@ func (s *Server) work(p peer.ID) {
 			// Closed, or p is not taking what we send: what it still
 			// wants would only be loaded to be dropped.
 			s.mu.Lock()
-			s.queueDropped.Add(uint64(s.dropQueue(p)))
+			if dropped := s.dropQueue(p); dropped > 0 {
+				s.queueDropped.Hit("peer", p, "wants", dropped)
+			}
 			s.mu.Unlock()
 		}
 	}
