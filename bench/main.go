@@ -41,7 +41,7 @@ func main() {
 	short := flag.Bool("short", false, "quick smoke run with 16 MiB (and -rss-size 32)")
 	sizeMiB := flag.Int64("size", 256, "dataset size in MiB")
 	rssMiB := flag.Int64("rss-size", 2048, "MiB streamed through a mount for the peak-RSS figure")
-	sections := flag.String("sections", "base,link,swarm,slow,rss", "sections to run, comma-separated: base (local figures), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), slow (home lines, one reader and a crowd), rss")
+	sections := flag.String("sections", "base,link,swarm,slow,stall,rss", "sections to run, comma-separated: base (local figures), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), slow (home lines, one reader and a crowd), stall (mixed reads hunting for one that stalls), rss")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.Parse()
 	set := map[string]bool{}
@@ -187,6 +187,13 @@ func run(size, rssSize int64, sections []string, keep, short bool) error {
 		rows = append(rows, r...)
 		if err != nil {
 			return fmt.Errorf("slow links: %w", err)
+		}
+	}
+	if slices.Contains(sections, "stall") {
+		r, err := stallSection(bin, work, file, size)
+		rows = append(rows, r...)
+		if err != nil {
+			return fmt.Errorf("stall hunt: %w", err)
 		}
 	}
 	if slices.Contains(sections, "rss") {
