@@ -209,9 +209,13 @@ func (n *Network) send(ctx context.Context, p peer.ID, m *message.Message, wait 
 	if err := s.reserve(ctx, it.size, wait); err != nil {
 		return fmt.Errorf("send to %s: %w", p, err)
 	}
+	q := s.queue
+	if len(m.Blocks) == 0 {
+		q = s.control
+	}
 	if !wait {
 		select {
-		case s.queue <- it:
+		case q <- it:
 			return nil
 		default:
 			s.release(it.size)
@@ -219,7 +223,7 @@ func (n *Network) send(ctx context.Context, p peer.ID, m *message.Message, wait 
 		}
 	}
 	select {
-	case s.queue <- it:
+	case q <- it:
 		return nil
 	case <-s.done:
 		s.release(it.size)
@@ -238,10 +242,11 @@ func (n *Network) sender(p peer.ID) (*sender, error) {
 	}
 	s := n.senders[p]
 	if s == nil {
-		s = &sender{n: n, p: p, queue: make(chan item, n.opts.QueueLength), done: make(chan struct{}),
-			freed: make(chan struct{}), open: map[network.Stream]bool{}, lanes: 1}
+		s = &sender{n: n, p: p, queue: make(chan item, n.opts.QueueLength), control: make(chan item, n.opts.QueueLength),
+			done: make(chan struct{}), freed: make(chan struct{}), open: map[network.Stream]bool{}, lanes: 1}
 		n.senders[p] = s
-		go s.lane(true)
+		go s.lane(s.queue, true)
+		go s.lane(s.control, true)
 	}
 	return s, nil
 }
@@ -325,9 +330,15 @@ type item struct {
 type sender struct {
 	n     *Network
 	p     peer.ID
-	queue chan item
-	done  chan struct{}
-	once  sync.Once
+	queue chan item // messages with blocks, over the lanes
+	// control holds messages without blocks (want lists, cancels,
+	// presences), written in order on a stream of their own. Spread over
+	// lanes, a cancel and the want that followed it could arrive the
+	// other way round, and the want was lost: its block waited out a
+	// timeout. Nor does a want list wait behind a batch of blocks.
+	control chan item
+	done    chan struct{}
+	once    sync.Once
 
 	mu    sync.Mutex
 	bytes int           // encoded bytes queued and not yet written
@@ -352,7 +363,7 @@ func (s *sender) grow() {
 		return
 	}
 	s.lanes++
-	go s.lane(false)
+	go s.lane(s.queue, false)
 }
 
 // stall marks the peer as not reading after a write timed out: everything
@@ -364,6 +375,8 @@ func (s *sender) stall() {
 	for {
 		select {
 		case it := <-s.queue:
+			s.release(it.size)
+		case it := <-s.control:
 			s.release(it.size)
 		default:
 			s.release(0) // wake senders waiting for room: they fail now
@@ -456,9 +469,10 @@ func (s *sender) track(st, old network.Stream) {
 // and muxer framing cost per write, not per byte.
 const writeBuffer = 1 << 20
 
-// lane writes queued messages on a stream of its own until the sender
+// lane writes the messages of q on a stream of its own until the sender
 // stops; an extra lane (not first) also ends after laneIdle without work.
-func (s *sender) lane(first bool) {
+// The control queue has one lane, so its messages arrive in order.
+func (s *sender) lane(q chan item, first bool) {
 	var (
 		st   network.Stream
 		w    *bufio.Writer
@@ -469,9 +483,11 @@ func (s *sender) lane(first bool) {
 			st.Close()
 			s.track(nil, st)
 		}
-		s.mu.Lock()
-		s.lanes--
-		s.mu.Unlock()
+		if q == s.queue {
+			s.mu.Lock()
+			s.lanes--
+			s.mu.Unlock()
+		}
 	}()
 	for {
 		var it item
@@ -479,7 +495,7 @@ func (s *sender) lane(first bool) {
 			idle = time.After(laneIdle)
 		}
 		select {
-		case it = <-s.queue:
+		case it = <-q:
 		case <-s.done:
 			return
 		case <-idle:
@@ -500,7 +516,7 @@ func (s *sender) lane(first bool) {
 				s.track(st, nil)
 				w = bufio.NewWriterSize(progressWriter{s, st}, writeBuffer)
 			}
-			err := s.write(st, w, it)
+			err := s.write(st, w, q, it)
 			if err == nil {
 				break
 			}
@@ -544,7 +560,7 @@ func isTimeout(err error) bool {
 // message's bytes leave the peer's budget once handed to w; on error the
 // whole budget of what was taken is released too, since those messages are
 // lost.
-func (s *sender) write(st network.Stream, w *bufio.Writer, it item) error {
+func (s *sender) write(st network.Stream, w *bufio.Writer, q chan item, it item) error {
 	if s.stopped() {
 		s.release(it.size)
 		return ErrClosed
@@ -561,7 +577,7 @@ func (s *sender) write(st network.Stream, w *bufio.Writer, it item) error {
 			break
 		}
 		select {
-		case it = <-s.queue:
+		case it = <-q:
 			continue
 		default:
 		}

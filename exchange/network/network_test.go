@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,4 +177,90 @@ type throttled struct {
 func (t *throttled) Read(p []byte) (int, error) {
 	time.Sleep(t.every) // the line's rate, not synchronisation
 	return t.r.Read(p[:min(len(p), t.chunk)])
+}
+
+// orderRecorder stalls the first message that carries blocks and records
+// the want lists that come, in the order they are handled.
+type orderRecorder struct {
+	stallOnce sync.Once
+	release   chan struct{}
+	mu        sync.Mutex
+	seen      []uint64
+}
+
+func (h *orderRecorder) HandleMessage(_ peer.ID, m *message.Message) {
+	if len(m.Blocks) > 0 {
+		h.stallOnce.Do(func() { <-h.release })
+		return
+	}
+	h.mu.Lock()
+	for _, e := range m.WantList.Entries {
+		h.seen = append(h.seen, e.Address.Index)
+	}
+	h.mu.Unlock()
+}
+
+func (h *orderRecorder) PeerDisconnected(peer.ID) {}
+
+func (h *orderRecorder) got() []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.seen)
+}
+
+// Want lists arrive in the order they were sent, however blocks back up
+// the lanes: a cancel and the want that follows it for the same block
+// must not change places (the want would be lost), and none waits behind
+// a stuck batch of blocks.
+func TestWantListsStayInOrder(t *testing.T) {
+	a, b := newTestHost(t), newTestHost(t)
+	if err := a.Host().Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	recv := &orderRecorder{release: make(chan struct{})}
+	nb := New(b.Host(), Options{Logger: quiet})
+	nb.Start(recv)
+	t.Cleanup(nb.Close)
+	defer close(recv.release)
+	na := New(a.Host(), Options{Logger: quiet, Lanes: 3})
+	na.Start(&orderRecorder{release: make(chan struct{})})
+	t.Cleanup(na.Close)
+
+	blocks := make([]message.Delivery, 16)
+	for i := range blocks {
+		data := make([]byte, 64<<10)
+		data[0] = byte(i)
+		blk := store.NewBlock(store.CodecBlock, data)
+		blocks[i] = message.Delivery{CID: blk.CID, Data: blk.Data, Address: message.CIDAddress(blk.CID)}
+	}
+	tree := store.NewBlock(store.CodecRoot, []byte("t")).CID
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// 4 MiB of blocks first: the first batch sticks at the reader, and
+	// the backlog opens more lanes.
+	for range 4 {
+		if err := na.Send(ctx, b.ID(), &message.Message{Blocks: blocks}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const lists = 40
+	for i := range uint64(lists) {
+		if err := na.Send(ctx, b.ID(), &message.Message{Blocks: blocks[:1]}); err != nil {
+			t.Fatal(err)
+		}
+		wl := message.WantList{Entries: []message.Entry{{Address: message.LeafAddress(tree, i), WantType: message.WantBlock}}}
+		if err := na.Send(ctx, b.ID(), &message.Message{WantList: wl}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(recv.got()) < lists {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d of %d want lists arrived while a batch of blocks was stuck: %v", len(recv.got()), lists, recv.got())
+		case <-time.After(10 * time.Millisecond): // polling interval, not synchronisation
+		}
+	}
+	if got := recv.got(); !slices.IsSorted(got) {
+		t.Fatalf("want lists arrived out of order: %v", got)
+	}
 }
