@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -293,5 +295,61 @@ func TestLateAnswerIsNoOffence(t *testing.T) {
 	_, b, err := victim.e.GetLeaf(ctx, d.root, uint64(last))
 	if err != nil || !bytes.Equal(b.Data, d.blocks[last]) {
 		t.Fatalf("fetch from the peer after its late answers: %v", err)
+	}
+}
+
+// A provider that keeps delivering but skips one block (its want was lost
+// on the way, or dropped) is asked for it again within about a second,
+// not after a block timeout; a second copy of a block asked twice is no
+// offence.
+func TestSkippedBlockIsAskedAgainSoon(t *testing.T) {
+	x := newHostile(t)
+	const blockTimeout = 20 * time.Second
+	victim := newNode(t, staticDisc{addrInfo(x.h)}, Options{Client: client.Options{
+		MaxOffences: testMaxOffences, HaveTimeout: 300 * time.Millisecond, BlockTimeout: blockTimeout,
+	}}, nil)
+	d := newDataset(t, 64, 4096)
+	const skip = 5
+	var skipped atomic.Bool
+	x.handle(func(from peer.ID, wl message.WantList) {
+		var reply message.Message
+		for _, e := range wl.Entries {
+			switch {
+			case e.Cancel:
+			case e.WantType == message.WantHave:
+				reply.Presences = append(reply.Presences, message.Presence{Address: e.Address, Type: message.Have})
+			case e.Address.Index == skip && !skipped.Swap(true):
+				// Lost, the first time it is asked.
+			default:
+				reply.Blocks = append(reply.Blocks, d.delivery(t, int(e.Address.Index)))
+			}
+		}
+		if len(reply.Presences)+len(reply.Blocks) > 0 {
+			_ = x.send(from, &reply)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), blockTimeout/4)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(d.blocks))
+	// The reader keeps the provider busy with the others meanwhile.
+	for i := range d.blocks {
+		wg.Go(func() {
+			_, b, err := victim.e.GetLeaf(ctx, d.root, uint64(i))
+			if err == nil && !bytes.Equal(b.Data, d.blocks[i]) {
+				err = errors.New("wrong bytes")
+			}
+			if err != nil {
+				errs <- fmt.Errorf("block %d: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if s := victim.e.ClientStats(); s.Unsolicited != 0 || s.PeersDropped != 0 {
+		t.Fatalf("stats %+v: the provider was taken for an offender", s)
 	}
 }

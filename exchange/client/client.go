@@ -539,13 +539,18 @@ func (c *Client) prune(now time.Time) {
 
 func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out map[peer.ID][]message.Entry, discover *[]cid.Cid) {
 	if w.sentTo != "" {
-		if !c.overdue(w, c.peerSt[w.sentTo], now) {
+		late, skipped := c.overdue(w, c.peerSt[w.sentTo], now)
+		if !late {
 			return
 		}
-		// Too slow: try elsewhere, and tell the peer to forget it.
-		c.log.Debug("exchange: block timed out", "addr", w.addr, "peer", w.sentTo)
+		// Try again, and tell the peer to forget it: elsewhere if the
+		// peer went quiet; anywhere, itself included, if it skipped this
+		// one (the cancel and the new want go in order, on one stream).
+		c.log.Debug("exchange: block overdue", "addr", w.addr, "peer", w.sentTo, "skipped", skipped)
 		out[w.sentTo] = append(out[w.sentTo], message.Entry{Address: w.addr, Cancel: true})
-		w.slow[w.sentTo] = now
+		if !skipped {
+			w.slow[w.sentTo] = now
+		}
 		c.release(w.sentTo)
 		w.sentTo = ""
 	}

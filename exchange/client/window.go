@@ -17,14 +17,17 @@ import "time"
 // A want is late when the peer has delivered nothing at all for a
 // BlockTimeout since it was sent (it stalled, or is gone), or when it
 // keeps delivering others but not this one for overdueFactor times what
-// the want's place in its queue should take. A slow peer that keeps
-// delivering is never timed out for being slow.
+// the want's place in its queue should take, and at least skipAfter: the
+// peer skipped it (its want was lost, or it dropped it), and may be asked
+// again at once, where a stalled peer is passed over for a while. A slow
+// peer that keeps delivering is never timed out for being slow.
 
 const (
 	queueTarget   = time.Second
 	minWindow     = 4
 	startWindow   = 8 // until the pace is known
 	overdueFactor = 4
+	skipAfter     = time.Second
 )
 
 // window is how many WantBlocks st may have outstanding, at most limit.
@@ -37,22 +40,24 @@ func (st *peerState) window(limit int) int {
 }
 
 // overdue reports whether w, sent to the peer whose state is st, is late
-// enough to ask elsewhere.
-func (c *Client) overdue(w *want, st *peerState, now time.Time) bool {
+// enough to ask again, and whether the peer skipped it while delivering
+// others (rather than going quiet).
+func (c *Client) overdue(w *want, st *peerState, now time.Time) (late, skipped bool) {
 	age := now.Sub(w.sentAt)
-	if age < c.opts.BlockTimeout {
-		return false
-	}
 	if st == nil {
-		return true
+		return age >= c.opts.BlockTimeout, false
 	}
 	heard := w.sentAt
 	if st.lastBlock.After(heard) {
 		heard = st.lastBlock
 	}
-	if now.Sub(heard) >= c.opts.BlockTimeout {
-		return true
+	if age >= c.opts.BlockTimeout && now.Sub(heard) >= c.opts.BlockTimeout {
+		return true, false
 	}
 	per := st.pace()
-	return per > 0 && age >= time.Duration(overdueFactor*(w.sentPos+1))*per
+	if per <= 0 || st.lastBlock.Before(w.sentAt) {
+		return false, false // nothing since it was sent: not yet a skip
+	}
+	due := max(time.Duration(overdueFactor*(w.sentPos+1))*per, skipAfter)
+	return age >= due, age >= due
 }

@@ -34,31 +34,36 @@ func TestWindowFollowsPace(t *testing.T) {
 
 // A want is late when its peer has gone quiet for a BlockTimeout, or keeps
 // delivering others but not it for several times its place in the queue
-// should take; never while a slow peer keeps working through its queue.
+// should take (a skip, which may be asked again of the same peer); never
+// while a slow peer keeps working through its queue.
 func TestOverdueFollowsProgress(t *testing.T) {
 	c := &Client{opts: Options{BlockTimeout: 10 * time.Second}}
 	sent := time.Unix(1000, 0)
-	slow := &peerState{paceTime: float64(4 * time.Second), paceBlocks: 1} // 128 kbit/s
+	slow := &peerState{paceTime: float64(4 * time.Second), paceBlocks: 1}        // 128 kbit/s
+	fast := &peerState{paceTime: float64(200 * time.Microsecond), paceBlocks: 1} // loopback
 	for _, tc := range []struct {
-		name      string
-		st        *peerState
-		pos       int
-		age       time.Duration
-		lastBlock time.Duration // after sent; negative: before
-		want      bool
+		name          string
+		st            *peerState
+		pos           int
+		age           time.Duration
+		lastBlock     time.Duration // after sent; negative: before
+		late, skipped bool
 	}{
-		{"young", slow, 0, 5 * time.Second, -time.Second, false},
-		{"slow peer, delivering, 4th in its queue at 30 s", slow, 3, 30 * time.Second, 28 * time.Second, false},
-		{"slow peer gone quiet", slow, 3, 30 * time.Second, 15 * time.Second, true},
-		{"never heard from since", slow, 0, 11 * time.Second, -time.Second, true},
-		{"delivering others, this one long past its turn", slow, 0, 17 * time.Second, 16 * time.Second, true},
-		{"pace unknown, delivering", &peerState{}, 5, 30 * time.Second, 25 * time.Second, false},
+		{"young", slow, 0, 5 * time.Second, -time.Second, false, false},
+		{"slow peer, delivering, 4th in its queue at 30 s", slow, 3, 30 * time.Second, 28 * time.Second, false, false},
+		{"slow peer gone quiet", slow, 3, 30 * time.Second, 15 * time.Second, true, false},
+		{"never heard from since", slow, 0, 11 * time.Second, -time.Second, true, false},
+		{"slow peer delivering others, this one long past its turn", slow, 0, 17 * time.Second, 16 * time.Second, true, true},
+		{"fast peer delivering others, this one skipped a second ago", fast, 10, 1100 * time.Millisecond, time.Second, true, true},
+		{"fast peer, this one just sent", fast, 10, 500 * time.Millisecond, 400 * time.Millisecond, false, false},
+		{"pace unknown, delivering", &peerState{}, 5, 30 * time.Second, 25 * time.Second, false, false},
 	} {
 		st := *tc.st
 		st.lastBlock = sent.Add(tc.lastBlock)
 		w := &want{sentAt: sent, sentPos: tc.pos}
-		if got := c.overdue(w, &st, sent.Add(tc.age)); got != tc.want {
-			t.Errorf("%s: overdue %v; want %v", tc.name, got, tc.want)
+		late, skipped := c.overdue(w, &st, sent.Add(tc.age))
+		if late != tc.late || skipped != tc.skipped {
+			t.Errorf("%s: late %v, skipped %v; want %v, %v", tc.name, late, skipped, tc.late, tc.skipped)
 		}
 	}
 }
