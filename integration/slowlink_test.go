@@ -24,6 +24,7 @@ func TestSlowUplinks(t *testing.T) {
 	}{
 		{"1mbit", 8 << 20},
 		{"256kbit", 2 << 20},
+		{"128kbit", 1 << 20},
 	} {
 		t.Run(tc.rate, func(t *testing.T) {
 			t.Parallel()
@@ -115,32 +116,45 @@ func TestPopularDatasetOnSlowUplink(t *testing.T) {
 	}
 }
 
-// A provider 150 ms away at 20 Mbit/s (another continent): the read
-// completes with identical bytes, the provider kept. The round trip comes
-// from a delay line between the namespaces, the rate from tbf.
+// A provider far away (150 ms at 20 Mbit/s: another continent; 300 ms at
+// 2 Mbit/s: a satellite line): the read completes with identical bytes,
+// the provider kept. The round trip comes from a delay line between the
+// namespaces, the rate from tbf.
 func TestFarProvider(t *testing.T) {
-	t.Parallel()
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skipf("no TUN device for the delay line (%v): skipping", err)
 	}
-	na, nb, _ := newNamespaces(t)
-	dl, err := cluster.NewDelayLine(na, nb, "198.18.3.1", "198.18.3.2", "20mbit", 64<<10, 1<<20, 75*time.Millisecond)
-	if err != nil {
-		t.Skipf("delay line: %v: skipping", err)
-	}
-	t.Cleanup(dl.Close)
-	tmp := t.TempDir()
-	a := startDaemonUnder(t, na.Exec(), filepath.Join(tmp, "a"), "", "--listen", "/ip4/198.18.3.1/tcp/4001")
-	path := writeRandomFile(t, tmp, 8<<20, 1990)
-	c := a.upload(t, path)
-	b := startDaemonUnder(t, nb.Exec(), filepath.Join(tmp, "b"), "", "--listen", "/ip4/198.18.3.2/tcp/4001",
-		"--bootstrap", a.p2pAddr(t))
-	got := filepath.Join(tmp, "got")
-	if r := b.meshfs(t, "download", c, "-o", got); r.code != 0 {
-		t.Fatalf("download from a provider 150 ms away: exit %d: %s", r.code, r.stderr)
-	}
-	must(t, "cmp", got, path)
-	if n := exchangeEvents(t, nb.HTTPClient(), b)["peer_dropped"]; n != 0 {
-		t.Errorf("the reader dropped %d peers", n)
+	for i, tc := range []struct {
+		rtt  time.Duration
+		rate string
+		size int64
+	}{
+		{150 * time.Millisecond, "20mbit", 8 << 20},
+		{300 * time.Millisecond, "2mbit", 2 << 20},
+	} {
+		t.Run(tc.rtt.String(), func(t *testing.T) {
+			t.Parallel()
+			na, nb, _ := newNamespaces(t)
+			a4, b4 := fmt.Sprintf("198.18.%d.1", 30+i), fmt.Sprintf("198.18.%d.2", 30+i)
+			dl, err := cluster.NewDelayLine(na, nb, a4, b4, tc.rate, 64<<10, 1<<20, tc.rtt/2)
+			if err != nil {
+				t.Skipf("delay line: %v: skipping", err)
+			}
+			t.Cleanup(dl.Close)
+			tmp := t.TempDir()
+			a := startDaemonUnder(t, na.Exec(), filepath.Join(tmp, "a"), "", "--listen", "/ip4/"+a4+"/tcp/4001")
+			path := writeRandomFile(t, tmp, tc.size, 1990)
+			c := a.upload(t, path)
+			b := startDaemonUnder(t, nb.Exec(), filepath.Join(tmp, "b"), "", "--listen", "/ip4/"+b4+"/tcp/4001",
+				"--bootstrap", a.p2pAddr(t))
+			got := filepath.Join(tmp, "got")
+			if r := b.meshfs(t, "download", c, "-o", got); r.code != 0 {
+				t.Fatalf("download from a provider %s away: exit %d: %s", tc.rtt, r.code, r.stderr)
+			}
+			must(t, "cmp", got, path)
+			if n := exchangeEvents(t, nb.HTTPClient(), b)["peer_dropped"]; n != 0 {
+				t.Errorf("the reader dropped %d peers", n)
+			}
+		})
 	}
 }
