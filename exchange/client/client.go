@@ -34,6 +34,11 @@ import (
 // must not stall the wants of every other peer.
 type Sender interface {
 	TrySend(p peer.ID, m *message.Message) error
+	// LastHeard is when bytes last came from p, part of a message or a
+	// whole one (the zero time if never): a peer sending a large batch
+	// down a slow line is busy, not silent, long before its blocks are
+	// whole.
+	LastHeard(p peer.ID) time.Time
 }
 
 // Discoverer finds the providers of a tree or manifest CID.

@@ -51,6 +51,11 @@ func (c *Client) overdue(w *want, st *peerState, now time.Time) (late, skipped b
 	if st.lastBlock.After(heard) {
 		heard = st.lastBlock
 	}
+	if c.snd != nil {
+		if at := c.snd.LastHeard(w.sentTo); at.After(heard) {
+			heard = at
+		}
+	}
 	if age >= c.opts.BlockTimeout && now.Sub(heard) >= c.opts.BlockTimeout {
 		return true, false
 	}
@@ -58,6 +63,10 @@ func (c *Client) overdue(w *want, st *peerState, now time.Time) (late, skipped b
 	if per <= 0 || st.lastBlock.Before(w.sentAt) {
 		return false, false // nothing since it was sent: not yet a skip
 	}
-	due := max(time.Duration(overdueFactor*(w.sentPos+1))*per, skipAfter)
+	// Blocks come in batches, each whole only when its last byte has:
+	// the want may wait for a window's worth of blocks beyond its place.
+	// (Without that, a batch of four taking 16 s behind 128 kbit/s had
+	// its first block taken for skipped, and asked twice.)
+	due := max(time.Duration(overdueFactor*(w.sentPos+st.window(c.opts.Window)))*per, skipAfter)
 	return age >= due, age >= due
 }

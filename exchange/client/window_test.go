@@ -3,6 +3,10 @@ package client
 import (
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/exchange/message"
 )
 
 // A peer's window holds about a second of its deliveries, within bounds:
@@ -37,7 +41,7 @@ func TestWindowFollowsPace(t *testing.T) {
 // should take (a skip, which may be asked again of the same peer); never
 // while a slow peer keeps working through its queue.
 func TestOverdueFollowsProgress(t *testing.T) {
-	c := &Client{opts: Options{BlockTimeout: 10 * time.Second}}
+	c := &Client{opts: Options{BlockTimeout: 10 * time.Second, Window: 64}}
 	sent := time.Unix(1000, 0)
 	slow := &peerState{paceTime: float64(4 * time.Second), paceBlocks: 1}        // 128 kbit/s
 	fast := &peerState{paceTime: float64(200 * time.Microsecond), paceBlocks: 1} // loopback
@@ -53,7 +57,8 @@ func TestOverdueFollowsProgress(t *testing.T) {
 		{"slow peer, delivering, 4th in its queue at 30 s", slow, 3, 30 * time.Second, 28 * time.Second, false, false},
 		{"slow peer gone quiet", slow, 3, 30 * time.Second, 15 * time.Second, true, false},
 		{"never heard from since", slow, 0, 11 * time.Second, -time.Second, true, false},
-		{"slow peer delivering others, this one long past its turn", slow, 0, 17 * time.Second, 16 * time.Second, true, true},
+		{"slow peer, first of a batch still on the way", slow, 0, 20 * time.Second, 16 * time.Second, false, false},
+		{"slow peer delivering others, this one long past its turn", slow, 0, 70 * time.Second, 68 * time.Second, true, true},
 		{"fast peer delivering others, this one skipped a second ago", fast, 10, 1100 * time.Millisecond, time.Second, true, true},
 		{"fast peer, this one just sent", fast, 10, 500 * time.Millisecond, 400 * time.Millisecond, false, false},
 		{"pace unknown, delivering", &peerState{}, 5, 30 * time.Second, 25 * time.Second, false, false},
@@ -65,5 +70,29 @@ func TestOverdueFollowsProgress(t *testing.T) {
 		if late != tc.late || skipped != tc.skipped {
 			t.Errorf("%s: late %v, skipped %v; want %v, %v", tc.name, late, skipped, tc.late, tc.skipped)
 		}
+	}
+}
+
+// heardAt is a Sender that has heard from every peer at one time.
+type heardAt time.Time
+
+func (heardAt) TrySend(peer.ID, *message.Message) error { return nil }
+func (h heardAt) LastHeard(peer.ID) time.Time           { return time.Time(h) }
+
+// A peer whose blocks come in a batch still on its way (bytes arriving,
+// no block whole yet) is busy, not silent: behind 128 kbit/s a batch of
+// eight blocks takes half a minute.
+func TestBytesArrivingAreProgress(t *testing.T) {
+	sent := time.Unix(1000, 0)
+	st := &peerState{lastBlock: sent.Add(-time.Second)}
+	w := &want{sentTo: "p", sentAt: sent}
+	now := sent.Add(25 * time.Second)
+	quiet := &Client{opts: Options{BlockTimeout: 10 * time.Second, Window: 64}, snd: heardAt(sent.Add(-time.Second))}
+	if late, _ := quiet.overdue(w, st, now); !late {
+		t.Error("a peer heard from neither block nor byte for 25 s is not late")
+	}
+	busy := &Client{opts: Options{BlockTimeout: 10 * time.Second, Window: 64}, snd: heardAt(now.Add(-time.Second))}
+	if late, _ := busy.overdue(w, st, now); late {
+		t.Error("a peer whose bytes came a second ago is taken for silent")
 	}
 }

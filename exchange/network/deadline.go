@@ -1,6 +1,7 @@
 package network
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -56,6 +57,7 @@ type progressReader struct {
 	st      network.Stream
 	timeout time.Duration
 	armed   bool
+	heard   *atomic.Int64 // the peer's last bytes, for Network.LastHeard
 }
 
 // inFrame is the message reader's hook: a message has begun, or ended.
@@ -70,5 +72,9 @@ func (r *progressReader) Read(p []byte) (int, error) {
 	if r.armed {
 		_ = r.st.SetReadDeadline(time.Now().Add(r.timeout))
 	}
-	return r.st.Read(p)
+	n, err := r.st.Read(p)
+	if n > 0 && r.heard != nil {
+		r.heard.Store(time.Now().UnixNano())
+	}
+	return n, err
 }

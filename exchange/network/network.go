@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -77,6 +78,7 @@ type Network struct {
 	mu      sync.Mutex
 	senders map[peer.ID]*sender
 	inbound map[peer.ID]int
+	heard   map[peer.ID]*atomic.Int64 // unix nanoseconds of the last bytes read; see LastHeard
 	closed  bool
 
 	limits netLimits
@@ -142,7 +144,7 @@ func New(h host.Host, opts Options) *Network {
 		opts.Logger = slog.Default()
 	}
 	l := opts.Logger
-	return &Network{h: h, opts: opts, log: l, senders: map[peer.ID]*sender{}, inbound: map[peer.ID]int{}, limits: netLimits{
+	return &Network{h: h, opts: opts, log: l, senders: map[peer.ID]*sender{}, inbound: map[peer.ID]int{}, heard: map[peer.ID]*atomic.Int64{}, limits: netLimits{
 		inbound:    limit.New(l, "inbound_stream_refused", fmt.Sprintf("inbound exchange streams per peer (%d)", opts.MaxInboundStreams)),
 		message:    limit.New(l, "message_refused", fmt.Sprintf("inbound message size (%d bytes) and form", opts.MaxMessageSize)),
 		readStall:  limit.New(l, "message_stalled", fmt.Sprintf("time an inbound message may stall (%s)", opts.ReadTimeout)),
@@ -190,6 +192,18 @@ func (n *Network) WaitRoom(ctx context.Context, p peer.ID, size int) error {
 		return fmt.Errorf("send to %s: %w", p, err)
 	}
 	return nil
+}
+
+// LastHeard is when bytes last arrived from p on any of its exchange
+// streams (the zero time if none is open).
+func (n *Network) LastHeard(p peer.ID) time.Time {
+	n.mu.Lock()
+	h := n.heard[p]
+	n.mu.Unlock()
+	if h == nil || h.Load() == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, h.Load())
 }
 
 // TrySend queues m for p if its queue has room now, and fails with
@@ -273,18 +287,24 @@ func (n *Network) handleStream(st network.Stream) {
 		return
 	}
 	n.inbound[p]++
+	heard := n.heard[p]
+	if heard == nil {
+		heard = new(atomic.Int64)
+		n.heard[p] = heard
+	}
 	n.mu.Unlock()
 	defer func() {
 		n.mu.Lock()
 		if n.inbound[p]--; n.inbound[p] <= 0 {
 			delete(n.inbound, p)
+			delete(n.heard, p)
 		}
 		n.mu.Unlock()
 	}()
 
 	// Idle between messages for as long as it likes; inside one, cut off
 	// once nothing of it has come for ReadTimeout (deadline.go).
-	pr := &progressReader{st: st, timeout: n.opts.ReadTimeout}
+	pr := &progressReader{st: st, timeout: n.opts.ReadTimeout, heard: heard}
 	r := message.NewReader(pr, n.opts.MaxMessageSize)
 	r.OnFrame(pr.inFrame)
 	for {
