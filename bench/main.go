@@ -433,6 +433,21 @@ func startDaemon(bin string, prefix []string, work, name string, mount bool, ext
 	return d, nil
 }
 
+// startProvider starts a daemon that listens on listen and uploads file,
+// and returns it with the dataset's CID and its address to bootstrap from.
+func startProvider(bin string, prefix []string, work, name, listen, file string) (d *cluster.Daemon, c, boot string, err error) {
+	if d, err = startDaemon(bin, prefix, work, name, false, "--listen", listen); err != nil {
+		return nil, "", "", err
+	}
+	if c, err = d.Upload(file); err != nil {
+		return nil, "", "", err
+	}
+	if boot, err = d.P2PAddr(); err != nil {
+		return nil, "", "", err
+	}
+	return d, c, boot, nil
+}
+
 func timed(f func() error) (time.Duration, error) {
 	t := time.Now()
 	err := f()

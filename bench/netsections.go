@@ -144,15 +144,7 @@ func linkSection(bin, work, file string, size int64) (rows []row, err error) {
 		fmt.Sprintf("%s of 200 Mbit/s", ratio(nominal, tcpT)), ""})
 	notef("link, raw TCP, MB/s per 0.5 s: %s", tcpSeries)
 
-	p, err := startDaemon(bin, a.Exec(), work, "link-p", false, "--listen", "/ip4/"+aAddr+"/tcp/4001")
-	if err != nil {
-		return rows, err
-	}
-	c, err := p.Upload(file)
-	if err != nil {
-		return rows, err
-	}
-	boot, err := p.P2PAddr()
+	p, c, boot, err := startProvider(bin, a.Exec(), work, "link-p", "/ip4/"+aAddr+"/tcp/4001", file)
 	if err != nil {
 		return rows, err
 	}

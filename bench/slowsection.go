@@ -74,15 +74,7 @@ func slowRun(bin, work string, i int, sc slowCase) (rows []row, err error) {
 	if err := cluster.WriteNoiseFile(file, sc.size, int64(40+i)); err != nil {
 		return rows, err
 	}
-	p, err := startDaemon(bin, pns.Exec(), work, fmt.Sprintf("slow%d-p", i), false, "--listen", "/ip4/198.18.20.1/tcp/4001")
-	if err != nil {
-		return rows, err
-	}
-	c, err := p.Upload(file)
-	if err != nil {
-		return rows, err
-	}
-	boot, err := p.P2PAddr()
+	_, c, boot, err := startProvider(bin, pns.Exec(), work, fmt.Sprintf("slow%d-p", i), "/ip4/198.18.20.1/tcp/4001", file)
 	if err != nil {
 		return rows, err
 	}

@@ -70,15 +70,7 @@ var stallPatternsList = []stallPattern{
 
 func stallSection(bin, work, file string, size int64) (rows []row, err error) {
 	defer cleanups.runTo(cleanups.mark())
-	p, err := startDaemon(bin, nil, work, "stall-p", false, "--listen", "/ip4/127.0.0.1/tcp/0")
-	if err != nil {
-		return rows, err
-	}
-	c, err := p.Upload(file)
-	if err != nil {
-		return rows, err
-	}
-	boot, err := p.P2PAddr()
+	_, c, boot, err := startProvider(bin, nil, work, "stall-p", "/ip4/127.0.0.1/tcp/0", file)
 	if err != nil {
 		return rows, err
 	}

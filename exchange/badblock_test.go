@@ -241,23 +241,10 @@ func TestLateAnswerIsNoOffence(t *testing.T) {
 	}}, nil)
 	d := newDataset(t, testMaxOffences+2, 4096)
 	var answer sync.Map // index → answer WantBlocks honestly
-	x.handle(func(from peer.ID, wl message.WantList) {
-		var reply message.Message
-		for _, e := range wl.Entries {
-			switch {
-			case e.Cancel:
-			case e.WantType == message.WantHave:
-				reply.Presences = append(reply.Presences, message.Presence{Address: e.Address, Type: message.Have})
-			default:
-				if _, ok := answer.Load(e.Address.Index); ok {
-					reply.Blocks = append(reply.Blocks, d.delivery(t, int(e.Address.Index)))
-				}
-			}
-		}
-		if len(reply.Presences)+len(reply.Blocks) > 0 {
-			_ = x.send(from, &reply)
-		}
-	})
+	x.haveAll(func(e message.Entry) bool {
+		_, ok := answer.Load(e.Address.Index)
+		return ok
+	}, d)
 
 	for i := range testMaxOffences + 1 {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -311,23 +298,8 @@ func TestSkippedBlockIsAskedAgainSoon(t *testing.T) {
 	d := newDataset(t, 64, 4096)
 	const skip = 5
 	var skipped atomic.Bool
-	x.handle(func(from peer.ID, wl message.WantList) {
-		var reply message.Message
-		for _, e := range wl.Entries {
-			switch {
-			case e.Cancel:
-			case e.WantType == message.WantHave:
-				reply.Presences = append(reply.Presences, message.Presence{Address: e.Address, Type: message.Have})
-			case e.Address.Index == skip && !skipped.Swap(true):
-				// Lost, the first time it is asked.
-			default:
-				reply.Blocks = append(reply.Blocks, d.delivery(t, int(e.Address.Index)))
-			}
-		}
-		if len(reply.Presences)+len(reply.Blocks) > 0 {
-			_ = x.send(from, &reply)
-		}
-	})
+	// Lost, the first time it is asked.
+	x.haveAll(func(e message.Entry) bool { return e.Address.Index != skip || skipped.Swap(true) }, d)
 	ctx, cancel := context.WithTimeout(context.Background(), blockTimeout/4)
 	defer cancel()
 	var wg sync.WaitGroup

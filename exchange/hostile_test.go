@@ -263,6 +263,26 @@ func (x *hostile) neverRead() {
 	x.mu.Unlock()
 }
 
+// haveAll makes the peer say Have to every WantHave, and answer each
+// WantBlock with d's block when deliver says so.
+func (x *hostile) haveAll(deliver func(message.Entry) bool, d *dataset) {
+	x.handle(func(from peer.ID, wl message.WantList) {
+		var reply message.Message
+		for _, e := range wl.Entries {
+			switch {
+			case e.Cancel:
+			case e.WantType == message.WantHave:
+				reply.Presences = append(reply.Presences, message.Presence{Address: e.Address, Type: message.Have})
+			case deliver(e):
+				reply.Blocks = append(reply.Blocks, d.delivery(x.t, int(e.Address.Index)))
+			}
+		}
+		if len(reply.Presences)+len(reply.Blocks) > 0 {
+			_ = x.send(from, &reply)
+		}
+	})
+}
+
 func (x *hostile) handle(f func(from peer.ID, wl message.WantList)) {
 	x.mu.Lock()
 	x.onWants = f

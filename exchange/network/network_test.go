@@ -82,13 +82,7 @@ func TestBacklogOpensLanes(t *testing.T) {
 
 	// 64 KiB blocks, 16 to a message: 1 MiB messages, more than a fresh
 	// stream's window, so the stuck stream backs the queue up at once.
-	blocks := make([]message.Delivery, 16)
-	for i := range blocks {
-		data := make([]byte, 64<<10)
-		data[0] = byte(i)
-		b := store.NewBlock(store.CodecBlock, data)
-		blocks[i] = message.Delivery{CID: b.CID, Data: b.Data, Address: message.CIDAddress(b.CID)}
-	}
+	blocks := batchOfBlocks()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const sent = 12
@@ -139,13 +133,7 @@ func TestSlowSteadyReaderIsNotCutOff(t *testing.T) {
 	na := New(a.Host(), Options{Logger: quiet, WriteTimeout: timeout, Lanes: 1})
 	na.Start(&stallFirst{release: make(chan struct{}), stalled: make(chan struct{})})
 	t.Cleanup(na.Close)
-	blocks := make([]message.Delivery, 16)
-	for i := range blocks {
-		data := make([]byte, 64<<10)
-		data[0] = byte(i)
-		blk := store.NewBlock(store.CodecBlock, data)
-		blocks[i] = message.Delivery{CID: blk.CID, Data: blk.Data, Address: message.CIDAddress(blk.CID)}
-	}
+	blocks := batchOfBlocks()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -226,13 +214,7 @@ func TestWantListsStayInOrder(t *testing.T) {
 	na.Start(&orderRecorder{release: make(chan struct{})})
 	t.Cleanup(na.Close)
 
-	blocks := make([]message.Delivery, 16)
-	for i := range blocks {
-		data := make([]byte, 64<<10)
-		data[0] = byte(i)
-		blk := store.NewBlock(store.CodecBlock, data)
-		blocks[i] = message.Delivery{CID: blk.CID, Data: blk.Data, Address: message.CIDAddress(blk.CID)}
-	}
+	blocks := batchOfBlocks()
 	tree := store.NewBlock(store.CodecRoot, []byte("t")).CID
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -263,4 +245,17 @@ func TestWantListsStayInOrder(t *testing.T) {
 	if got := recv.got(); !slices.IsSorted(got) {
 		t.Fatalf("want lists arrived out of order: %v", got)
 	}
+}
+
+// batchOfBlocks is 16 blocks of 64 KiB: a 1 MiB message, more than a fresh
+// stream's window.
+func batchOfBlocks() []message.Delivery {
+	blocks := make([]message.Delivery, 16)
+	for i := range blocks {
+		data := make([]byte, 64<<10)
+		data[0] = byte(i)
+		b := store.NewBlock(store.CodecBlock, data)
+		blocks[i] = message.Delivery{CID: b.CID, Data: b.Data, Address: message.CIDAddress(b.CID)}
+	}
+	return blocks
 }
