@@ -318,3 +318,29 @@ func TestSpaceNeededCoversWhatAnUploadStores(t *testing.T) {
 		}
 	}
 }
+
+// A dataset removed while a reader has it open keeps its blocks for that
+// reader, and they go when it closes, with no collection needed.
+func TestRemovedWhileOpenFreedOnClose(t *testing.T) {
+	n, _ := protectedNode(t, t.TempDir(), Config{})
+	data := randomBytes(29, 7*testBS)
+	c := uploadNamed(t, n, data, "open")
+	d, err := n.OpenLocal(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Delete(t.Context(), c); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if _, err := d.ReadAt(t.Context(), got, 0); err != nil && !errors.Is(err, io.EOF) || !bytes.Equal(got, data) {
+		t.Fatalf("read by the reader that had it open: %v", err)
+	}
+	if used(t, n) == 0 {
+		t.Fatal("the open reader's blocks went while it had them open")
+	}
+	d.Close()
+	if u := used(t, n); u != 0 {
+		t.Fatalf("%d bytes used once the last reader of a removed dataset closed", u)
+	}
+}

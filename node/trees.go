@@ -28,15 +28,20 @@ import (
 
 // treeHolds counts the holds on each tree and marks the trees being swept,
 // so that a holder never writes into a tree whose leaves are being deleted.
+// A sweep turned away by a hold is owed: the last holder to let go runs
+// it. Otherwise letting go costs nothing, which matters, since every read
+// of a dataset holds its tree while it runs.
 type treeHolds struct {
 	mu       sync.Mutex
 	count    map[cid.Cid]int
 	sweeping map[cid.Cid]chan struct{}
+	owed     map[cid.Cid]bool
 }
 
 func (h *treeHolds) init() {
 	h.count = map[cid.Cid]int{}
 	h.sweeping = map[cid.Cid]chan struct{}{}
+	h.owed = map[cid.Cid]bool{}
 }
 
 // acquire holds tree, waiting first while it is being swept.
@@ -66,7 +71,8 @@ func (h *treeHolds) add(tree cid.Cid) {
 	h.mu.Unlock()
 }
 
-// drop ends one hold and reports whether it was the last.
+// drop ends one hold and reports whether the tree is now to be swept: it
+// was the last hold, and a sweep was turned away meanwhile.
 func (h *treeHolds) drop(tree cid.Cid) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -74,14 +80,21 @@ func (h *treeHolds) drop(tree cid.Cid) bool {
 		return false
 	}
 	delete(h.count, tree)
-	return true
+	owed := h.owed[tree]
+	delete(h.owed, tree)
+	return owed
 }
 
-// claim marks tree as being swept if nobody holds it; unclaim ends that.
+// claim marks tree as being swept if nobody holds it (else the sweep is
+// owed to the last holder); unclaim ends that.
 func (h *treeHolds) claim(tree cid.Cid) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.count[tree] > 0 || h.sweeping[tree] != nil {
+	if h.count[tree] > 0 {
+		h.owed[tree] = true
+		return false
+	}
+	if h.sweeping[tree] != nil {
 		return false
 	}
 	h.sweeping[tree] = make(chan struct{})
@@ -96,7 +109,8 @@ func (h *treeHolds) unclaim(tree cid.Cid) {
 }
 
 // holdTree keeps tree's leaves until the returned release, which sweeps
-// the tree if that was its last hold and no dataset names it.
+// the tree if that was its last hold, a sweep was turned away meanwhile
+// (the dataset was removed while held), and no dataset names it.
 func (n *Node) holdTree(ctx context.Context, tree cid.Cid) (release func(), err error) {
 	if err := n.trees.acquire(ctx, tree); err != nil {
 		return nil, err

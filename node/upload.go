@@ -57,12 +57,15 @@ type uploader struct {
 	// leaves lists, for an upload into a bare store, the real tree's
 	// leaves it added, which its rollback deletes.
 	leaves   []store.Leaf
+	held     []cid.Cid // trees held through keep, and how to let them go
 	releases []func()
 }
 
-// treeKeeper holds trees against the node's sweeps (trees.go).
+// treeKeeper holds trees against the node's sweeps, and sweeps one now
+// (trees.go).
 type treeKeeper interface {
 	holdTree(ctx context.Context, tree cid.Cid) (release func(), err error)
+	sweepTree(ctx context.Context, tree cid.Cid) (int, error)
 }
 
 // Upload cuts r into blocks, protects them with Reed-Solomon parity in
@@ -118,7 +121,7 @@ func (u *uploader) hold(ctx context.Context, tree cid.Cid) error {
 	if err != nil {
 		return err
 	}
-	u.releases = append(u.releases, release)
+	u.held, u.releases = append(u.held, tree), append(u.releases, release)
 	return nil
 }
 
@@ -336,8 +339,9 @@ func (u *uploader) put(ctx context.Context, b store.Block) error {
 }
 
 // finish drops the staging tree, and after a failure what else the upload
-// added, then lets go of the trees it held, which sweeps the real tree too
-// unless a dataset names it. It runs on its own context because the
+// added, then lets go of the trees it held; after a failure it sweeps the
+// real tree too, which keeps it if a dataset names it or another upload
+// of the same bytes holds it. It runs on its own context because the
 // upload's may be the reason for the failure.
 func (u *uploader) finish(failed bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -354,6 +358,14 @@ func (u *uploader) finish(failed bool) {
 	}
 	for _, release := range slices.Backward(u.releases) {
 		release()
+	}
+	if failed && u.keep != nil {
+		for _, tree := range u.held {
+			if !tree.Equals(u.staging) {
+				_, err := u.keep.sweepTree(ctx, tree)
+				errs = append(errs, err)
+			}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		// Leftovers are leaves of trees no dataset names: harmless for
