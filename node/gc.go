@@ -172,12 +172,6 @@ func (u *uses) unclaim(c cid.Cid) {
 	}
 }
 
-func (u *uses) idle(c cid.Cid) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.count[c] == 0 && u.collecting[c] == nil
-}
-
 // due reports whether c's access should be recorded at now, and if so
 // notes that it is.
 func (u *uses) due(c cid.Cid, now time.Time) bool {
@@ -401,6 +395,7 @@ func (n *Node) gc(ctx context.Context, blocks bool) (GCResult, error) {
 		freed, err := n.freed(ctx, func() error { return n.sweepTrees(ctx, true) })
 		res.Unreferenced += freed
 		res.BytesFreed += freed
+		n.gcStats.bytes.Add(freed)
 		if err != nil {
 			return res, fmt.Errorf("gc: %w", err)
 		}
@@ -470,6 +465,7 @@ func (n *Node) collect(ctx context.Context, need uint64, trigger string) (GCResu
 	// cached dataset's.
 	freed, err := n.freed(ctx, func() error { return n.sweepTrees(ctx, false) })
 	res.Unreferenced, res.BytesFreed = freed, freed
+	n.gcStats.bytes.Add(freed)
 	if err != nil {
 		return res, fmt.Errorf("gc: %w", err)
 	}
@@ -524,9 +520,10 @@ func (n *Node) collect(ctx context.Context, need uint64, trigger string) (GCResu
 	return res, nil
 }
 
-// candidates lists the cached datasets held, least recently used first,
-// and drops records left by datasets no longer held (a crash between
-// removing a dataset and its record).
+// candidates lists the cached datasets held, least recently used first.
+// A record is there exactly while its manifest is (they are written and
+// removed together, and start-up drops the strays earlier versions left),
+// so the records alone say what is held.
 func (n *Node) candidates(ctx context.Context) ([]candidate, error) {
 	records := map[cid.Cid]store.Retention{}
 	if err := n.ret.ForEachRetention(ctx, func(c cid.Cid, r store.Retention) error {
@@ -535,19 +532,9 @@ func (n *Node) candidates(ctx context.Context) ([]candidate, error) {
 	}); err != nil {
 		return nil, err
 	}
-	held := map[cid.Cid]bool{}
-	if err := n.store.ForEach(ctx, store.CodecManifest, func(c cid.Cid) error {
-		held[c] = true
-		return nil
-	}); err != nil {
-		return nil, err
-	}
 	var out []candidate
 	for c, r := range records {
-		switch {
-		case !held[c]:
-			n.dropStaleRecord(ctx, c)
-		case !r.Pinned:
+		if !r.Pinned {
 			out = append(out, candidate{c, r.LastAccess})
 		}
 	}
@@ -558,22 +545,6 @@ func (n *Node) candidates(ctx context.Context) ([]candidate, error) {
 		return cmp.Compare(a.cid.KeyString(), b.cid.KeyString())
 	})
 	return out, nil
-}
-
-func (n *Node) dropStaleRecord(ctx context.Context, c cid.Cid) {
-	if !n.uses.idle(c) {
-		return // being opened: its manifest is on the way
-	}
-	n.recMu.Lock()
-	defer n.recMu.Unlock()
-	if held, err := n.store.Has(ctx, c); err != nil || held {
-		return
-	}
-	if err := n.ret.DeleteRetention(ctx, c); err != nil {
-		n.log.Warn("gc: drop the record of a dataset no longer held", "cid", store.CIDText(c), "err", err)
-		return
-	}
-	n.log.Debug("gc: dropped the record of a dataset no longer held", "cid", store.CIDText(c))
 }
 
 // remove collects one cached dataset unless it is in use, or was pinned or
@@ -591,19 +562,12 @@ func (n *Node) remove(ctx context.Context, cd candidate, reason string, res *GCR
 	if err != nil || r.Pinned || !r.LastAccess.Equal(cd.last) {
 		return false
 	}
-	before, err := n.store.Usage(ctx)
+	freed, err := n.freed(ctx, func() error { return n.drop(ctx, c) })
 	if err != nil {
-		return false
-	}
-	if err := n.drop(ctx, c); err != nil {
 		if ctx.Err() == nil {
 			n.log.Warn("gc: removing a dataset failed", "cid", store.CIDText(c), "err", err)
 		}
 		return false
-	}
-	var freed uint64
-	if after, err := n.store.Usage(ctx); err == nil && after.UsedBytes < before.UsedBytes {
-		freed = before.UsedBytes - after.UsedBytes
 	}
 	res.Removed = append(res.Removed, Collected{CID: c, Reason: reason, LastAccess: cd.last, Bytes: freed})
 	res.BytesFreed += freed
