@@ -24,7 +24,8 @@ type askRecord struct {
 	until time.Time // a delivery is welcome until then
 }
 
-// asked records a WantBlock sent to st at now.
+// ask records a WantBlock for k sent to st; a delivery is welcome until
+// until.
 func (st *peerState) ask(k message.Key, until time.Time) {
 	r := st.asked[k]
 	r.n++
@@ -37,18 +38,12 @@ func (st *peerState) ask(k message.Key, until time.Time) {
 // welcome).
 func (st *peerState) answered(k message.Key, now time.Time) bool {
 	r, ok := st.asked[k]
-	if !ok {
-		return false
-	}
-	if r.n--; r.n <= 0 {
-		delete(st.asked, k)
-	} else {
-		st.asked[k] = r
-	}
-	return now.Before(r.until)
+	st.unask(k)
+	return ok && now.Before(r.until)
 }
 
-// unask takes back one WantBlock for k that never left.
+// unask takes one WantBlock for k off st's record: answered, or never
+// sent after all.
 func (st *peerState) unask(k message.Key) {
 	if r, ok := st.asked[k]; ok {
 		if r.n--; r.n <= 0 {

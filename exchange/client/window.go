@@ -51,13 +51,12 @@ func (c *Client) overdue(w *want, st *peerState, now time.Time) (late, skipped b
 	if st.lastBlock.After(heard) {
 		heard = st.lastBlock
 	}
-	if c.snd != nil {
-		if at := c.snd.LastHeard(w.sentTo); at.After(heard) {
-			heard = at
-		}
-	}
 	if age >= c.opts.BlockTimeout && now.Sub(heard) >= c.opts.BlockTimeout {
-		return true, false
+		// No block for that long; bytes may still be coming. Asked only
+		// here, not on every pass over every want: it takes a lock.
+		if c.snd == nil || now.Sub(c.snd.LastHeard(w.sentTo)) >= c.opts.BlockTimeout {
+			return true, false
+		}
 	}
 	per := st.pace()
 	if per <= 0 || st.lastBlock.Before(w.sentAt) {

@@ -200,10 +200,13 @@ func (n *Network) LastHeard(p peer.ID) time.Time {
 	n.mu.Lock()
 	h := n.heard[p]
 	n.mu.Unlock()
-	if h == nil || h.Load() == 0 {
+	if h == nil {
 		return time.Time{}
 	}
-	return time.Unix(0, h.Load())
+	if at := h.Load(); at != 0 {
+		return time.Unix(0, at)
+	}
+	return time.Time{}
 }
 
 // TrySend queues m for p if its queue has room now, and fails with
