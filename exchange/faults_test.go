@@ -110,21 +110,10 @@ func TestHaveThenNeverDelivers(t *testing.T) {
 	victim := newNode(t, staticDisc{addrInfo(stall.h), addrInfo(honest.h)}, Options{Client: client.Options{
 		BlockTimeout: blockTimeout, HaveTimeout: 300 * time.Millisecond,
 	}}, nil)
-	stall.handle(func(from peer.ID, wl message.WantList) {
-		var reply message.Message
-		for _, e := range wl.Entries {
-			switch {
-			case e.Cancel:
-			case e.WantType == message.WantHave:
-				reply.Presences = append(reply.Presences, message.Presence{Address: e.Address, Type: message.Have})
-			default:
-				hg.open(d.root) // the honest peer answers once a WantBlock is stuck here
-			}
-		}
-		if len(reply.Presences) > 0 {
-			_ = stall.send(from, &reply)
-		}
-	})
+	stall.haveAll(func(message.Entry) bool {
+		hg.open(d.root) // the honest peer answers once a WantBlock is stuck here
+		return false
+	}, d)
 
 	start := time.Now()
 	fetchAll(t, victim, d)

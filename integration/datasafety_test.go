@@ -247,6 +247,43 @@ func (u *pipedUpload) wait(t *testing.T, timeout time.Duration) result {
 	}
 }
 
+// twinPair is one of two uploads of the same bytes, removed, and the other
+// kept (its CID and its file).
+type twinPair struct {
+	name                 string
+	removeFirst          bool
+	kept, keptPath, gone string
+}
+
+// holds checks, when, that the removed one is gone and the kept one listed,
+// pinned and read back whole by download and through the mount.
+func (p *twinPair) holds(t *testing.T, d *daemon, mnt, when string) {
+	t.Helper()
+	ls := pinnedColumn(t, d)
+	if _, ok := ls[p.gone]; ok {
+		t.Errorf("%s meshfs ls still lists the removed %s", when, p.gone)
+	}
+	if ls[p.kept] != "yes" {
+		t.Errorf("%s meshfs ls: %s PINNED %q; want it listed and pinned", when, p.kept, ls[p.kept])
+	}
+	readsBack(t, d, mnt, p.kept, p.keptPath, when)
+}
+
+// mountedNode is a daemon's data dir and mount on loopback, so that a
+// test can start it, stop it and start it again on the same data. A block
+// that is gone is looked for on the network (nobody here) before a read
+// fails: not for long.
+type mountedNode struct{ data, mnt string }
+
+func newMountedNode(dir string) mountedNode {
+	return mountedNode{filepath.Join(dir, "data"), filepath.Join(dir, "mnt")}
+}
+
+func (m mountedNode) start(t *testing.T) *daemon {
+	t.Helper()
+	return startDaemon(t, m.data, m.mnt, flags(loopback, []string{"--fetch-timeout", "2s"})...)
+}
+
 // The same bytes uploaded under two names are two datasets over one tree.
 // Removing either leaves the other whole: listed, and read back byte for
 // byte by download and through the mount, also after a restart (so not
@@ -254,18 +291,11 @@ func (u *pipedUpload) wait(t *testing.T, timeout time.Duration) result {
 func TestSameBytesTwoNamesRemoveEither(t *testing.T) {
 	requireFUSE(t)
 	tmp := t.TempDir()
-	data, mnt := filepath.Join(tmp, "data"), filepath.Join(tmp, "mnt")
-	// A block that is gone is looked for on the network (nobody here)
-	// before the read fails: not for long.
-	opts := flags(loopback, []string{"--fetch-timeout", "2s"})
-	d := startDaemon(t, data, mnt, opts...)
+	node := newMountedNode(tmp)
+	d := node.start(t)
+	mnt := node.mnt
 
-	type pair struct {
-		name                 string
-		removeFirst          bool
-		kept, keptPath, gone string
-	}
-	pairs := []*pair{{name: "rm-first", removeFirst: true}, {name: "rm-second"}}
+	pairs := []*twinPair{{name: "rm-first", removeFirst: true}, {name: "rm-second"}}
 	for i, p := range pairs {
 		f := writeRandomFile(t, tmp, 1<<20+12345, int64(1300+i))
 		g := twin(t, tmp, f)
@@ -282,31 +312,17 @@ func TestSameBytesTwoNamesRemoveEither(t *testing.T) {
 			if r := d.meshfs(t, "rm", p.gone); r.code != 0 {
 				t.Fatalf("meshfs rm %s: exit %d: %s", p.gone, r.code, r.stderr)
 			}
-			ls := pinnedColumn(t, d)
-			if _, ok := ls[p.gone]; ok {
-				t.Errorf("meshfs ls still lists %s after meshfs rm", p.gone)
-			}
-			if ls[p.kept] != "yes" {
-				t.Errorf("meshfs ls: %s PINNED %q after its twin was removed; want it listed and pinned", p.kept, ls[p.kept])
-			}
-			readsBack(t, d, mnt, p.kept, p.keptPath, "after removing its twin")
+			p.holds(t, d, mnt, "after removing its twin")
 		})
 	}
 
 	if err := d.stop(); err != nil {
 		t.Fatalf("daemon exit after SIGTERM: %v", err)
 	}
-	d = startDaemon(t, data, mnt, opts...)
+	d = node.start(t)
 	for _, p := range pairs {
 		t.Run("restarted-"+p.name, func(t *testing.T) {
-			ls := pinnedColumn(t, d)
-			if _, ok := ls[p.gone]; ok {
-				t.Errorf("after restart meshfs ls lists the removed %s", p.gone)
-			}
-			if ls[p.kept] != "yes" {
-				t.Errorf("after restart meshfs ls: %s PINNED %q; want it listed and pinned", p.kept, ls[p.kept])
-			}
-			readsBack(t, d, mnt, p.kept, p.keptPath, "after restart")
+			p.holds(t, d, mnt, "after restart")
 		})
 	}
 }
@@ -379,9 +395,9 @@ var uploadAbortedRE = regexp.MustCompile(`upload aborted|msg="api request reject
 func TestConcurrentUploadsSameBytesOneKilled(t *testing.T) {
 	requireFUSE(t)
 	tmp := t.TempDir()
-	data, mnt := filepath.Join(tmp, "data"), filepath.Join(tmp, "mnt")
-	opts := flags(loopback, []string{"--fetch-timeout", "2s"})
-	d := startDaemon(t, data, mnt, opts...)
+	node := newMountedNode(tmp)
+	d := node.start(t)
+	mnt := node.mnt
 	const size = 24 << 20 // a multiple of the 64 KiB block: usage shows every block taken
 	path := writeRandomFile(t, tmp, size, 1500)
 
@@ -431,7 +447,7 @@ func TestConcurrentUploadsSameBytesOneKilled(t *testing.T) {
 	if err := d.stop(); err != nil {
 		t.Fatalf("daemon exit after SIGTERM: %v", err)
 	}
-	d = startDaemon(t, data, mnt, opts...)
+	d = node.start(t)
 	readsBack(t, d, mnt, c, path, "after restart")
 	if got := used(t, d); got != want {
 		t.Errorf("after restart quotaUsedBytes %s; one upload of the file on a fresh node uses %s", mibText(got), mibText(want))
