@@ -7,6 +7,7 @@ package exchange
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -70,6 +71,10 @@ func (e *Engine) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store
 func (e *Engine) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 	return e.client.Get(ctx, c)
 }
+
+// Progress reports when the peers serving tree were last heard from and
+// how many of its blocks have arrived (see client.Client.Progress).
+func (e *Engine) Progress(tree cid.Cid) (time.Time, uint64) { return e.client.Progress(tree) }
 
 // ClientStats and ServerStats expose the counters of each side.
 func (e *Engine) ClientStats() client.Stats { return e.client.Stats() }

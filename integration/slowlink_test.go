@@ -24,6 +24,7 @@ func TestSlowUplinks(t *testing.T) {
 	}{
 		{"1mbit", 8 << 20},
 		{"256kbit", 2 << 20},
+		{"128kbit", 1 << 20},
 	} {
 		t.Run(tc.rate, func(t *testing.T) {
 			t.Parallel()

@@ -33,12 +33,17 @@ type Dataset struct {
 
 	// BlockTimeout bounds the wait for one block from the network before
 	// its codeword is decoded instead (or the read fails); 0: ctx only.
+	// With the exchange's progress at hand it bounds silence, not the
+	// wait: see patience.go.
 	BlockTimeout time.Duration
 	// Prefetch is how many blocks past a sequential read are fetched
 	// ahead of the reader from the network; 0 disables.
 	Prefetch int
 
 	rec recovery // erasure decoding state, see decode.go
+	// progress, when set, is the exchange's: a wait for a block lasts
+	// while the peers serving it are heard from (patience.go).
+	progress progress
 
 	// counters, when set, are the node's: cache and decode figures for
 	// its metrics.
@@ -377,15 +382,16 @@ func (d *Dataset) block(ctx context.Context, i uint64) ([]byte, error) {
 	return d.decode(ctx, i, err)
 }
 
-// fetch gets one stored block, with its leaf, within BlockTimeout.
+// fetch gets one stored block, with its leaf, within the dataset's
+// patience (patience.go).
 func (d *Dataset) fetch(ctx context.Context, i uint64) (store.Leaf, []byte, error) {
-	if d.BlockTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.BlockTimeout)
-		defer cancel()
-	}
+	ctx, stop := d.patient(ctx)
+	defer stop()
 	l, b, err := d.st.GetLeaf(ctx, d.Manifest.TreeCID, i)
 	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w: %w", err, cause)
+		}
 		return store.Leaf{}, nil, err
 	}
 	if uint64(len(b.Data)) != d.Manifest.BlockSize {

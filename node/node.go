@@ -292,6 +292,9 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 		return nil, err
 	}
 	d.BlockTimeout = n.cfg.FetchTimeout
+	if n.engine != nil {
+		d.progress = n.engine
+	}
 	d.Prefetch = prefetchBlocks
 	d.cache = newTreeCache(n.blocks, d.Manifest.TreeCID)
 	d.held, _ = n.store.(leafReader)

@@ -306,6 +306,39 @@ type treeState struct {
 	// fail a want early.
 	lastDiscover time.Time
 	concluded    bool
+	// delivered counts the blocks of the tree verified, the last at
+	// lastDelivery: a reader's measure of whether its wait is moving.
+	delivered    uint64
+	lastDelivery time.Time
+}
+
+// Progress tells a waiting reader whether the exchange is getting anywhere
+// with tree: when a peer that has wants of the tree outstanding was last
+// heard from (bytes of any message count: a large block on a slow line is
+// arriving long before it is whole), and how many of the tree's blocks have
+// been delivered so far. A reader waits on while the peers serving it are
+// heard from, and gives up on silence, not on a fixed deadline that a slow
+// honest link could never meet.
+func (c *Client) Progress(tree cid.Cid) (heard time.Time, delivered uint64) {
+	c.mu.Lock()
+	var serving []peer.ID
+	if ts := c.trees[tree]; ts != nil {
+		heard, delivered = ts.lastDelivery, ts.delivered
+	}
+	seen := map[peer.ID]bool{}
+	for _, w := range c.wants {
+		if p := w.sentTo; p != "" && !seen[p] && target(w.addr).Equals(tree) {
+			seen[p] = true
+			serving = append(serving, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range serving {
+		if at := c.snd.LastHeard(p); at.After(heard) {
+			heard = at
+		}
+	}
+	return heard, delivered
 }
 
 // GetLeaf fetches block index of the dataset tree and returns it with its
@@ -1006,6 +1039,10 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	c.stats.BytesReceived += uint64(len(block.Data))
 	c.stats.BlocksFrom[p]++
 	st.haveTrees[target(w.addr)] = true
+	if ts := c.trees[target(w.addr)]; ts != nil {
+		ts.delivered++
+		ts.lastDelivery = now
+	}
 	w.leaf, w.block = leaf, block
 	c.resolve(w, err)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/store"
 )
 
 // A peer's window holds about a second of its deliveries, within bounds:
@@ -94,5 +95,27 @@ func TestBytesArrivingAreProgress(t *testing.T) {
 	busy := &Client{opts: Options{BlockTimeout: 10 * time.Second, Window: 64}, snd: heardAt(now.Add(-time.Second))}
 	if late, _ := busy.overdue(w, st, now); late {
 		t.Error("a peer whose bytes came a second ago is taken for silent")
+	}
+}
+
+// A reader waiting on a tree hears of the peers serving its wants, and
+// only of those: bytes from a peer busy with another tree are not progress.
+func TestProgressHearsThePeersServingATree(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c := bareClient(&now)
+	heard := now.Add(-time.Second)
+	c.snd = heardAt(heard)
+	tree := store.NewBlock(store.CodecRoot, []byte("t")).CID
+	other := store.NewBlock(store.CodecRoot, []byte("u")).CID
+	if at, n := c.Progress(tree); !at.IsZero() || n != 0 {
+		t.Fatalf("progress with no wants = %v, %d; want nothing", at, n)
+	}
+	a := message.LeafAddress(tree, 3)
+	c.wants[a.Key()] = &want{addr: a, key: a.Key(), sentTo: "p"}
+	if at, _ := c.Progress(tree); !at.Equal(heard) {
+		t.Errorf("progress of the tree = %v; want %v, when its peer was heard", at, heard)
+	}
+	if at, _ := c.Progress(other); !at.IsZero() {
+		t.Errorf("progress of a tree nobody serves = %v; want none", at)
 	}
 }

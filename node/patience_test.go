@@ -1,0 +1,162 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+// slowFetcher stands for the exchange behind a slow or stalling link: the
+// blocks in hold are not delivered until their gate opens (or never), and
+// its progress is what the test says the peers are doing meanwhile.
+type slowFetcher struct {
+	sourceFetcher
+	mu        sync.Mutex
+	gates     map[uint64]chan struct{}
+	heard     time.Time
+	delivered uint64
+}
+
+func newSlowFetcher(src, local store.BlockStore, hold ...uint64) *slowFetcher {
+	f := &slowFetcher{sourceFetcher: sourceFetcher{src: src, local: local, fetched: map[uint64]bool{}}, gates: map[uint64]chan struct{}{}}
+	for _, i := range hold {
+		f.gates[i] = make(chan struct{})
+	}
+	return f
+}
+
+func (f *slowFetcher) GetLeaf(ctx context.Context, tree cid.Cid, i uint64) (store.Leaf, store.Block, error) {
+	f.mu.Lock()
+	gate := f.gates[i]
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return store.Leaf{}, store.Block{}, errors.Join(store.ErrNotFound, ctx.Err())
+		}
+	}
+	return f.sourceFetcher.GetLeaf(ctx, tree, i)
+}
+
+func (f *slowFetcher) open(i uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.gates[i])
+}
+
+func (f *slowFetcher) Progress(cid.Cid) (time.Time, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.heard, f.delivered
+}
+
+// hear records bytes from the peers, and n more blocks of the tree.
+func (f *slowFetcher) hear(n uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.heard = time.Now()
+	f.delivered += n
+}
+
+// keepHearing calls hear(n) every few milliseconds until stop is closed.
+func (f *slowFetcher) keepHearing(n uint64, stop <-chan struct{}) {
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				f.hear(n)
+			}
+		}
+	}()
+}
+
+func patientDataset(t *testing.T, data []byte, k, m int, f *slowFetcher, src store.BlockStore) *Dataset {
+	t.Helper()
+	c := upload(t, src, data, k, m)
+	d, err := OpenDataset(t.Context(), store.NewNetworkStore(f.local, f), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.progress = f
+	return d
+}
+
+// A block behind a slow honest link takes far longer than BlockTimeout,
+// but bytes keep arriving: the read waits for it and gets it, where a
+// fixed deadline failed every read behind a line that slow.
+func TestReadWaitsWhileThePeersAreHeard(t *testing.T) {
+	src, local := store.NewMemory(0), store.NewMemory(0)
+	f := newSlowFetcher(src, local, 1)
+	data := randomBytes(3, 3*testBS)
+	d := patientDataset(t, data, 0, 0, f, src)
+	d.BlockTimeout = 50 * time.Millisecond
+
+	stop := make(chan struct{})
+	f.keepHearing(0, stop)
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	buf := make([]byte, len(data))
+	go func() {
+		n, err := d.ReadAt(t.Context(), buf, 0)
+		done <- result{n, err}
+	}()
+	// Well past BlockTimeout, with the link busy all along.
+	deadline := time.NewTimer(20 * d.BlockTimeout)
+	defer deadline.Stop()
+	select {
+	case r := <-done:
+		t.Fatalf("read ended while its block was still arriving: %d, %v", r.n, r.err)
+	case <-deadline.C:
+	}
+	f.open(1)
+	r := <-done
+	close(stop)
+	if r.err != nil || !bytes.Equal(buf[:r.n], data) {
+		t.Fatalf("read = %d, %v; want the %d bytes uploaded", r.n, r.err, len(data))
+	}
+}
+
+// When nothing is heard from the peers for BlockTimeout, the wait ends,
+// saying why.
+func TestReadEndsOnSilence(t *testing.T) {
+	src, local := store.NewMemory(0), store.NewMemory(0)
+	f := newSlowFetcher(src, local, 0)
+	d := patientDataset(t, randomBytes(4, testBS), 0, 0, f, src)
+	d.BlockTimeout = 50 * time.Millisecond
+	_, err := d.ReadAt(t.Context(), make([]byte, 10), 0)
+	if !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "no peer serving the dataset sent anything") {
+		t.Fatalf("read of a block nobody sends = %v; want not found, for silence", err)
+	}
+}
+
+// A peer that keeps delivering the tree's other blocks and never this one
+// is skipping it: past BlockTimeout and a thousand blocks, the wait ends.
+func TestReadEndsWhenOvertaken(t *testing.T) {
+	src, local := store.NewMemory(0), store.NewMemory(0)
+	f := newSlowFetcher(src, local, 0)
+	d := patientDataset(t, randomBytes(5, testBS), 0, 0, f, src)
+	d.BlockTimeout = 50 * time.Millisecond
+	stop := make(chan struct{})
+	defer close(stop)
+	f.keepHearing(64, stop)
+	_, err := d.ReadAt(t.Context(), make([]byte, 10), 0)
+	if !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "other blocks of the dataset and not this one") {
+		t.Fatalf("read of a block its peer skips = %v; want not found, overtaken", err)
+	}
+}
