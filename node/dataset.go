@@ -36,6 +36,10 @@ type Dataset struct {
 	// With the exchange's progress at hand it bounds silence, not the
 	// wait: see patience.go.
 	BlockTimeout time.Duration
+	// HedgeAfter is how long the peers serving a protected dataset may be
+	// silent while a read waits on one of its blocks before the block's
+	// codeword is decoded as well; 0: only once the fetch has failed.
+	HedgeAfter time.Duration
 	// Prefetch is how many blocks past a sequential read are fetched
 	// ahead of the reader from the network; 0 disables.
 	Prefetch int
@@ -367,11 +371,17 @@ func (d *Dataset) block(ctx context.Context, i uint64) ([]byte, error) {
 	if d.counters != nil {
 		d.counters.cacheMisses.Add(1)
 	}
-	leaf, data, err := d.fetch(ctx, i)
+	fctx, cancel, h := d.hedged(ctx, i)
+	leaf, data, err := d.fetch(fctx, i)
+	cancel()
+	decoded, won := h.end()
 	if err == nil {
 		d.cache.put(i, data)
 		d.learnLeaf(leaf)
 		return data, nil
+	}
+	if won {
+		return decoded, nil
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("block %d: %w", i, ctx.Err())

@@ -12,6 +12,8 @@ import (
 // readCounters are shared by every dataset reader the node opens.
 type readCounters struct {
 	cacheHits, cacheMisses, decodes, recovered atomic.Uint64
+	// hedges counts reads that decoded a block while its fetch was overdue.
+	hedges atomic.Uint64
 }
 
 // metrics is the node's Prometheus registry: counters read from the parts
@@ -52,13 +54,14 @@ var (
 	descCache     = prometheus.NewDesc("meshfs_read_cache_total", "Reader block-cache lookups by result.", []string{"result"}, nil)
 	descDecodes   = prometheus.NewDesc("meshfs_erasure_decodes_total", "Codewords decoded on demand.", nil, nil)
 	descRecovered = prometheus.NewDesc("meshfs_erasure_recovered_blocks_total", "Blocks rebuilt by erasure decoding.", nil, nil)
+	descHedges    = prometheus.NewDesc("meshfs_read_hedges_total", "Reads that decoded a block's codeword while the block itself was overdue.", nil, nil)
 	descGCRuns    = prometheus.NewDesc("meshfs_gc_runs_total", "Garbage collections run: periodic, on demand, and when the store was full.", nil, nil)
 	descGCSets    = prometheus.NewDesc("meshfs_gc_datasets_collected_total", "Cached datasets removed by garbage collection.", nil, nil)
 	descGCBytes   = prometheus.NewDesc("meshfs_gc_bytes_freed_total", "Bytes of store usage freed by garbage collection.", nil, nil)
 )
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descExchange, descPeers, descInFlight, descQueued, descStore, descBlocks, descCache, descDecodes, descRecovered, descGCRuns, descGCSets, descGCBytes} {
+	for _, d := range []*prometheus.Desc{descExchange, descPeers, descInFlight, descQueued, descStore, descBlocks, descCache, descDecodes, descRecovered, descHedges, descGCRuns, descGCSets, descGCBytes} {
 		ch <- d
 	}
 }
@@ -103,6 +106,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCache, r.cacheMisses.Load(), "miss")
 	counter(descDecodes, r.decodes.Load())
 	counter(descRecovered, r.recovered.Load())
+	counter(descHedges, r.hedges.Load())
 	counter(descGCRuns, n.gcStats.runs.Load())
 	counter(descGCSets, n.gcStats.datasets.Load())
 	counter(descGCBytes, n.gcStats.bytes.Load())

@@ -292,6 +292,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 		return nil, err
 	}
 	d.BlockTimeout = n.cfg.FetchTimeout
+	d.HedgeAfter = hedgeAfter
 	if n.engine != nil {
 		d.progress = n.engine
 	}
@@ -315,6 +316,11 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 // many decodes at once that each waited behind the others' fetches (0.43
 // of the intact read); 96 gave 0.86-0.88 and 0.97.
 const prefetchBlocks = 96
+
+// hedgeAfter is how long the peers serving a protected dataset may go
+// silent before a read decodes the block it waits on: many round trips
+// of the slowest link we serve (300 ms), a small part of FetchTimeout.
+const hedgeAfter = 2 * time.Second
 
 // blockCacheBytes is the node's cache of recently fetched blocks, shared by
 // all its datasets: read-ahead windows of several sequential readers at

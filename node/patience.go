@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/store"
 )
 
 // progress is what the exchange tells a reader waiting on a tree: when the
@@ -27,6 +29,10 @@ const (
 	// wait older than BlockTimeout goes unanswered: sixteen windows of the
 	// exchange's largest, far beyond any honest queue.
 	overtakeFail = 1024
+	// hedgeOvertake is how many may arrive before a read of a protected
+	// dataset also decodes its block: four windows, more than an honest
+	// queue ahead of it at a few peers.
+	hedgeOvertake = 256
 )
 
 // errStalled and errOvertaken end a wait; both are deadlines, so a
@@ -34,6 +40,7 @@ const (
 var (
 	errStalled   = fmt.Errorf("no peer serving the dataset sent anything: %w", context.DeadlineExceeded)
 	errOvertaken = fmt.Errorf("peers sent %d other blocks of the dataset and not this one: %w", overtakeFail, context.DeadlineExceeded)
+	errDecoded   = fmt.Errorf("decoded from its codeword first: %w", context.Canceled)
 )
 
 // watch polls the exchange's progress on a tree from a timer, never from
@@ -116,4 +123,68 @@ func (d *Dataset) patient(ctx context.Context) (context.Context, context.CancelF
 		w.stop()
 		cancel(nil)
 	}
+}
+
+// hedge is a read's way out of a block that is overdue: when the peers
+// serving the tree fall silent for HedgeAfter, or other blocks overtake it,
+// the block's codeword is decoded from other blocks while the fetch goes
+// on, and whichever comes first is the answer.
+type hedge struct {
+	w      watch
+	mu     sync.Mutex
+	data   []byte             // the decoded block, once it is
+	cancel context.CancelFunc // ends the decode's wait
+}
+
+// hedged returns ctx for fetching block i, to be cancelled with errDecoded
+// when decoding won; h is nil when the read is not hedged (an unprotected
+// dataset, background work, or no exchange behind the store).
+func (d *Dataset) hedged(ctx context.Context, i uint64) (context.Context, context.CancelFunc, *hedge) {
+	if !d.Manifest.Protected || d.progress == nil || d.HedgeAfter <= 0 || store.IsBackground(ctx) {
+		return ctx, func() {}, nil
+	}
+	fctx, cancelFetch := context.WithCancelCause(ctx)
+	dctx, cancelDecode := context.WithCancel(ctx)
+	h := &hedge{cancel: cancelDecode}
+	tree, after := d.Manifest.TreeCID, d.HedgeAfter
+	start := time.Now()
+	_, first := d.progress.Progress(tree)
+	var check func()
+	check = func() {
+		if fctx.Err() != nil {
+			return
+		}
+		heard, n := d.progress.Progress(tree)
+		if time.Since(since(heard, start)) < after && n-first < hedgeOvertake {
+			h.w.again(after / 2)
+			return
+		}
+		if d.counters != nil {
+			d.counters.hedges.Add(1)
+		}
+		go func() {
+			data, err := d.decode(dctx, i, fmt.Errorf("block %d overdue: %w", i, errStalled))
+			if err != nil {
+				return // the fetch goes on, and decides
+			}
+			h.mu.Lock()
+			h.data = data
+			h.mu.Unlock()
+			cancelFetch(errDecoded)
+		}()
+	}
+	h.w.arm(after, check)
+	return fctx, func() { cancelFetch(nil) }, h
+}
+
+// end stops the hedge and returns the decoded block if decoding won.
+func (h *hedge) end() ([]byte, bool) {
+	if h == nil {
+		return nil, false
+	}
+	h.w.stop()
+	h.cancel()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.data, h.data != nil
 }

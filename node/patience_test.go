@@ -160,3 +160,57 @@ func TestReadEndsWhenOvertaken(t *testing.T) {
 		t.Fatalf("read of a block its peer skips = %v; want not found, overtaken", err)
 	}
 }
+
+// A protected dataset's block is overdue (its only holder stalls, and the
+// block timeout is ten minutes): the read decodes it from the rest of its
+// codeword instead of waiting out the timeout.
+func TestOverdueBlockIsDecoded(t *testing.T) {
+	src, local := store.NewMemory(0), store.NewMemory(0)
+	f := newSlowFetcher(src, local, 2)
+	data := randomBytes(6, 8*testBS)
+	d := patientDataset(t, data, 4, 2, f, src)
+	d.BlockTimeout = 10 * time.Minute
+	d.HedgeAfter = 20 * time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	buf := make([]byte, testBS)
+	n, err := d.ReadAt(ctx, buf, 2*testBS)
+	if err != nil || !bytes.Equal(buf[:n], data[2*testBS:3*testBS]) {
+		t.Fatalf("read of the overdue block = %d, %v; want its %d bytes", n, err, testBS)
+	}
+	if got := d.rec.decodes.Load(); got != 1 {
+		t.Errorf("%d codewords decoded; want 1", got)
+	}
+	d.WaitStored()
+	if held, err := local.HasLeaf(ctx, d.Manifest.TreeCID, 2); err != nil || !held {
+		t.Errorf("decoded block held = %v, %v; want it stored", held, err)
+	}
+}
+
+// Background reads are never hedged: a pin's fetch waits its turn behind
+// reads, and decoding for it would only take their bandwidth.
+func TestBackgroundReadIsNotHedged(t *testing.T) {
+	src, local := store.NewMemory(0), store.NewMemory(0)
+	f := newSlowFetcher(src, local, 2)
+	data := randomBytes(7, 8*testBS)
+	d := patientDataset(t, data, 4, 2, f, src)
+	d.BlockTimeout = 10 * time.Minute
+	d.HedgeAfter = time.Millisecond
+	ctx, cancel := context.WithCancel(store.Background(t.Context()))
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.block(ctx, 2)
+		done <- err
+	}()
+	// Many hedge intervals pass; then the fetch is let through.
+	wait := time.NewTimer(100 * d.HedgeAfter)
+	<-wait.C
+	f.open(2)
+	if err := <-done; err != nil {
+		t.Fatalf("background read = %v", err)
+	}
+	cancel()
+	if got := d.rec.decodes.Load(); got != 0 {
+		t.Errorf("%d codewords decoded for a background read; want none", got)
+	}
+}
