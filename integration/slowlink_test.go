@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -157,4 +158,45 @@ func TestFarProvider(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Readers that hold a dataset serve it to the next ones: B0 reads the
+// whole file across A's slow uplink, and then B1, beside it, takes most of
+// the file from B0 rather than all of it across that uplink again.
+func TestReadersServeEachOther(t *testing.T) {
+	t.Parallel()
+	na, nb := newLink(t, "2mbit")
+	tmp := t.TempDir()
+	a := startDaemonUnder(t, na.Exec(), filepath.Join(tmp, "a"), "", "--listen", "/ip4/198.18.0.1/tcp/4001")
+	const size = 2 << 20
+	path := writeRandomFile(t, tmp, size, 1990)
+	c := a.upload(t, path)
+	var bs []*daemon
+	for i := range 2 {
+		bs = append(bs, startDaemonUnder(t, nb.Exec(), filepath.Join(tmp, fmt.Sprintf("b%d", i)), "",
+			"--listen", fmt.Sprintf("/ip4/198.18.0.2/tcp/%d", 4001+i), "--bootstrap", a.p2pAddr(t)))
+	}
+	mark := bs[0].LogMark()
+	got := filepath.Join(tmp, "got0")
+	if r := bs[0].meshfs(t, "download", c, "-o", got); r.code != 0 {
+		t.Fatalf("first reader: download: exit %d: %s", r.code, r.stderr)
+	}
+	must(t, "cmp", got, path)
+	if _, err := bs[0].WaitLog(mark, regexp.MustCompile(`serving a dataset read whole`), 30*time.Second); err != nil {
+		t.Fatalf("the first reader does not offer what it read: %v", err)
+	}
+	sentBefore := exchangeEvents(t, na.HTTPClient(), a)["block_sent"]
+	got = filepath.Join(tmp, "got1")
+	if r := bs[1].meshfs(t, "download", c, "-o", got); r.code != 0 {
+		t.Fatalf("second reader: download: exit %d: %s", r.code, r.stderr)
+	}
+	must(t, "cmp", got, path)
+	fromA := exchangeEvents(t, na.HTTPClient(), a)["block_sent"] - sentBefore
+	fromB0 := exchangeEvents(t, nb.HTTPClient(), bs[0])["block_sent"]
+	const blocks = size / (64 << 10)
+	if fromB0 == 0 || fromA >= blocks {
+		t.Fatalf("the second reader took %d blocks from the provider and %d from the first reader; want most of its %d from the first reader",
+			fromA, fromB0, blocks)
+	}
+	t.Logf("second reader: %d blocks from the provider behind 2 Mbit/s, %d from the reader beside it", fromA, fromB0)
 }

@@ -202,7 +202,13 @@ func (n *Node) track(ctx context.Context, d *Dataset, release func(), network, a
 		release()
 		return err
 	}
-	d.release = func() { releaseTree(); release() }
+	d.release = func() {
+		releaseTree()
+		release()
+		if network {
+			n.offerIfWhole(d)
+		}
+	}
 	d.hold = func(ctx context.Context) (func(), error) {
 		r, err := n.uses.acquire(ctx, d.CID)
 		if err != nil {

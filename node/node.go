@@ -97,7 +97,7 @@ type Node struct {
 	reclaimMu sync.Mutex
 	futile    time.Time // under reclaimMu: when a reclaim last freed nothing
 	gcStats   gcCounters
-	bg        sync.WaitGroup // the collection loop
+	bg        sync.WaitGroup // the collection loop, offers of datasets read whole
 }
 
 // New opens (or creates) the node's repository in cfg.DataDir, starts its

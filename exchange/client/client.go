@@ -594,6 +594,14 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	}
 	t := target(w.addr)
 	ts := c.tree(t)
+	if ts.lastDiscover.IsZero() && !ts.discovering {
+		// A tree's first want also looks up its providers, beside asking
+		// the peers at hand: a peer we happen to be connected to may be
+		// one holder of many, and readers of a popular dataset that hold
+		// it already are found only this way.
+		ts.discovering = true
+		*discover = append(*discover, t)
+	}
 
 	// A peer that said Have: buy from the best one with room in its window.
 	if p, ok := c.best(w, func(p peer.ID) bool { return w.haves[p] }); ok {

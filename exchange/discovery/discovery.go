@@ -239,6 +239,14 @@ func (d *Discovery) Forget(cids ...cid.Cid) {
 	d.nudge()
 }
 
+// Announces reports whether c is among the CIDs this node announces.
+func (d *Discovery) Announces(c cid.Cid) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.entries[c]
+	return ok
+}
+
 // Announced reports the CIDs currently announced, in no particular order.
 func (d *Discovery) Announced() []cid.Cid {
 	d.mu.Lock()
