@@ -7,16 +7,19 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/meshfs/meshfs/exchange/client"
 	"github.com/meshfs/meshfs/exchange/message"
 	xnet "github.com/meshfs/meshfs/exchange/network"
 	"github.com/meshfs/meshfs/exchange/server"
+	"github.com/meshfs/meshfs/node/p2p"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -410,4 +413,64 @@ func TestNeverReadingPeersDoNotHoldServingSlots(t *testing.T) {
 			t.Fatalf("honest reader, block %d, with %d non-readers holding on: %v", i, 2*slots, err)
 		}
 	}
+}
+
+// A peer that starts more large messages than its memory budget holds
+// (six of 12 MiB, against 64 MiB per peer) gets no more than the budget:
+// the readers past it wait for room, reading nothing, and each stream is
+// reset once its message stalls; the memory all comes back, and the
+// engine serves others meanwhile.
+func TestInboundMessagesStayWithinTheirBudget(t *testing.T) {
+	server := newNode(t, nil, Options{Network: xnet.Options{ReadTimeout: time.Second}}, nil)
+	d := newDataset(t, 8, 4096)
+	d.put(t, server.st)
+	x := newHostile(t)
+	x.connect(t, server.h)
+	held := func() int64 {
+		var mem int64
+		_ = server.h.Network().ResourceManager().ViewProtocol(protocol.ID(message.ProtocolID), func(s network.ProtocolScope) error {
+			mem = s.Stat().Memory
+			return nil
+		})
+		return mem
+	}
+	const streams, announced, sent = 6, 16 << 20, 12 << 20
+	var wg sync.WaitGroup
+	var most atomic.Int64
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if m := held(); m > most.Load() {
+					most.Store(m)
+				}
+			}
+		}
+	}()
+	for range streams {
+		st := x.rawStream(server.h.ID())
+		wg.Go(func() {
+			// Blocks while the server reads nothing of it; ends when the
+			// stream is reset.
+			_, _ = st.Write(append(protowire.AppendVarint(nil, announced), make([]byte, sent)...))
+			_ = st.SetReadDeadline(time.Now().Add(30 * time.Second)) // against hanging only
+			_, _ = st.Read(make([]byte, 1))
+		})
+	}
+	wg.Wait()
+	close(stop)
+	if n := server.e.NetworkLimits()["message_memory_wait"]; n == 0 {
+		t.Error("no inbound message waited for memory; the budget was never reached")
+	}
+	if m := most.Load(); m > p2p.ExchangePeerMemory {
+		t.Errorf("inbound messages of one peer held %d MiB; the budget is %d MiB", m>>20, p2p.ExchangePeerMemory>>20)
+	}
+	eventually(t, "the budget given back", func() bool { return held() == 0 })
+	reader := newNode(t, staticDisc{addrInfo(server.h)}, Options{}, nil)
+	fetchAll(t, reader, d)
 }

@@ -102,10 +102,24 @@ func writeBuffered(bw *bufio.Writer, m *Message, size int) error {
 // Reader reads framed messages from a stream. It is not safe for
 // concurrent use.
 type Reader struct {
-	br      *bufio.Reader
-	maxSize int
-	onFrame func(in bool)
+	br       *bufio.Reader
+	maxSize  int
+	onFrame  func(in bool)
+	budget   Budget
+	reserved int // of the message being read, from budget
 }
+
+// Budget accounts for the memory inbound messages take while they are
+// read: Reserve is asked for bytes before the buffer grows to hold them
+// (it may wait for room, and fails if none comes), and Release gives back
+// all a message took once it has been decoded.
+type Budget interface {
+	Reserve(n int) error
+	Release(n int)
+}
+
+// SetBudget makes the reader account for its buffers in b.
+func (r *Reader) SetBudget(b Budget) { r.budget = b }
 
 // OnFrame sets f to be told when a message begins (its length prefix has
 // been read, and its body is being read: true) and when it ends (false),
@@ -146,6 +160,12 @@ func (r *Reader) ReadMessage() (*Message, error) {
 	if r.onFrame != nil {
 		r.onFrame(true)
 		defer r.onFrame(false)
+	}
+	if r.budget != nil {
+		defer func() {
+			r.budget.Release(r.reserved)
+			r.reserved = 0
+		}()
 	}
 	bp := getBuf()
 	body, err := r.readBody((*bp)[:0], int(size))
@@ -197,6 +217,12 @@ func (r *Reader) readBody(buf []byte, n int) ([]byte, error) {
 			buf = grown
 		}
 		end := min(n, cap(buf))
+		if r.budget != nil && end > r.reserved {
+			if err := r.budget.Reserve(end - r.reserved); err != nil {
+				return buf, fmt.Errorf("read block-exchange message body (%d bytes): %w", n, err)
+			}
+			r.reserved = end
+		}
 		if _, err := io.ReadFull(r.br, buf[len(buf):end]); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // the prefix was read: we are inside a message

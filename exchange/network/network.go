@@ -86,19 +86,20 @@ type Network struct {
 
 // netLimits are the network's bounds on what a peer may cost (see Limits).
 type netLimits struct {
-	inbound, message, readStall, writeStall *limit.Reporter
+	inbound, message, readStall, writeStall, memory *limit.Reporter
 }
 
 // Limits counts, by name, how often each of the network's bounds was
 // reached: inbound streams refused, inbound messages refused (too large or
-// malformed), inbound messages that stalled half way, and peers cut off
-// for taking nothing we sent.
+// malformed), inbound messages that stalled half way, peers cut off for
+// taking nothing we sent, and inbound messages that waited for memory.
 func (n *Network) Limits() map[string]uint64 {
 	return map[string]uint64{
 		"inbound_stream_refused": n.limits.inbound.Count(),
 		"message_refused":        n.limits.message.Count(),
 		"message_stalled":        n.limits.readStall.Count(),
 		"peer_not_reading":       n.limits.writeStall.Count(),
+		"message_memory_wait":    n.limits.memory.Count(),
 	}
 }
 
@@ -149,6 +150,7 @@ func New(h host.Host, opts Options) *Network {
 		message:    limit.New(l, "message_refused", fmt.Sprintf("inbound message size (%d bytes) and form", opts.MaxMessageSize)),
 		readStall:  limit.New(l, "message_stalled", fmt.Sprintf("time an inbound message may stall (%s)", opts.ReadTimeout)),
 		writeStall: limit.New(l, "peer_not_reading", fmt.Sprintf("time a peer may take nothing we send (%s)", opts.WriteTimeout)),
+		memory:     limit.New(l, "message_memory_wait", "memory for inbound exchange messages (the resource manager's exchange protocol limits)"),
 	}}
 }
 
@@ -310,6 +312,7 @@ func (n *Network) handleStream(st network.Stream) {
 	pr := &progressReader{st: st, timeout: n.opts.ReadTimeout, heard: heard}
 	r := message.NewReader(pr, n.opts.MaxMessageSize)
 	r.OnFrame(pr.inFrame)
+	r.SetBudget(&streamBudget{st: st, wait: n.opts.ReadTimeout, waiting: func() { n.limits.memory.Hit("peer", p) }})
 	for {
 		m, err := r.ReadMessage()
 		if err != nil {
@@ -323,6 +326,7 @@ func (n *Network) handleStream(st network.Stream) {
 				case isTimeout(err):
 					n.limits.readStall.Hit("peer", p)
 				}
+				// ErrOverBudget was counted when the wait began.
 				st.Reset()
 			}
 			return

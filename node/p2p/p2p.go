@@ -30,6 +30,8 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/meshfs/meshfs/exchange/message"
 )
 
 // DefaultListen are the listen multiaddrs used when Config.Listen is empty.
@@ -229,9 +231,17 @@ func limitConfig() rcmgr.ConcreteLimitConfig {
 		PeerDefault:         perPeer,
 		ProtocolPeerDefault: perPeer,
 		ServicePeerDefault:  perPeer,
-		// The block exchange is one protocol carrying nearly all the
-		// bytes; its share across all peers is lifted the same way.
-		ProtocolDefault: rcmgr.ResourceLimits{Memory: perPeer.Memory},
+		ProtocolDefault:     rcmgr.ResourceLimits{Memory: perPeer.Memory},
+		// The block exchange takes the memory of the messages it is
+		// reading from its streams' scopes (exchange/network): these are
+		// its budgets for them, per peer and in total. Past them a reader
+		// waits for room, and its peer's flow control holds the sender.
+		Protocol: map[protocol.ID]rcmgr.ResourceLimits{
+			message.ProtocolID: {Memory: rcmgr.LimitVal64(exchangeMemory(sys.Memory.Build(128 << 20)))},
+		},
+		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{
+			message.ProtocolID: {Memory: ExchangePeerMemory},
+		},
 	}
 	// The system connection limit must stay above the connection
 	// manager's high water mark, or the manager never gets to trim before
@@ -240,6 +250,17 @@ func limitConfig() rcmgr.ConcreteLimitConfig {
 		partial.System = rcmgr.ResourceLimits{Conns: minConns, ConnsInbound: minConns, ConnsOutbound: minConns}
 	}
 	return partial.Build(base)
+}
+
+// ExchangePeerMemory bounds the inbound exchange messages one peer may
+// have us read at once: four of the largest (16 MiB), one per lane it
+// sends blocks on.
+const ExchangePeerMemory = 64 << 20
+
+// exchangeMemory bounds the inbound exchange messages of all peers at
+// once: a quarter of the system's memory ceiling, within 256 MiB to 1 GiB.
+func exchangeMemory(system int64) int64 {
+	return min(max(system/4, 256<<20), 1<<30)
 }
 
 // connectBootstrap dials every bootstrap peer concurrently, each bounded by

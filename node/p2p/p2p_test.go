@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/integration/cluster"
 )
 
@@ -275,5 +276,20 @@ func TestLimitConfig(t *testing.T) {
 	}
 	if sys, peer := c.System.Memory.Build(0), c.PeerDefault.Memory.Build(0); peer >= sys {
 		t.Errorf("one peer may use %d of %d bytes: the system ceiling must stay", peer, sys)
+	}
+}
+
+// The block exchange has budgets of its own for the messages it reads:
+// one peer's fit four of the largest messages, and all peers' together
+// are bounded below the system's ceiling.
+func TestExchangeMemoryBudget(t *testing.T) {
+	c := limitConfig().ToPartialLimitConfig()
+	perPeer := c.ProtocolPeer[message.ProtocolID].Memory.Build(0)
+	total := c.Protocol[message.ProtocolID].Memory.Build(0)
+	if perPeer < 4*message.MaxMessageSize {
+		t.Errorf("exchange memory per peer %d MiB; want room for four %d MiB messages", perPeer>>20, message.MaxMessageSize>>20)
+	}
+	if sys := c.System.Memory.Build(0); total <= perPeer || total >= sys {
+		t.Errorf("exchange memory in total %d MiB; want above one peer's %d MiB and below the system's %d MiB", total>>20, perPeer>>20, sys>>20)
 	}
 }
