@@ -310,7 +310,12 @@ type treeState struct {
 	// lastDelivery: a reader's measure of whether its wait is moving.
 	delivered    uint64
 	lastDelivery time.Time
+	wanted       time.Time // when the tree was first wanted
 }
+
+// lookAround is how long a tree is read from the peers at hand before its
+// providers are looked up as well (see scheduleWant).
+const lookAround = time.Second
 
 // Progress tells a waiting reader whether the exchange is getting anywhere
 // with tree: when a peer that has wants of the tree outstanding was last
@@ -594,11 +599,12 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	}
 	t := target(w.addr)
 	ts := c.tree(t)
-	if ts.lastDiscover.IsZero() && !ts.discovering {
-		// A tree's first want also looks up its providers, beside asking
-		// the peers at hand: a peer we happen to be connected to may be
-		// one holder of many, and readers of a popular dataset that hold
-		// it already are found only this way.
+	if ts.lastDiscover.IsZero() && !ts.discovering && now.Sub(ts.wanted) >= lookAround {
+		// A tree read for a while is also looked up, beside asking the
+		// peers at hand: a peer we happen to be connected to may be one
+		// holder of many, and readers of a popular dataset that hold it
+		// already are found only this way. Not at once: a short read
+		// would pay a lookup's round trips on its first block.
 		ts.discovering = true
 		*discover = append(*discover, t)
 	}
@@ -786,7 +792,7 @@ func (c *Client) peer(p peer.ID) *peerState {
 func (c *Client) tree(t cid.Cid) *treeState {
 	ts := c.trees[t]
 	if ts == nil {
-		ts = &treeState{providers: map[peer.ID]bool{}}
+		ts = &treeState{providers: map[peer.ID]bool{}, wanted: c.now()}
 		c.trees[t] = ts
 	}
 	return ts
