@@ -11,8 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/integration/cluster"
-	"github.com/meshfs/meshfs/node/p2p"
 )
 
 const ceilingProto = "/meshfs/bench/ceiling/1.0.0"

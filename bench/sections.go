@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/meshfs/meshfs/integration/cluster"
-	"github.com/meshfs/meshfs/node/erasure"
-	"github.com/meshfs/meshfs/node/manifest"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/erasure"
+	"github.com/meshfs/meshfs/store/manifest"
 	"github.com/meshfs/meshfs/store/repo"
 )
 

@@ -19,7 +19,7 @@ var benchReaders = flag.Int("bench.readers", 64, "blocks a BenchmarkFetch reader
 // another over loopback, each on a real host and a real repo store, asking
 // for blocks as the dataset reader does (a sliding window of -bench.readers
 // outstanding blocks). It is the exchange's share of a cold network read;
-// the transport ceiling is node/p2p's BenchmarkStreamThroughput.
+// the transport ceiling is exchange/p2p's BenchmarkStreamThroughput.
 func BenchmarkFetch(b *testing.B) {
 	const blocks, size = 1024, 64 << 10
 	d := newDataset(b, blocks, size)

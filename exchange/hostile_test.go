@@ -28,9 +28,9 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/meshfs/meshfs/exchange/message"
-	"github.com/meshfs/meshfs/node/merkle"
-	"github.com/meshfs/meshfs/node/p2p"
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // quiet keeps the engines' warnings about hostile peers (expected here)
@@ -46,7 +46,7 @@ func newKey(t testing.TB) crypto.PrivKey {
 	return k
 }
 
-// newHost is a production host (node/p2p: resource manager, connection
+// newHost is a production host (exchange/p2p: resource manager, connection
 // manager, TLS+yamux) on loopback with a fresh identity.
 func newHost(t testing.TB) host.Host {
 	t.Helper()

@@ -18,8 +18,8 @@ import (
 	"github.com/meshfs/meshfs/exchange/client"
 	"github.com/meshfs/meshfs/exchange/message"
 	xnet "github.com/meshfs/meshfs/exchange/network"
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/exchange/server"
-	"github.com/meshfs/meshfs/node/p2p"
 	"github.com/meshfs/meshfs/store"
 )
 

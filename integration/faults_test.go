@@ -19,10 +19,10 @@ import (
 
 	"github.com/meshfs/meshfs/integration/cluster"
 	"github.com/meshfs/meshfs/node"
-	"github.com/meshfs/meshfs/node/erasure"
-	"github.com/meshfs/meshfs/node/manifest"
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/erasure"
+	"github.com/meshfs/meshfs/store/manifest"
+	"github.com/meshfs/meshfs/store/merkle"
 	"github.com/meshfs/meshfs/store/repo"
 )
 

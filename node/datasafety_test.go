@@ -12,8 +12,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/meshfs/meshfs/node/manifest"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // protectedNode is gcNode with erasure coding, so that parity blocks and

@@ -12,9 +12,9 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/meshfs/meshfs/node/erasure"
-	"github.com/meshfs/meshfs/node/manifest"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/erasure"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // Dataset reads one dataset by offset: the seed's Node/StoreStream. It maps

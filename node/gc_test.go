@@ -14,8 +14,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/merkle"
 	"github.com/meshfs/meshfs/store/repo"
 )
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshfs/meshfs/node/manifest"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // The largest block size a node takes is one its peers can send: a

@@ -9,9 +9,9 @@ import (
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
-	"github.com/meshfs/meshfs/node/manifest"
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/manifest"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // malformedDataset stores a dataset whose tree, proofs and all, names

@@ -22,11 +22,11 @@ import (
 
 	"github.com/meshfs/meshfs/exchange"
 	"github.com/meshfs/meshfs/exchange/discovery"
-	"github.com/meshfs/meshfs/node/erasure"
-	"github.com/meshfs/meshfs/node/manifest"
-	"github.com/meshfs/meshfs/node/merkle"
-	"github.com/meshfs/meshfs/node/p2p"
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/erasure"
+	"github.com/meshfs/meshfs/store/manifest"
+	"github.com/meshfs/meshfs/store/merkle"
 	"github.com/meshfs/meshfs/store/repo"
 )
 

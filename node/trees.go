@@ -22,8 +22,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/meshfs/meshfs/node/manifest"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // treeHolds counts the holds on each tree and marks the trees being swept,

@@ -14,10 +14,10 @@ import (
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
-	"github.com/meshfs/meshfs/node/erasure"
-	"github.com/meshfs/meshfs/node/manifest"
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/erasure"
+	"github.com/meshfs/meshfs/store/manifest"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // UploadOptions describe one upload. Zero values take the node's defaults,

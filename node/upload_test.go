@@ -14,9 +14,9 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/meshfs/meshfs/node/erasure"
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/erasure"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 const testBS = 4096

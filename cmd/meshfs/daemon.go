@@ -16,7 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/meshfs/meshfs/fusefs"
-	"github.com/meshfs/meshfs/node/manifest"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // daemonConfig is the validated daemon command line, handed to runDaemon.

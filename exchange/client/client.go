@@ -25,8 +25,8 @@ import (
 
 	"github.com/meshfs/meshfs/exchange/limit"
 	"github.com/meshfs/meshfs/exchange/message"
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // Sender delivers messages to peers. TrySend must not block: the client

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/meshfs/meshfs/exchange/message"
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // fuzzTree is the dataset every fuzzed delivery claims to belong to.

@@ -9,8 +9,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/meshfs/meshfs/exchange/message"
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // Nothing a peer sends is trusted until its hash and proof check out: every

@@ -11,7 +11,7 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/meshfs/meshfs/node/p2p"
+	"github.com/meshfs/meshfs/exchange/p2p"
 )
 
 // The DHT is what discovery runs on in production.

@@ -16,7 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/meshfs/meshfs/node/p2p"
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/store"
 )
 

@@ -8,8 +8,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // fill returns a digest of 32 bytes b, so that CIDs are easy to write out

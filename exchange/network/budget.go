@@ -9,7 +9,7 @@ import (
 
 // ErrOverBudget is wrapped when an inbound message could not get memory
 // within ReadTimeout: the node's budget for messages being read (libp2p's
-// resource manager, node/p2p) was full all that while.
+// resource manager, exchange/p2p) was full all that while.
 var ErrOverBudget = fmt.Errorf("exchange: no memory for an inbound message")
 
 // streamBudget takes the memory of a stream's inbound messages from the

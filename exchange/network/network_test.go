@@ -18,7 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/meshfs/meshfs/exchange/message"
-	"github.com/meshfs/meshfs/node/p2p"
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/store"
 )
 

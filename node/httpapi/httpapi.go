@@ -27,8 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshfs/meshfs/node"
-	"github.com/meshfs/meshfs/node/manifest"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // Node is what the API needs of a node.

@@ -203,7 +203,7 @@ func TestUnreachableBootstrapIsNotFatal(t *testing.T) {
 // stream between two hosts on this machine can carry, writing 1 MiB at a
 // time. Block-exchange benchmarks compare against it.
 //
-//	go test -run '^$' -bench StreamThroughput ./node/p2p/
+//	go test -run '^$' -bench StreamThroughput ./exchange/p2p/
 func BenchmarkStreamThroughput(b *testing.B) {
 	b.Run("tcp-tls-yamux", func(b *testing.B) { benchThroughput(b, loopTCP, "/tls/1.0.0") })
 	b.Run("quic", func(b *testing.B) { benchThroughput(b, loopQUIC, "") })

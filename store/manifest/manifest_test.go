@@ -11,8 +11,8 @@ import (
 	mbase "github.com/multiformats/go-multibase"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/meshfs/meshfs/node/merkle"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/merkle"
 )
 
 const (
