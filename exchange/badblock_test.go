@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshfs/meshfs/exchange/client"
 	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -153,7 +154,7 @@ func TestHostileProviderBadBlocks(t *testing.T) {
 			}
 
 			// MaxOffences reached: dropped.
-			eventually(t, "the hostile peer disconnected", func() bool {
+			testkit.Eventually(t, "the hostile peer disconnected", func() bool {
 				return victim.h.Network().Connectedness(x.h.ID()) != network.Connected
 			})
 			if s := victim.e.ClientStats(); s.PeersDropped != 1 {
@@ -198,9 +199,9 @@ func TestHostileUnsolicitedBlocks(t *testing.T) {
 		if err := x.send(victim.h.ID(), &message.Message{Blocks: []message.Delivery{junk.delivery(t, i)}}); err != nil {
 			t.Fatalf("push %d: %v", i, err)
 		}
-		eventually(t, "the push counted", func() bool { return victim.e.ClientStats().Unsolicited == uint64(i+1) })
+		testkit.Eventually(t, "the push counted", func() bool { return victim.e.ClientStats().Unsolicited == uint64(i+1) })
 	}
-	eventually(t, "the pushing peer disconnected", func() bool {
+	testkit.Eventually(t, "the pushing peer disconnected", func() bool {
 		return victim.h.Network().Connectedness(x.h.ID()) != network.Connected
 	})
 	s := victim.e.ClientStats()
@@ -265,7 +266,7 @@ func TestLateAnswerIsNoOffence(t *testing.T) {
 		if err := x.send(victim.h.ID(), &message.Message{Blocks: []message.Delivery{d.delivery(t, i)}}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the late block counted", func() bool { return victim.e.ClientStats().Unwanted == uint64(i+1) })
+		testkit.Eventually(t, "the late block counted", func() bool { return victim.e.ClientStats().Unwanted == uint64(i+1) })
 		if has, _ := victim.st.Has(context.Background(), d.cids[i]); has {
 			t.Fatalf("late block %d stored", i)
 		}

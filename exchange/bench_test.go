@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/meshfs/meshfs/integration/cluster"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store/repo"
 )
 
@@ -27,7 +27,7 @@ func BenchmarkFetch(b *testing.B) {
 	d.put(b, provider.served)
 	b.SetBytes(blocks * size)
 	var haves uint64
-	clock := cluster.StartCPUClock(b)
+	clock := testkit.StartCPUClock(b)
 	for range b.N {
 		clock.Stop()
 		fetcher := newRepoNode(b, staticDisc{addrInfo(provider.h)})

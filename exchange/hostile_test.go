@@ -10,8 +10,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -29,13 +27,14 @@ import (
 
 	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/exchange/p2p"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // quiet keeps the engines' warnings about hostile peers (expected here)
 // out of the test output.
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = testkit.Quiet()
 
 func newKey(t testing.TB) crypto.PrivKey {
 	t.Helper()
@@ -413,18 +412,6 @@ func (x *hostile) connect(t testing.TB, to host.Host) {
 	defer cancel()
 	if err := x.h.Connect(ctx, addrInfo(to)); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// eventually polls cond until it holds, failing the test after 15s.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshfs/meshfs/exchange/client"
 	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -43,7 +44,7 @@ func TestReadWantsGoBeforeBackground(t *testing.T) {
 	get(ctx, 0) // the read
 	x.waitWant(isHave(0))
 	get(ctx, 7) // a read of a block read ahead
-	eventually(t, "the read of block 7 joins its background want", func() bool { return n.e.ClientStats().Coalesced == 1 })
+	testkit.Eventually(t, "the read of block 7 joins its background want", func() bool { return n.e.ClientStats().Coalesced == 1 })
 
 	// Have for every block in one message, the read's last.
 	var reply message.Message
@@ -103,12 +104,12 @@ func TestOldBackgroundWantNotStarved(t *testing.T) {
 	x.waitWant(isBlock(10))
 	get(store.Background(ctx), 1)
 	// x holds the dataset and its window is full: no WantHave is sent.
-	eventually(t, "the background want registered", func() bool { return n.e.ClientStats().Requests == 2 })
+	testkit.Eventually(t, "the background want registered", func() bool { return n.e.ClientStats().Requests == 2 })
 	// The background want is half a BlockTimeout old when a newer read
 	// comes.
 	now.Add(int64(blockTimeout/2 + time.Millisecond))
 	get(ctx, 11)
-	eventually(t, "the newer read registered", func() bool { return n.e.ClientStats().Requests == 3 })
+	testkit.Eventually(t, "the newer read registered", func() bool { return n.e.ClientStats().Requests == 3 })
 
 	if err := x.send(n.h.ID(), &message.Message{Blocks: []message.Delivery{d.delivery(t, 10)}}); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	xnet "github.com/meshfs/meshfs/exchange/network"
 	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/exchange/server"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -62,7 +63,7 @@ func heap() uint64 {
 // engine end theirs asynchronously (stream resets, connection closes).
 func settleGoroutines(t testing.TB, limit int) {
 	t.Helper()
-	eventually(t, "goroutines back within bound", func() bool { return runtime.NumGoroutine() <= limit })
+	testkit.Eventually(t, "goroutines back within bound", func() bool { return runtime.NumGoroutine() <= limit })
 }
 
 // Frames the reader must refuse: each resets the stream it came on, and the
@@ -148,7 +149,7 @@ func TestWantListFlood(t *testing.T) {
 	fetchAll(t, reader, d)
 	wg.Wait()
 
-	eventually(t, "the flood worked off", func() bool {
+	testkit.Eventually(t, "the flood worked off", func() bool {
 		s := srv.e.ServerStats()
 		return s.Queued == 0 && s.Workers == 0
 	})
@@ -237,7 +238,7 @@ func TestInboundStreamFlood(t *testing.T) {
 	for _, i := range kept {
 		_ = sts[i].Close()
 	}
-	eventually(t, "a new stream accepted after the old ones closed", func() bool {
+	testkit.Eventually(t, "a new stream accepted after the old ones closed", func() bool {
 		st := x.rawStream(srv.h.ID())
 		defer st.Close()
 		wl := message.WantList{Entries: []message.Entry{{Address: message.LeafAddress(d.root, 1000), WantType: message.WantHave, SendDontHave: true}}}
@@ -295,7 +296,7 @@ func TestPeerThatNeverReads(t *testing.T) {
 	fetchAll(t, srv, newDatasetOn(t, honest, 32, 4096))
 	t.Logf("others served in %v while a peer did not read", time.Since(start))
 
-	eventually(t, "the non-reader's queue dropped and its worker ended", func() bool {
+	testkit.Eventually(t, "the non-reader's queue dropped and its worker ended", func() bool {
 		s := srv.e.ServerStats()
 		return s.QueueDropped > 0 && s.Queued == 0 && s.Workers == 0
 	})
@@ -341,7 +342,7 @@ func TestStalledPartialFrameIsCutOff(t *testing.T) {
 	}
 	reader := newNode(t, staticDisc{addrInfo(server.h)}, Options{}, nil)
 	fetchAll(t, reader, d)
-	eventually(t, "the stalled messages' buffers given back", func() bool { return heap() < h0+8<<20 })
+	testkit.Eventually(t, "the stalled messages' buffers given back", func() bool { return heap() < h0+8<<20 })
 }
 
 // Presences for trees nobody here wants keep nothing: a peer saying Have
@@ -375,7 +376,7 @@ func TestPresenceFloodKeepsNothing(t *testing.T) {
 	d.put(t, victim.st)
 	reader := newNode(t, staticDisc{addrInfo(victim.h)}, Options{}, nil)
 	fetchAll(t, reader, d)
-	eventually(t, "presences handled", func() bool { return victim.e.ClientStats().HavesReceived >= perMessage*messages })
+	testkit.Eventually(t, "presences handled", func() bool { return victim.e.ClientStats().HavesReceived >= perMessage*messages })
 	if h1 := heap(); h1 > h0+8<<20 {
 		t.Fatalf("heap grew from %d to %d bytes with %d presences for trees nobody wants", h0, h1, perMessage*messages)
 	}
@@ -404,7 +405,7 @@ func TestNeverReadingPeersDoNotHoldServingSlots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "every non-reader being served", func() bool { return srv.e.ServerStats().Workers >= 2*slots })
+	testkit.Eventually(t, "every non-reader being served", func() bool { return srv.e.ServerStats().Workers >= 2*slots })
 	reader := newNode(t, staticDisc{addrInfo(srv.h)}, Options{}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout/2)
 	defer cancel()
@@ -470,7 +471,7 @@ func TestInboundMessagesStayWithinTheirBudget(t *testing.T) {
 	if m := most.Load(); m > p2p.ExchangePeerMemory {
 		t.Errorf("inbound messages of one peer held %d MiB; the budget is %d MiB", m>>20, p2p.ExchangePeerMemory>>20)
 	}
-	eventually(t, "the budget given back", func() bool { return held() == 0 })
+	testkit.Eventually(t, "the budget given back", func() bool { return held() == 0 })
 	reader := newNode(t, staticDisc{addrInfo(server.h)}, Options{}, nil)
 	fetchAll(t, reader, d)
 }

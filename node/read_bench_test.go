@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshfs/meshfs/integration/cluster"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/node"
 )
 
@@ -59,7 +59,7 @@ func benchColdRead(b *testing.B, loseRow bool) {
 	}
 	buf := make([]byte, *benchReadSize)
 	b.SetBytes(size)
-	clock := cluster.StartCPUClock(b)
+	clock := testkit.StartCPUClock(b)
 	for range b.N {
 		clock.Stop()
 		reader, err := node.New(node.Config{DataDir: b.TempDir(), Bootstrap: provider.Addrs()[:1], Logger: quiet})

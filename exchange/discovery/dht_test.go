@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshfs/meshfs/exchange/p2p"
+	"github.com/meshfs/meshfs/integration/testkit"
 )
 
 // The DHT is what discovery runs on in production.
@@ -25,22 +26,6 @@ func waitRouting(t *testing.T, hosts ...*p2p.Host) {
 	for _, h := range hosts {
 		if err := h.WaitRouting(ctx); err != nil {
 			t.Fatal(err)
-		}
-	}
-}
-
-// waitFor polls cond until it holds. Only for conditions nothing signals:
-// the DHT publishes no event when it stores a provider record.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(wait)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
 		}
 	}
 }
@@ -132,7 +117,8 @@ func TestDHTReannounceReachesLateJoiner(t *testing.T) {
 
 	b := newHost(t, a.AddrInfo())
 	waitRouting(t, a, b)
-	waitFor(t, "B to hold A's provider record", func() bool {
+	// The DHT publishes no event when it stores a provider record.
+	testkit.Eventually(t, "B to hold A's provider record", func() bool {
 		provs, err := b.DHT().ProviderStore().GetProviders(t.Context(), x.Hash())
 		return err == nil && slices.Contains(providerIDs(provs), a.ID())
 	})

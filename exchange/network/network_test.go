@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
-	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,10 +18,11 @@ import (
 
 	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/exchange/p2p"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = testkit.Quiet()
 
 func newTestHost(t *testing.T) *p2p.Host {
 	t.Helper()

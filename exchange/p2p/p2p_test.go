@@ -17,7 +17,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/meshfs/meshfs/exchange/message"
-	"github.com/meshfs/meshfs/integration/cluster"
+	"github.com/meshfs/meshfs/integration/testkit"
 )
 
 const (
@@ -231,7 +231,7 @@ func benchThroughput(b *testing.B, listen, security string) {
 	ctx := b.Context()
 
 	b.SetBytes(total)
-	clock := cluster.StartCPUClock(b)
+	clock := testkit.StartCPUClock(b)
 	for range b.N {
 		s, err := c.Host().NewStream(ctx, a.ID(), proto)
 		if err != nil {

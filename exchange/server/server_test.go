@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -161,19 +162,8 @@ func answerSizes(t *testing.T, s *Server, msgs <-chan *message.Message, p peer.I
 		got += len(m.Blocks)
 		sizes = append(sizes, len(m.Blocks))
 	}
-	eventually(t, func() bool { return s.Stats().Workers == 0 })
+	testkit.Eventually(t, "the serving workers done", func() bool { return s.Stats().Workers == 0 })
 	return sizes
-}
-
-// eventually polls cond until it holds, failing the test after 10s.
-func eventually(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
 }
 
 // slowSender keeps every message and advances a fake clock by delay for
