@@ -629,33 +629,8 @@ func (n *Node) reclaim(ctx context.Context, need uint64) bool {
 	return true
 }
 
-// reclaimingStore is the local store as the block exchange, readers and
-// uploads write to it: a block that does not fit the quota makes the
-// collector remove cached datasets, and is then stored if that made room.
-type reclaimingStore struct {
-	store.BlockStore
-	n *Node
-}
+// reclaimer is the node's policy for a full store (store.Reclaiming):
+// collect cached datasets, least recently used first.
+type reclaimer struct{ n *Node }
 
-func (s reclaimingStore) Put(ctx context.Context, b store.Block) error {
-	return s.orReclaim(ctx, len(b.Data), func() error { return s.BlockStore.Put(ctx, b) })
-}
-
-func (s reclaimingStore) PutLeafBlock(ctx context.Context, leaf store.Leaf, b store.Block) error {
-	return s.orReclaim(ctx, len(b.Data)+len(leaf.Proof), func() error { return s.BlockStore.PutLeafBlock(ctx, leaf, b) })
-}
-
-// PutLeaf: a leaf's proof counts against the quota too.
-func (s reclaimingStore) PutLeaf(ctx context.Context, leaf store.Leaf) error {
-	return s.orReclaim(ctx, len(leaf.Proof), func() error { return s.BlockStore.PutLeaf(ctx, leaf) })
-}
-
-// orReclaim runs put, a write of need bytes, and if they did not fit the
-// quota, runs it again once the collector has made room for them.
-func (s reclaimingStore) orReclaim(ctx context.Context, need int, put func() error) error {
-	err := put()
-	if errors.Is(err, store.ErrQuotaExceeded) && s.n.reclaim(ctx, uint64(need)) {
-		err = put()
-	}
-	return err
-}
+func (r reclaimer) Reclaim(ctx context.Context, need uint64) bool { return r.n.reclaim(ctx, need) }

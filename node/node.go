@@ -88,7 +88,7 @@ type Node struct {
 
 	// Retention and garbage collection: see gc.go.
 	ret       store.RetentionStore
-	full      reclaimingStore  // the local store, collecting when it is full
+	full      store.BlockStore // the local store, collecting when it is full
 	now       func() time.Time // tests set a clock of their own
 	uses      uses
 	trees     treeHolds  // see trees.go
@@ -143,7 +143,7 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n = &Node{cfg: cfg, log: cfg.Logger, store: st, id: id, ret: st, now: time.Now}
-	n.full = reclaimingStore{BlockStore: st, n: n}
+	n.full = store.Reclaiming(st, reclaimer{n})
 	n.uses.init()
 	n.trees.init()
 	n.ctx, n.cancel = context.WithCancel(context.Background())

@@ -1,0 +1,48 @@
+package store
+
+import (
+	"context"
+	"errors"
+)
+
+// Reclaimer makes room in a full store by its own policy (a node collects
+// cached datasets): told how many bytes a write needs, it reports whether
+// the write may be tried again.
+type Reclaimer interface {
+	Reclaim(ctx context.Context, need uint64) bool
+}
+
+// Reclaiming returns st with its writes made to fit: a write that finds
+// the quota exceeded has r make room for it, and is tried once more if r
+// says so. Whoever writes (the block exchange storing what it fetched, a
+// reader keeping a decoded block, an upload) need not know that a full
+// store is emptied, nor by what rule.
+func Reclaiming(st BlockStore, r Reclaimer) BlockStore {
+	return reclaiming{BlockStore: st, r: r}
+}
+
+type reclaiming struct {
+	BlockStore
+	r Reclaimer
+}
+
+func (s reclaiming) Put(ctx context.Context, b Block) error {
+	return s.fit(ctx, len(b.Data), func() error { return s.BlockStore.Put(ctx, b) })
+}
+
+func (s reclaiming) PutLeafBlock(ctx context.Context, leaf Leaf, b Block) error {
+	return s.fit(ctx, len(b.Data)+len(leaf.Proof), func() error { return s.BlockStore.PutLeafBlock(ctx, leaf, b) })
+}
+
+// PutLeaf: a leaf's proof counts against the quota too.
+func (s reclaiming) PutLeaf(ctx context.Context, leaf Leaf) error {
+	return s.fit(ctx, len(leaf.Proof), func() error { return s.BlockStore.PutLeaf(ctx, leaf) })
+}
+
+func (s reclaiming) fit(ctx context.Context, need int, put func() error) error {
+	err := put()
+	if errors.Is(err, ErrQuotaExceeded) && s.r.Reclaim(ctx, uint64(need)) {
+		err = put()
+	}
+	return err
+}
