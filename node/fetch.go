@@ -16,13 +16,14 @@ import (
 
 // FetchProgress is the state of a background fetch of a whole dataset.
 type FetchProgress struct {
-	CID      string    `json:"cid"`
-	Blocks   uint64    `json:"totalBlocks"`
-	Fetched  uint64    `json:"fetchedBlocks"`
-	Done     bool      `json:"done"`
-	Error    string    `json:"error,omitempty"`
-	Started  time.Time `json:"started"`
-	Finished time.Time `json:"finished,omitzero"`
+	CID     cid.Cid
+	Blocks  uint64 // all of the dataset's, parity included
+	Fetched uint64 // of Blocks, those the fetch is through with
+	// Done: the fetch ended, completely or with Error.
+	Done     bool
+	Error    string
+	Started  time.Time
+	Finished time.Time // zero until Done
 }
 
 type fetchState struct {
@@ -244,7 +245,7 @@ func (n *Node) FetchStatus(c cid.Cid) (FetchProgress, bool) {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	p := FetchProgress{CID: store.CIDText(c), Blocks: fs.total.Load(), Fetched: fs.fetched.Load(),
+	p := FetchProgress{CID: c, Blocks: fs.total.Load(), Fetched: fs.fetched.Load(),
 		Done: fs.done, Started: fs.started, Finished: fs.finished}
 	if fs.err != nil {
 		p.Error = fs.err.Error()

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/meshfs/meshfs/node"
+	"github.com/meshfs/meshfs/node/httpapi/api"
 )
 
 // newNode is a real node with a LevelDB store, configured by cfg with
@@ -98,7 +99,7 @@ func TestUploadListDownload(t *testing.T) {
 
 	r := do(t, "GET", srv.URL+"/api/codex/v1/data", nil, nil)
 	var list struct {
-		Content []contentJSON `json:"content"`
+		Content []api.Content `json:"content"`
 	}
 	if err := json.Unmarshal([]byte(r.body), &list); err != nil || len(list.Content) != 1 {
 		t.Fatalf("list: %d %q (%v)", r.status, r.body, err)
@@ -132,7 +133,7 @@ func TestUploadListDownload(t *testing.T) {
 	}
 
 	r = do(t, "GET", srv.URL+"/api/codex/v1/data/"+c+"/network/manifest", nil, nil)
-	var one contentJSON
+	var one api.Content
 	if err := json.Unmarshal([]byte(r.body), &one); err != nil || one.CID != c || one.Manifest != m {
 		t.Errorf("manifest: %d %q", r.status, r.body)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshfs/meshfs/node"
+	"github.com/meshfs/meshfs/node/httpapi/api"
 )
 
 // pinnedList is GET /data as CID → pinned.
@@ -36,20 +37,10 @@ func pinnedList(t *testing.T, srv *httptest.Server) map[string]bool {
 	return out
 }
 
-type gcAnswer struct {
-	DatasetsRemoved int    `json:"datasetsRemoved"`
-	BytesFreed      uint64 `json:"bytesFreed"`
-	Removed         []struct {
-		CID    string `json:"cid"`
-		Reason string `json:"reason"`
-		Bytes  uint64 `json:"bytes"`
-	} `json:"removed"`
-}
-
-func postGC(t *testing.T, srv *httptest.Server) gcAnswer {
+func postGC(t *testing.T, srv *httptest.Server) api.GCResult {
 	t.Helper()
 	r := do(t, "POST", srv.URL+"/api/codex/v1/gc", nil, nil)
-	var g gcAnswer
+	var g api.GCResult
 	if err := json.Unmarshal([]byte(r.body), &g); err != nil || r.status != 200 || g.Removed == nil {
 		t.Fatalf("POST /gc: %d %q: %v", r.status, r.body, err)
 	}

@@ -1,0 +1,126 @@
+// Package api is the wire contract of meshfs's REST API: the JSON bodies
+// the server (package httpapi) sends and the CLI decodes, one definition
+// for both so that they cannot drift apart. The shapes are Codex's
+// (/api/codex/v1) plus meshfs's additions, which are marked as such; CIDs
+// travel as text in base58btc, as Codex prints them.
+//
+// It depends on the standard library only, so that any client can use it
+// without pulling in the node.
+package api
+
+import "time"
+
+// Prefix is the root of every route but /metrics.
+const Prefix = "/api/codex/v1"
+
+// Manifest is Codex's REST shape of a manifest, plus the erasure fields a
+// protected dataset has.
+type Manifest struct {
+	TreeCID     string `json:"treeCid"`
+	DatasetSize uint64 `json:"datasetSize"`
+	BlockSize   uint64 `json:"blockSize"`
+	Protected   bool   `json:"protected"`
+	Filename    string `json:"filename,omitempty"`
+	Mimetype    string `json:"mimetype,omitempty"`
+	// Only for protected datasets, where DatasetSize counts the parity
+	// too and OriginalDatasetSize is the file's own size.
+	EcK                 int    `json:"ecK,omitempty"`
+	EcM                 int    `json:"ecM,omitempty"`
+	OriginalTreeCID     string `json:"originalTreeCid,omitempty"`
+	OriginalDatasetSize uint64 `json:"originalDatasetSize,omitempty"`
+}
+
+// FileSize is the dataset's size as its user knows it: without parity.
+func (m Manifest) FileSize() uint64 {
+	if m.OriginalDatasetSize > 0 {
+		return m.OriginalDatasetSize
+	}
+	return m.DatasetSize
+}
+
+// Content is one dataset: GET …/network/manifest's and POST …/network's
+// answer.
+type Content struct {
+	CID      string   `json:"cid"`
+	Manifest Manifest `json:"manifest"`
+}
+
+// Listed is one dataset of GET /data. Pinned is meshfs's addition
+// (unpinned datasets are a cache that garbage collection may remove); a
+// pointer because Codex sends none, which is not the same as false.
+type Listed struct {
+	Content
+	Pinned *bool `json:"pinned,omitempty"`
+}
+
+// List is GET /data's answer.
+type List struct {
+	Content []Listed `json:"content"`
+}
+
+// Space is GET /space's answer.
+type Space struct {
+	TotalBlocks        uint64 `json:"totalBlocks"`
+	QuotaMaxBytes      uint64 `json:"quotaMaxBytes"` // 0: no quota
+	QuotaUsedBytes     uint64 `json:"quotaUsedBytes"`
+	QuotaReservedBytes uint64 `json:"quotaReservedBytes"`
+}
+
+// FetchProgress is a background fetch of a whole dataset: GET
+// …/network/progress's answer and an entry of DebugInfo.Fetches (meshfs's
+// addition).
+type FetchProgress struct {
+	CID           string    `json:"cid"`
+	TotalBlocks   uint64    `json:"totalBlocks"`
+	FetchedBlocks uint64    `json:"fetchedBlocks"`
+	Done          bool      `json:"done"`            // ended, well or not
+	Error         string    `json:"error,omitempty"` // why it failed
+	Started       time.Time `json:"started"`
+	Finished      time.Time `json:"finished,omitzero"`
+}
+
+// PinResult is POST /data/{cid}/pin's answer (meshfs's addition).
+type PinResult struct {
+	CID    string `json:"cid"`
+	Pinned bool   `json:"pinned"`
+	// Local: the manifest was held here when the dataset was pinned.
+	Local bool `json:"local"`
+	// Fetching: a background fetch brings in what is not held yet.
+	Fetching bool `json:"fetching"`
+}
+
+// GCResult is POST /gc's answer (meshfs's addition).
+type GCResult struct {
+	DatasetsRemoved int    `json:"datasetsRemoved"`
+	BytesFreed      uint64 `json:"bytesFreed"`
+	// UnreferencedBytesFreed is the part of BytesFreed that no dataset
+	// needed (what an interrupted upload or fetch left).
+	UnreferencedBytesFreed uint64      `json:"unreferencedBytesFreed"`
+	Removed                []Collected `json:"removed"`
+}
+
+// Collected is one dataset a collection removed.
+type Collected struct {
+	CID        string    `json:"cid"`
+	Reason     string    `json:"reason"` // "expired" or "quota"
+	Bytes      uint64    `json:"bytes"`
+	LastAccess time.Time `json:"lastAccess"`
+}
+
+// DebugInfo is GET /debug/info's answer. Peers and Fetches are meshfs's
+// additions, for `meshfs status`.
+type DebugInfo struct {
+	ID                string          `json:"id"`
+	Addrs             []string        `json:"addrs"`
+	Repo              string          `json:"repo"`
+	AnnounceAddresses []string        `json:"announceAddresses"`
+	Peers             []string        `json:"peers"`
+	Fetches           []FetchProgress `json:"fetches"`
+	Codex             Version         `json:"codex"`
+}
+
+// Version is the server's build, in Codex's place for it.
+type Version struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision"`
+}

@@ -1,0 +1,82 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/node/httpapi/api"
+	"github.com/meshfs/meshfs/store"
+)
+
+// replies is what every group of handlers shares: the options, the log,
+// and the ways to answer.
+type replies struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// fail writes a one-line plain-text error, as Codex does.
+func (rp *replies) fail(w http.ResponseWriter, r *http.Request, status int, err error) {
+	if status >= 500 {
+		rp.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		rp.log.Debug("api request rejected", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	io.WriteString(w, api.ErrorLine(err))
+}
+
+func (rp *replies) writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		rp.log.Debug("write json response", "err", err)
+	}
+}
+
+// writeText answers with a short plain-text body, as Codex does for the
+// routes that do not answer in JSON.
+func writeText(w http.ResponseWriter, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, s)
+}
+
+// status maps an error from the node to an HTTP status.
+func status(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrQuotaExceeded):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, context.Canceled):
+		return 499 // the client went away; nobody reads this
+	}
+	return http.StatusInternalServerError
+}
+
+// maxCIDText is longer than any CID meshfs accepts in any multibase (the
+// longest, base2, is 305 characters); anything longer is refused without
+// being parsed or echoed back whole.
+const maxCIDText = 512
+
+func (rp *replies) cidParam(w http.ResponseWriter, r *http.Request) (cid.Cid, bool) {
+	text := r.PathValue("cid")
+	if len(text) > maxCIDText {
+		rp.fail(w, r, http.StatusBadRequest, fmt.Errorf("malformed CID %q…: %d bytes long, longer than any CID", text[:32], len(text)))
+		return cid.Undef, false
+	}
+	c, err := store.ParseCID(text, store.CodecManifest)
+	if err != nil {
+		rp.fail(w, r, http.StatusBadRequest, err)
+		return cid.Undef, false
+	}
+	return c, true
+}
