@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshfs/meshfs/node/httpapi/api"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -354,9 +355,7 @@ func TestLs(t *testing.T) {
 
 	r = cli(t, noEnv, nil, "ls", "--json", "--api", f.url())
 	r.wantOK(t)
-	var v struct {
-		Content []dataset `json:"content"`
-	}
+	var v api.List
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || len(v.Content) != 2 || !strings.HasSuffix(r.stdout, "}\n") {
 		t.Fatalf("--json: %v, %q", err, r.stdout)
 	}
@@ -388,7 +387,7 @@ func TestStat(t *testing.T) {
 
 	r = cli(t, noEnv, nil, "stat", "--json", "--api", f.url(), cid)
 	r.wantOK(t)
-	var d dataset
+	var d api.Content
 	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil || d.CID != cid {
 		t.Fatalf("--json: %v, %q", err, r.stdout)
 	}
@@ -491,8 +490,8 @@ func TestSpace(t *testing.T) {
 	}
 	r = cli(t, noEnv, nil, "space", "--json", "--api", f.url())
 	r.wantOK(t)
-	var s space
-	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || s.TotalBlocks != "1234" {
+	var s api.Space
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || s.TotalBlocks != 1234 {
 		t.Fatalf("--json: %v %q", err, r.stdout)
 	}
 }

@@ -13,10 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// apiPrefix is the root of Codex's REST API, which meshfs serves unchanged.
-const apiPrefix = "/api/codex/v1"
+	"github.com/meshfs/meshfs/node/httpapi/api"
+)
 
 // dialTimeout bounds connecting to the daemon. Streams themselves have no
 // deadline (a large download may take hours) unless --timeout is given, but
@@ -66,21 +65,6 @@ func newClient(api string) (*client, error) {
 	return &client{base: u.String(), http: &http.Client{Transport: tr}}, nil
 }
 
-// apiError is a non-2xx answer. Its message is the status and the body's
-// reason on one line.
-type apiError struct {
-	Status string // "404 Not Found"
-	Code   int
-	Reason string
-}
-
-func (e *apiError) Error() string {
-	if e.Reason == "" {
-		return e.Status
-	}
-	return e.Status + ": " + e.Reason
-}
-
 // unreachableError says the daemon could not be connected to at all, which
 // almost always means it is not running; the message says so.
 type unreachableError struct {
@@ -97,7 +81,7 @@ func (e *unreachableError) Error() string {
 
 func (e *unreachableError) Unwrap() error { return e.err }
 
-// do sends req and turns a failed exchange into apiError or
+// do sends req and turns a failed exchange into *api.Error or
 // unreachableError. On success the caller owns resp.Body.
 func (c *client) do(req *http.Request, okCodes ...int) (*http.Response, error) {
 	resp, err := c.http.Do(req)
@@ -122,42 +106,11 @@ func (c *client) do(req *http.Request, okCodes ...int) (*http.Response, error) {
 		}
 	}
 	defer resp.Body.Close()
-	return nil, &apiError{Status: resp.Status, Code: resp.StatusCode, Reason: errorReason(resp.Body)}
-}
-
-// errorReason reads why a request failed from an error body: Codex answers
-// in plain text, other servers in JSON {"error": "..."}. The result is one
-// line, short enough for a terminal.
-func errorReason(body io.Reader) string {
-	const maxBody, maxReason = 4096, 300
-	b, _ := io.ReadAll(io.LimitReader(body, maxBody))
-	var j struct {
-		Error   any    `json:"error"`
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(b, &j) == nil {
-		switch v := j.Error.(type) {
-		case string:
-			b = []byte(v)
-		case nil:
-			if j.Message != "" {
-				b = []byte(j.Message)
-			}
-		default:
-			if enc, err := json.Marshal(v); err == nil {
-				b = enc
-			}
-		}
-	}
-	s := strings.Join(strings.Fields(string(b)), " ")
-	if len(s) > maxReason {
-		s = s[:maxReason] + "…"
-	}
-	return s
+	return nil, api.ReadError(resp.Status, resp.StatusCode, resp.Body)
 }
 
 func (c *client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+apiPrefix+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+api.Prefix+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
@@ -181,12 +134,18 @@ func (c *client) getJSON(ctx context.Context, path string, v any) ([]byte, error
 	if err != nil {
 		return nil, fmt.Errorf("read answer to GET %s: %w", path, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber() // sizes may exceed 2^53
-	if err := dec.Decode(v); err != nil {
+	if err := decodeJSON(bytes.NewReader(raw), v); err != nil {
 		return nil, fmt.Errorf("daemon's answer to GET %s is not the expected JSON: %w", path, err)
 	}
 	return raw, nil
+}
+
+// decodeJSON decodes one JSON value from r into v. Numbers that land in an
+// interface stay json.Number: sizes may exceed 2^53.
+func decodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.UseNumber()
+	return dec.Decode(v)
 }
 
 // uploadRequest describes one upload.
@@ -250,53 +209,24 @@ func (c *client) Download(ctx context.Context, cid string) (*http.Response, erro
 	return c.do(req)
 }
 
-// debugInfo is the part of GET /debug/info the CLI uses.
-type debugInfo struct {
-	ID      string      `json:"id"`
-	Addrs   []string    `json:"addrs"`
-	Peers   []string    `json:"peers"`
-	Fetches []fetchInfo `json:"fetches"`
-}
-
-// fetchInfo is one background fetch as meshfs reports it.
-type fetchInfo struct {
-	CID     string `json:"cid"`
-	Blocks  uint64 `json:"totalBlocks"`
-	Fetched uint64 `json:"fetchedBlocks"`
-	Done    bool   `json:"done"`
-	Error   string `json:"error"`
-}
-
 // DebugInfo returns the node's peer ID and listen addresses.
-func (c *client) DebugInfo(ctx context.Context) (debugInfo, error) {
-	var info debugInfo
+func (c *client) DebugInfo(ctx context.Context) (api.DebugInfo, error) {
+	var info api.DebugInfo
 	_, err := c.getJSON(ctx, "/debug/info", &info)
 	return info, err
 }
 
-// dataset is one {"cid", "manifest"} object. The manifest is kept as a map
-// so that fields this CLI does not know (Codex adds some over time) still
-// show in stat. Pinned is meshfs's addition to listings; nil from a daemon
-// that does not send it (Codex).
-type dataset struct {
-	CID      string         `json:"cid"`
-	Manifest map[string]any `json:"manifest"`
-	Pinned   *bool          `json:"pinned,omitempty"`
-}
-
 // List returns the datasets held locally, and the raw JSON.
-func (c *client) List(ctx context.Context) ([]dataset, []byte, error) {
-	var v struct {
-		Content []dataset `json:"content"`
-	}
+func (c *client) List(ctx context.Context) ([]api.Listed, []byte, error) {
+	var v api.List
 	raw, err := c.getJSON(ctx, "/data", &v)
 	return v.Content, raw, err
 }
 
 // Manifest fetches a dataset's manifest (from the network if need be), and
 // the raw JSON.
-func (c *client) Manifest(ctx context.Context, cid string) (dataset, []byte, error) {
-	var d dataset
+func (c *client) Manifest(ctx context.Context, cid string) (api.Content, []byte, error) {
+	var d api.Content
 	raw, err := c.getJSON(ctx, "/data/"+url.PathEscape(cid)+"/network/manifest", &d)
 	return d, raw, err
 }
@@ -320,17 +250,9 @@ func (c *client) delete(ctx context.Context, path string) error {
 	return nil
 }
 
-// space is GET /space's answer.
-type space struct {
-	TotalBlocks        json.Number `json:"totalBlocks"`
-	QuotaMaxBytes      json.Number `json:"quotaMaxBytes"`
-	QuotaUsedBytes     json.Number `json:"quotaUsedBytes"`
-	QuotaReservedBytes json.Number `json:"quotaReservedBytes"`
-}
-
 // Space returns the store's usage and quota, and the raw JSON.
-func (c *client) Space(ctx context.Context) (space, []byte, error) {
-	var s space
+func (c *client) Space(ctx context.Context) (api.Space, []byte, error) {
+	var s api.Space
 	raw, err := c.getJSON(ctx, "/space", &s)
 	return s, raw, err
 }
@@ -347,25 +269,15 @@ func (c *client) postJSON(ctx context.Context, path string, v any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
+	if err := decodeJSON(resp.Body, v); err != nil {
 		return fmt.Errorf("daemon's answer to POST %s is not the expected JSON: %w", path, err)
 	}
 	return nil
 }
 
-// pinResult is POST /data/{cid}/pin's answer.
-type pinResult struct {
-	CID      string `json:"cid"`
-	Pinned   bool   `json:"pinned"`
-	Local    bool   `json:"local"`
-	Fetching bool   `json:"fetching"`
-}
-
 // Pin keeps a dataset from garbage collection, fetching what is missing.
-func (c *client) Pin(ctx context.Context, cid string) (pinResult, error) {
-	var p pinResult
+func (c *client) Pin(ctx context.Context, cid string) (api.PinResult, error) {
+	var p api.PinResult
 	err := c.postJSON(ctx, "/data/"+url.PathEscape(cid)+"/pin", &p)
 	return p, err
 }
@@ -375,21 +287,9 @@ func (c *client) Unpin(ctx context.Context, cid string) error {
 	return c.delete(ctx, "/data/"+url.PathEscape(cid)+"/pin")
 }
 
-// gcResult is POST /gc's answer.
-type gcResult struct {
-	DatasetsRemoved        int         `json:"datasetsRemoved"`
-	BytesFreed             json.Number `json:"bytesFreed"`
-	UnreferencedBytesFreed json.Number `json:"unreferencedBytesFreed"`
-	Removed                []struct {
-		CID    string      `json:"cid"`
-		Reason string      `json:"reason"`
-		Bytes  json.Number `json:"bytes"`
-	} `json:"removed"`
-}
-
 // GC runs a garbage collection on the daemon now.
-func (c *client) GC(ctx context.Context) (gcResult, error) {
-	var g gcResult
+func (c *client) GC(ctx context.Context) (api.GCResult, error) {
+	var g api.GCResult
 	err := c.postJSON(ctx, "/gc", &g)
 	return g, err
 }

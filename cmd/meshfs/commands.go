@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -367,21 +368,11 @@ say) and file name ("-" when none was given).`,
 			if d.Pinned != nil {
 				pinned = map[bool]string{true: "yes", false: "no"}[*d.Pinned]
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.CID, originalSize(d.Manifest), pinned, orDash(fieldText(d.Manifest["filename"])))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", d.CID, d.Manifest.FileSize(), pinned, orDash(d.Manifest.Filename))
 		}
 		return tw.Flush()
 	})
 	return a.bindAll(cmd)
-}
-
-// originalSize is a dataset's size as its user knows it. For an
-// erasure-coded dataset, datasetSize may count the parity blocks too;
-// originalDatasetSize, when the daemon sends it, is the file's own size.
-func originalSize(m map[string]any) string {
-	if v, ok := m["originalDatasetSize"]; ok && v != nil {
-		return fieldText(v)
-	}
-	return orDash(fieldText(m["datasetSize"]))
 }
 
 func orDash(s string) string {
@@ -451,24 +442,33 @@ the network if it is not held locally.`,
 		if asJSON {
 			return writeRaw(a.stdout, raw)
 		}
+		// Printed from the daemon's JSON rather than from d.Manifest, so
+		// that the fields this CLI does not know (Codex adds some over
+		// time) show too, and those the daemon left out do not.
+		var all struct {
+			Manifest map[string]any `json:"manifest"`
+		}
+		if err := decodeJSON(bytes.NewReader(raw), &all); err != nil {
+			return fmt.Errorf("daemon's manifest of %s: %w", cid, err)
+		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "cid: %s\n", orDash(d.CID))
 		seen := map[string]bool{}
 		for _, k := range manifestFieldOrder {
-			if v, ok := d.Manifest[k]; ok {
+			if v, ok := all.Manifest[k]; ok {
 				fmt.Fprintf(&b, "%s: %s\n", k, fieldText(v))
 				seen[k] = true
 			}
 		}
 		var rest []string
-		for k := range d.Manifest {
+		for k := range all.Manifest {
 			if !seen[k] {
 				rest = append(rest, k)
 			}
 		}
 		sort.Strings(rest)
 		for _, k := range rest {
-			fmt.Fprintf(&b, "%s: %s\n", k, fieldText(d.Manifest[k]))
+			fmt.Fprintf(&b, "%s: %s\n", k, fieldText(all.Manifest[k]))
 		}
 		_, err = io.WriteString(a.stdout, b.String())
 		return err
@@ -549,7 +549,7 @@ crash, a client gone, a full quota). Prints one line per removed dataset
 		}
 		tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
 		for _, r := range g.Removed {
-			fmt.Fprintf(tw, "removed %s\t%s\t%s\n", r.CID, formatSize(jsonUint(r.Bytes)), r.Reason)
+			fmt.Fprintf(tw, "removed %s\t%s\t%s\n", r.CID, formatSize(r.Bytes), r.Reason)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -558,10 +558,10 @@ crash, a client gone, a full quota). Prints one line per removed dataset
 		if g.DatasetsRemoved == 1 {
 			noun = "dataset"
 		}
-		if u := jsonUint(g.UnreferencedBytesFreed); u > 0 {
+		if u := g.UnreferencedBytesFreed; u > 0 {
 			fmt.Fprintf(a.stdout, "freed %s no dataset needed (left by an interrupted upload or fetch)\n", formatSize(u))
 		}
-		_, err = fmt.Fprintf(a.stdout, "%d %s removed, %s freed\n", g.DatasetsRemoved, noun, formatSize(jsonUint(g.BytesFreed)))
+		_, err = fmt.Fprintf(a.stdout, "%d %s removed, %s freed\n", g.DatasetsRemoved, noun, formatSize(g.BytesFreed))
 		return err
 	})
 	return a.bindAll(cmd)
@@ -586,9 +586,9 @@ func (a *app) newSpaceCmd() *cobra.Command {
 		if asJSON {
 			return writeRaw(a.stdout, raw)
 		}
-		maxB, used, reserved := jsonUint(s.QuotaMaxBytes), jsonUint(s.QuotaUsedBytes), jsonUint(s.QuotaReservedBytes)
+		maxB, used, reserved := s.QuotaMaxBytes, s.QuotaUsedBytes, s.QuotaReservedBytes
 		tw := tabwriter.NewWriter(a.stdout, 0, 8, 1, ' ', 0)
-		fmt.Fprintf(tw, "blocks:\t%s\n", orDash(s.TotalBlocks.String()))
+		fmt.Fprintf(tw, "blocks:\t%d\n", s.TotalBlocks)
 		fmt.Fprintf(tw, "used:\t%s\n", formatSize(used))
 		fmt.Fprintf(tw, "reserved:\t%s\n", formatSize(reserved))
 		if maxB == 0 {
@@ -630,10 +630,10 @@ func (a *app) newStatusCmd() *cobra.Command {
 			fmt.Fprintf(tw, "\t%s\n", p)
 		}
 		quota := "unlimited"
-		if q := jsonUint(s.QuotaMaxBytes); q > 0 {
+		if q := s.QuotaMaxBytes; q > 0 {
 			quota = formatSize(q)
 		}
-		fmt.Fprintf(tw, "store:\t%s used of %s, %s blocks\n", formatSize(jsonUint(s.QuotaUsedBytes)), quota, orDash(s.TotalBlocks.String()))
+		fmt.Fprintf(tw, "store:\t%s used of %s, %d blocks\n", formatSize(s.QuotaUsedBytes), quota, s.TotalBlocks)
 		fmt.Fprintf(tw, "fetches:\t%d\n", len(info.Fetches))
 		for _, f := range info.Fetches {
 			state := "running"
@@ -643,16 +643,9 @@ func (a *app) newStatusCmd() *cobra.Command {
 			case f.Done:
 				state = "done"
 			}
-			fmt.Fprintf(tw, "\t%s\t%d/%d blocks\t%s\n", f.CID, f.Fetched, f.Blocks, state)
+			fmt.Fprintf(tw, "\t%s\t%d/%d blocks\t%s\n", f.CID, f.FetchedBlocks, f.TotalBlocks, state)
 		}
 		return tw.Flush()
 	})
 	return a.bindAll(cmd)
-}
-
-// jsonUint reads a byte or block count from the daemon's JSON; a missing
-// or malformed one reads as 0.
-func jsonUint(n json.Number) uint64 {
-	v, _ := strconv.ParseUint(n.String(), 10, 64)
-	return v
 }

@@ -13,7 +13,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/meshfs/meshfs/node/httpapi/api"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -257,7 +259,7 @@ func (f *fakeDaemon) pin(w http.ResponseWriter, r *http.Request) {
 	fetching := d.unpinned
 	d.unpinned = false
 	f.mu.Unlock()
-	writeJSON(w, map[string]any{"cid": cid, "pinned": true, "local": true, "fetching": fetching})
+	writeJSON(w, api.PinResult{CID: cid, Pinned: true, Local: true, Fetching: fetching})
 }
 
 func (f *fakeDaemon) unpin(w http.ResponseWriter, r *http.Request) {
@@ -274,8 +276,7 @@ func (f *fakeDaemon) unpin(w http.ResponseWriter, r *http.Request) {
 // gc removes every unpinned dataset, each freeing its length.
 func (f *fakeDaemon) gc(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	removed := []map[string]any{}
-	freed := 0
+	out := api.GCResult{Removed: []api.Collected{}}
 	var order []string
 	for _, cid := range f.order {
 		d := f.datasets[cid]
@@ -283,36 +284,39 @@ func (f *fakeDaemon) gc(w http.ResponseWriter, r *http.Request) {
 			order = append(order, cid)
 			continue
 		}
-		removed = append(removed, map[string]any{"cid": cid, "reason": "expired", "bytes": len(d.data), "lastAccess": "2030-01-01T00:00:00Z"})
-		freed += len(d.data)
+		out.Removed = append(out.Removed, api.Collected{CID: cid, Reason: "expired", Bytes: uint64(len(d.data)), LastAccess: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)})
+		out.BytesFreed += uint64(len(d.data))
 		delete(f.datasets, cid)
 	}
 	f.order = order
 	f.mu.Unlock()
-	writeJSON(w, map[string]any{"datasetsRemoved": len(removed), "bytesFreed": freed, "removed": removed})
+	out.DatasetsRemoved = len(out.Removed)
+	writeJSON(w, out)
 }
 
 func (f *fakeDaemon) space(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, map[string]any{
-		"totalBlocks":        1234,
-		"quotaMaxBytes":      10 << 30,
-		"quotaUsedBytes":     3 << 29, // 1.5 GiB
-		"quotaReservedBytes": 1 << 20,
+	writeJSON(w, api.Space{
+		TotalBlocks:        1234,
+		QuotaMaxBytes:      10 << 30,
+		QuotaUsedBytes:     3 << 29, // 1.5 GiB
+		QuotaReservedBytes: 1 << 20, // Codex's, for storage contracts
 	})
 }
 
 func (f *fakeDaemon) debugInfo(w http.ResponseWriter, r *http.Request) {
 	id := "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
-	writeJSON(w, map[string]any{
-		"id": id,
-		"addrs": []string{
+	writeJSON(w, api.DebugInfo{
+		ID: id,
+		Addrs: []string{
 			"/ip4/192.0.2.7/tcp/8070",
 			"/ip4/192.0.2.7/udp/8070/quic-v1",
 			"/ip4/198.18.0.1/tcp/8070/p2p/" + id,
 		},
-		"repo":              "/home/u/.meshfs",
-		"announceAddresses": []string{},
-		"codex":             map[string]any{"version": "meshfs-test", "revision": "0"},
+		Repo:              "/home/u/.meshfs",
+		AnnounceAddresses: []string{},
+		Peers:             []string{},
+		Fetches:           []api.FetchProgress{},
+		Codex:             api.Version{Version: "meshfs-test", Revision: "0"},
 	})
 }
 
