@@ -86,7 +86,7 @@ type Options struct {
 	// MaxOffences is how many offences a peer may commit before it is
 	// dropped and ignored (default 3). An offence is a block that fails
 	// verification, or a block we never asked that peer for (see
-	// conduct.go); the count survives reconnections and decays with time.
+	// ledger.go); the count survives reconnections and decays with time.
 	MaxOffences int
 	// BanFor is how long a dropped peer is ignored (default 10 minutes).
 	BanFor time.Duration
@@ -124,8 +124,7 @@ type Client struct {
 	order       []*want // wants by arrival: earlier blocks of a stream first
 	peerSt      map[peer.ID]*peerState
 	trees       map[cid.Cid]*treeState
-	banned      map[peer.ID]time.Time
-	offence     map[peer.ID]offences // kept across reconnections; see conduct.go
+	ledger      *ledger
 	stats       Stats
 	scanned     time.Time       // last prune of bans and asked records
 	sendRefused *limit.Reporter // want lists a peer's full queue refused
@@ -191,7 +190,8 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 		// waits, and the peer's stream with it.
 		verifyQ: make(chan delivery, 64),
 		wants:   map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
-		trees: map[cid.Cid]*treeState{}, banned: map[peer.ID]time.Time{}, offence: map[peer.ID]offences{}, live: map[peer.ID]bool{},
+		trees: map[cid.Cid]*treeState{}, live: map[peer.ID]bool{},
+		ledger:      newLedger(opts.MaxOffences, opts.BanFor, lateGrace(opts.BlockTimeout)),
 		stats:       Stats{BlocksFrom: map[peer.ID]uint64{}},
 		sendRefused: limit.New(opts.Logger, "want_send_refused", "messages queued to one peer (its send queue)"),
 	}
@@ -281,20 +281,10 @@ type peerState struct {
 	busy                 bool
 	price                uint64
 	haveTrees            map[cid.Cid]bool // trees it has said Have for
-	// asked holds, for each block we sent this peer WantBlocks for and it
-	// has not delivered, how many and until when a delivery is still
-	// welcome: a block arriving after we cancelled (or timed out, or got
-	// it elsewhere) is a late answer, not an offence (conduct.go).
-	asked map[message.Key]askRecord
 	// congested: a want list to this peer found its queue full; it is
 	// passed over until then.
 	congested time.Time
 }
-
-// lateGrace is how long after a WantBlock its answer is not an offence,
-// however late: the want may sit behind a long queue at the peer and in
-// flight after our cancel.
-func (c *Client) lateGrace() time.Duration { return max(4*c.opts.BlockTimeout, time.Minute) }
 
 // treeState remembers who provides a dataset.
 type treeState struct {
@@ -509,7 +499,7 @@ func (c *Client) schedule() {
 	}
 	if now.Sub(c.scanned) >= time.Second {
 		c.scanned = now
-		c.prune(now)
+		c.ledger.prune(now)
 	}
 	c.mu.Unlock()
 
@@ -549,35 +539,11 @@ func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
 		if w.sentTo == p {
 			w.sentTo = ""
 			c.release(p)
-			if st := c.peerSt[p]; st != nil {
-				st.unask(w.key)
-			}
+			c.ledger.unask(p, w.key)
 		}
 	}
 	c.mu.Unlock()
 	c.poke()
-}
-
-// prune forgets expired bans and asked records. Callers hold mu.
-func (c *Client) prune(now time.Time) {
-	for p, until := range c.banned {
-		if !now.Before(until) {
-			delete(c.banned, p)
-			delete(c.offence, p)
-		}
-	}
-	for p, o := range c.offence {
-		if o.forgiven(now) && !c.isBanned(p, now) {
-			delete(c.offence, p)
-		}
-	}
-	for _, st := range c.peerSt {
-		for k, r := range st.asked {
-			if !now.Before(r.until) {
-				delete(st.asked, k)
-			}
-		}
-	}
 }
 
 func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out map[peer.ID][]message.Entry, discover *[]cid.Cid) {
@@ -635,7 +601,7 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	}
 	asked := 0
 	for _, p := range candidates {
-		if w.dontHaves[p] || c.isBanned(p, now) || c.isCongested(p, now) {
+		if w.dontHaves[p] || c.ledger.isBanned(p, now) || c.isCongested(p, now) {
 			continue
 		}
 		if st := c.peerSt[p]; w.haves[p] || (st != nil && st.haveTrees[t]) {
@@ -682,7 +648,7 @@ func (c *Client) anyHolder(w *want, t cid.Cid, now time.Time) bool {
 	for p, st := range c.peerSt {
 		// Not live: gone, its state brought back by a late message; best
 		// would never pick it, so it must not keep the want waiting.
-		if w.dontHaves[p] || c.isBanned(p, now) || !c.live[p] {
+		if w.dontHaves[p] || c.ledger.isBanned(p, now) || !c.live[p] {
 			continue
 		}
 		if w.haves[p] || st.haveTrees[t] || !w.slow[p].IsZero() {
@@ -736,7 +702,7 @@ func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
 	)
 	now := c.now()
 	for p, st := range c.peerSt {
-		if !ok(p) || !c.live[p] || w.dontHaves[p] || st.inflight >= st.window(c.opts.Window) || c.isBanned(p, now) || now.Before(st.congested) {
+		if !ok(p) || !c.live[p] || w.dontHaves[p] || st.inflight >= st.window(c.opts.Window) || c.ledger.isBanned(p, now) || now.Before(st.congested) {
 			continue
 		}
 		if at := w.slow[p]; !at.IsZero() && now.Sub(at) < c.opts.BlockTimeout {
@@ -770,7 +736,7 @@ func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.I
 		st.busy = false
 	}
 	st.inflight++
-	st.ask(w.key, now.Add(c.lateGrace()))
+	c.ledger.ask(p, w.key, now)
 	out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantBlock, SendDontHave: true})
 }
 
@@ -783,7 +749,7 @@ func (c *Client) release(p peer.ID) {
 func (c *Client) peer(p peer.ID) *peerState {
 	st := c.peerSt[p]
 	if st == nil {
-		st = &peerState{haveTrees: map[cid.Cid]bool{}, asked: map[message.Key]askRecord{}}
+		st = &peerState{haveTrees: map[cid.Cid]bool{}}
 		c.peerSt[p] = st
 	}
 	return st
@@ -798,11 +764,6 @@ func (c *Client) tree(t cid.Cid) *treeState {
 	return ts
 }
 
-func (c *Client) isBanned(p peer.ID, now time.Time) bool {
-	until, ok := c.banned[p]
-	return ok && now.Before(until)
-}
-
 func (c *Client) isCongested(p peer.ID, now time.Time) bool {
 	st := c.peerSt[p]
 	return st != nil && now.Before(st.congested)
@@ -813,7 +774,7 @@ func (c *Client) isCongested(p peer.ID, now time.Time) bool {
 func (c *Client) Banned(p peer.ID) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.isBanned(p, c.now())
+	return c.ledger.isBanned(p, c.now())
 }
 
 // send hands entries to p's queue without waiting; it reports whether they
@@ -863,7 +824,7 @@ func (c *Client) discover(t cid.Cid) {
 	var wg sync.WaitGroup
 	for _, ai := range provs {
 		c.mu.Lock()
-		banned := c.isBanned(ai.ID, c.now())
+		banned := c.ledger.isBanned(ai.ID, c.now())
 		c.mu.Unlock()
 		if banned {
 			continue // dialling it again would undo the ban
@@ -889,7 +850,7 @@ func (c *Client) discover(t cid.Cid) {
 // HandlePresences records what p says it has.
 func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 	c.mu.Lock()
-	if c.isBanned(p, c.now()) {
+	if c.ledger.isBanned(p, c.now()) {
 		c.mu.Unlock()
 		return
 	}
@@ -972,7 +933,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	key := d.Address.Key()
 	now := c.now()
 	c.mu.Lock()
-	if c.isBanned(p, now) {
+	if c.ledger.isBanned(p, now) {
 		c.mu.Unlock() // the rest of a banned peer's message is ignored
 		return
 	}
@@ -982,7 +943,8 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 		// late answer (we cancelled, timed out, or got it elsewhere). If
 		// not, p is pushing blocks nobody asked for, which costs us
 		// bandwidth and hashing: an offence.
-		if c.peer(p).answered(key, now) {
+		c.peer(p) // a peer's state, once known, goes only with forget
+		if c.ledger.answered(p, key, now) {
 			c.stats.Unwanted++
 		} else {
 			c.stats.Unsolicited++
@@ -1016,7 +978,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.peer(p)
-	st.answered(key, now)
+	c.ledger.answered(p, key, now)
 	if w.sentTo == p {
 		c.release(p)
 		if err == nil {
@@ -1075,6 +1037,20 @@ func (c *Client) forget(p peer.ID) {
 		delete(ts.providers, p)
 	}
 	delete(c.peerSt, p)
+	c.ledger.forget(p)
+}
+
+// offend counts an offence of p and drops p once the ledger bans it: it
+// is forgotten and disconnected. Callers hold mu.
+func (c *Client) offend(p peer.ID, now time.Time) {
+	n, banned := c.ledger.offend(p, now)
+	if !banned {
+		return
+	}
+	c.log.Warn("exchange: dropping peer after repeated offences", "peer", p, "offences", n)
+	c.stats.PeersDropped++
+	c.forget(p)
+	go c.peers.Disconnect(p)
 }
 
 // resolve completes w for every waiter. Callers hold mu.

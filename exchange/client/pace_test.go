@@ -44,7 +44,7 @@ func TestPaceFromBatches(t *testing.T) {
 func TestBestWeighsQueuesByPace(t *testing.T) {
 	fast, slow := peer.ID("fast"), peer.ID("slow")
 	c := &Client{opts: Options{Window: 64, BlockTimeout: time.Second}, peerSt: map[peer.ID]*peerState{},
-		live: map[peer.ID]bool{fast: true, slow: true}, banned: map[peer.ID]time.Time{}}
+		live: map[peer.ID]bool{fast: true, slow: true}, ledger: newLedger(3, time.Hour, time.Minute)}
 	for _, p := range []peer.ID{fast, slow} {
 		c.peer(p)
 	}
@@ -80,7 +80,7 @@ func TestBestWeighsQueuesByPace(t *testing.T) {
 // minute as one slow block.
 func TestPaceIgnoresIdleAfterWantsRunOut(t *testing.T) {
 	p := peer.ID("p")
-	c := &Client{peerSt: map[peer.ID]*peerState{}}
+	c := &Client{peerSt: map[peer.ID]*peerState{}, ledger: newLedger(3, time.Hour, time.Minute)}
 	st := c.peer(p)
 	start := time.Unix(1000, 0)
 	st.inflight = 64
@@ -105,7 +105,7 @@ func TestPaceIgnoresIdleAfterWantsRunOut(t *testing.T) {
 func TestBestFallsBackToLatency(t *testing.T) {
 	near, far := peer.ID("near"), peer.ID("far")
 	c := &Client{opts: Options{Window: 64, BlockTimeout: time.Second}, peerSt: map[peer.ID]*peerState{},
-		live: map[peer.ID]bool{near: true, far: true}, banned: map[peer.ID]time.Time{}}
+		live: map[peer.ID]bool{near: true, far: true}, ledger: newLedger(3, time.Hour, time.Minute)}
 	c.peer(near).latency = 5 * time.Millisecond
 	c.peer(far).latency = 500 * time.Millisecond
 	w := &want{dontHaves: map[peer.ID]bool{}, slow: map[peer.ID]time.Time{}}

@@ -7,7 +7,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshfs/meshfs/exchange/message"
-	"github.com/meshfs/meshfs/store"
 )
 
 // A peer's window holds about a second of its deliveries, within bounds:
@@ -101,17 +100,20 @@ func TestBytesArrivingAreProgress(t *testing.T) {
 // A reader waiting on a tree hears of the peers serving its wants, and
 // only of those: bytes from a peer busy with another tree are not progress.
 func TestProgressHearsThePeersServingATree(t *testing.T) {
-	now := time.Unix(5000, 0)
-	c := bareClient(&now)
-	heard := now.Add(-time.Second)
-	c.snd = heardAt(heard)
-	tree := store.NewBlock(store.CodecRoot, []byte("t")).CID
-	other := store.NewBlock(store.CodecRoot, []byte("u")).CID
+	c, net, clk := newTestClient(t, Options{})
+	p := peer.ID("p")
+	net.connect(p)
+	tree, other := testTree("t"), testTree("u")
 	if at, n := c.Progress(tree); !at.IsZero() || n != 0 {
 		t.Fatalf("progress with no wants = %v, %d; want nothing", at, n)
 	}
 	a := message.LeafAddress(tree, 3)
-	c.wants[a.Key()] = &want{addr: a, key: a.Key(), sentTo: "p"}
+	go c.GetLeaf(t.Context(), tree, 3)
+	net.expect(t, p, a, "want-have")
+	c.HandlePresences(p, []message.Presence{{Address: a, Type: message.Have}})
+	net.expect(t, p, a, "want-block")
+	heard := clk.now().Add(-time.Second)
+	net.hear(heard)
 	if at, _ := c.Progress(tree); !at.Equal(heard) {
 		t.Errorf("progress of the tree = %v; want %v, when its peer was heard", at, heard)
 	}
