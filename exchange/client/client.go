@@ -11,7 +11,6 @@
 package client
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,17 +121,12 @@ type Client struct {
 	mu          sync.Mutex
 	wants       map[message.Key]*want
 	order       []*want // wants by arrival: earlier blocks of a stream first
-	peerSt      map[peer.ID]*peerState
+	pm          *peerManager
 	trees       map[cid.Cid]*treeState
 	ledger      *ledger
 	stats       Stats
 	scanned     time.Time       // last prune of bans and asked records
 	sendRefused *limit.Reporter // want lists a peer's full queue refused
-	// live is the peers connected at this scheduling pass. Only they are
-	// sent WantBlocks: a message from a peer may be handled after its
-	// disconnect was (PeerGone), bringing back its state, and a WantBlock
-	// to a peer that is gone would wait out BlockTimeout.
-	live map[peer.ID]bool
 }
 
 // Stats counts what the client has done.
@@ -180,17 +174,22 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	now := opts.Clock
+	if now == nil {
+		now = time.Now
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
+		pm:  newPeerManager(now, snd, opts),
 		snd: snd, disc: disc, peers: peers, st: st, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		// A window's worth of deliveries may wait (64 blocks, 4 MiB of
 		// 64 KiB ones): a whole batch is handed over at once and the
 		// stream reader goes back to the next message; beyond that it
 		// waits, and the peer's stream with it.
-		verifyQ: make(chan delivery, 64),
-		wants:   map[message.Key]*want{}, peerSt: map[peer.ID]*peerState{},
-		trees: map[cid.Cid]*treeState{}, live: map[peer.ID]bool{},
+		verifyQ:     make(chan delivery, 64),
+		wants:       map[message.Key]*want{},
+		trees:       map[cid.Cid]*treeState{},
 		ledger:      newLedger(opts.MaxOffences, opts.BanFor, lateGrace(opts.BlockTimeout)),
 		stats:       Stats{BlocksFrom: map[peer.ID]uint64{}},
 		sendRefused: limit.New(opts.Logger, "want_send_refused", "messages queued to one peer (its send queue)"),
@@ -234,9 +233,7 @@ func (c *Client) Stats() Stats {
 	for p, n := range c.stats.BlocksFrom {
 		s.BlocksFrom[p] = n
 	}
-	for _, st := range c.peerSt {
-		s.InFlight += st.inflight
-	}
+	s.InFlight = c.pm.inflight()
 	return s
 }
 
@@ -266,24 +263,6 @@ type want struct {
 	// urgent: some waiter is a read, not background work (store.Background).
 	// It stays set if that reader gives up; the want is then done soon.
 	urgent bool
-}
-
-// peerState is what we know of a peer: its load, speed and conduct.
-type peerState struct {
-	inflight int
-	latency  time.Duration // EWMA of WantBlock → Block
-	// The peer's pace: the time it takes per block while it has wants
-	// outstanding, from the gaps between its deliveries (paceTime over
-	// paceBlocks, both decaying by paceDecay per block). busy says it
-	// still had wants outstanding when its last block came, at lastBlock.
-	paceTime, paceBlocks float64
-	lastBlock            time.Time
-	busy                 bool
-	price                uint64
-	haveTrees            map[cid.Cid]bool // trees it has said Have for
-	// congested: a want list to this peer found its queue full; it is
-	// passed over until then.
-	congested time.Time
 }
 
 // treeState remembers who provides a dataset.
@@ -404,7 +383,7 @@ func (c *Client) abandon(w *want) {
 		delete(c.wants, w.key)
 		if w.sentTo != "" {
 			cancelAt = w.sentTo
-			c.release(w.sentTo)
+			c.pm.release(w.sentTo)
 		}
 	}
 	c.mu.Unlock()
@@ -471,10 +450,7 @@ func (c *Client) schedule() {
 
 	c.mu.Lock()
 	connected := c.peers.Connected()
-	clear(c.live)
-	for _, p := range connected {
-		c.live[p] = true
-	}
+	c.pm.setLive(connected)
 	live := c.order[:0]
 	for _, w := range c.order {
 		if !w.resolved {
@@ -524,9 +500,7 @@ func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
 	c.mu.Lock()
 	c.stats.SendsRefused++
 	c.sendRefused.Hit("peer", p)
-	if st := c.peerSt[p]; st != nil {
-		st.congested = now.Add(c.opts.HaveTimeout)
-	}
+	c.pm.congest(p, now.Add(c.opts.HaveTimeout))
 	for _, e := range entries {
 		w := c.wants[e.Address.Key()]
 		if w == nil || e.Cancel {
@@ -538,7 +512,7 @@ func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
 		}
 		if w.sentTo == p {
 			w.sentTo = ""
-			c.release(p)
+			c.pm.release(p)
 			c.ledger.unask(p, w.key)
 		}
 	}
@@ -548,7 +522,7 @@ func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
 
 func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out map[peer.ID][]message.Entry, discover *[]cid.Cid) {
 	if w.sentTo != "" {
-		late, skipped := c.overdue(w, c.peerSt[w.sentTo], now)
+		late, skipped := c.pm.overdue(w.sentTo, w.sentAt, w.sentPos, now)
 		if !late {
 			return
 		}
@@ -560,7 +534,7 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 		if !skipped {
 			w.slow[w.sentTo] = now
 		}
-		c.release(w.sentTo)
+		c.pm.release(w.sentTo)
 		w.sentTo = ""
 	}
 	t := target(w.addr)
@@ -583,10 +557,7 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	// Peers that hold the dataset (they said Have for other blocks of the
 	// tree, or announced it) are asked for the block straight away, with
 	// send-dont-have so a gap costs one round trip and not a timeout.
-	if p, ok := c.best(w, func(p peer.ID) bool {
-		st := c.peerSt[p]
-		return st != nil && st.haveTrees[t]
-	}); ok {
+	if p, ok := c.best(w, func(p peer.ID) bool { return c.pm.holds(p, t) }); ok {
 		c.sendWantBlock(w, p, now, out)
 		return
 	}
@@ -601,10 +572,10 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	}
 	asked := 0
 	for _, p := range candidates {
-		if w.dontHaves[p] || c.ledger.isBanned(p, now) || c.isCongested(p, now) {
+		if w.dontHaves[p] || c.ledger.isBanned(p, now) || c.pm.isCongested(p, now) {
 			continue
 		}
-		if st := c.peerSt[p]; w.haves[p] || (st != nil && st.haveTrees[t]) {
+		if w.haves[p] || c.pm.holds(p, t) {
 			// A holder we could not use above has its window full: it
 			// gets the WantBlock when a slot frees. Asking it WantHave
 			// meanwhile would only cost a presence round trip per block.
@@ -645,114 +616,32 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 // anyHolder reports whether some usable peer may still deliver w: it said
 // Have for it, or holds its dataset, and has not said DontHave for it.
 func (c *Client) anyHolder(w *want, t cid.Cid, now time.Time) bool {
-	for p, st := range c.peerSt {
-		// Not live: gone, its state brought back by a late message; best
-		// would never pick it, so it must not keep the want waiting.
-		if w.dontHaves[p] || c.ledger.isBanned(p, now) || !c.live[p] {
-			continue
+	return c.pm.anyLive(func(p peer.ID, st *peerState) bool {
+		if w.dontHaves[p] || c.ledger.isBanned(p, now) {
+			return false
 		}
-		if w.haves[p] || st.haveTrees[t] || !w.slow[p].IsZero() {
-			return true
-		}
-	}
-	return false
+		return w.haves[p] || st.haveTrees[t] || !w.slow[p].IsZero()
+	})
 }
 
-// paceDecay weighs a peer's older block gaps against newer ones: about
-// the last 100 blocks count, six batches of a steady sender, which keeps
-// the estimate within some 8% of the truth whatever the phase of the
-// current batch.
-const paceDecay = 0.99
-
-// paced records a block that came from the peer at arrived, a delivery
-// we asked it for; its wants outstanding are already counted down.
-// Blocks come in batches and are handled out of order by the verifiers,
-// so single gaps say little, but their sum over the blocks of a busy
-// stretch is the time the peer took for them.
-func (st *peerState) paced(arrived time.Time) {
-	if st.busy {
-		st.paceTime = st.paceTime*paceDecay + float64(max(arrived.Sub(st.lastBlock), 0))
-		st.paceBlocks = st.paceBlocks*paceDecay + 1
-	}
-	if arrived.After(st.lastBlock) {
-		st.lastBlock = arrived
-	}
-	st.busy = st.inflight > 0
-}
-
-// pace is the peer's time per block while busy; 0 until measured.
-func (st *peerState) pace() time.Duration {
-	if st.paceBlocks == 0 {
-		return 0
-	}
-	return time.Duration(st.paceTime / st.paceBlocks)
-}
-
-// best picks, among peers that pass ok and have room, the one expected to
-// deliver soonest: fewest outstanding blocks weighted by its pace, within
-// the price we pay. Pace, not latency: a peer's latency grows with the
-// wants it already has queued, so weighting those by it again swings
-// wants from one peer to the other and back, and a reader waits for
-// whichever fell behind.
-func (c *Client) best(w *want, ok func(peer.ID) bool) (peer.ID, bool) {
-	var (
-		bestP     peer.ID
-		bestScore time.Duration
-		found     bool
-	)
-	now := c.now()
-	for p, st := range c.peerSt {
-		if !ok(p) || !c.live[p] || w.dontHaves[p] || st.inflight >= st.window(c.opts.Window) || c.ledger.isBanned(p, now) || now.Before(st.congested) {
-			continue
+// best picks the peer for w among those pick accepts: see
+// peerManager.best. Passed over are those that said DontHave, are banned,
+// or let a WantBlock for w time out less than a BlockTimeout ago.
+func (c *Client) best(w *want, pick func(peer.ID) bool) (peer.ID, bool) {
+	return c.pm.best(func(p peer.ID, now time.Time) bool {
+		if !pick(p) || w.dontHaves[p] || c.ledger.isBanned(p, now) {
+			return false
 		}
-		if at := w.slow[p]; !at.IsZero() && now.Sub(at) < c.opts.BlockTimeout {
-			continue
-		}
-		if c.opts.MaxPrice > 0 && st.price > c.opts.MaxPrice {
-			continue
-		}
-		per := st.pace()
-		if per == 0 {
-			// Never asked for more than one block at a time: its latency
-			// is all there is to go by, and unmeasured, be optimistic so
-			// that new peers get tried.
-			per = cmp.Or(st.latency, time.Millisecond)
-		}
-		score := time.Duration(st.inflight+1) * per
-		if !found || score < bestScore {
-			bestP, bestScore, found = p, score, true
-		}
-	}
-	return bestP, found
+		at := w.slow[p]
+		return at.IsZero() || now.Sub(at) >= c.opts.BlockTimeout
+	})
 }
 
 func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.ID][]message.Entry) {
 	w.sentTo, w.sentAt = p, now
-	st := c.peer(p)
-	w.sentPos = st.inflight
-	if st.inflight == 0 {
-		// Idle since its wants last ran out, however they did (delivered,
-		// refused, timed out, cancelled): that wait is not its pace.
-		st.busy = false
-	}
-	st.inflight++
+	w.sentPos = c.pm.take(p)
 	c.ledger.ask(p, w.key, now)
 	out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantBlock, SendDontHave: true})
-}
-
-func (c *Client) release(p peer.ID) {
-	if st := c.peerSt[p]; st != nil && st.inflight > 0 {
-		st.inflight--
-	}
-}
-
-func (c *Client) peer(p peer.ID) *peerState {
-	st := c.peerSt[p]
-	if st == nil {
-		st = &peerState{haveTrees: map[cid.Cid]bool{}}
-		c.peerSt[p] = st
-	}
-	return st
 }
 
 func (c *Client) tree(t cid.Cid) *treeState {
@@ -762,11 +651,6 @@ func (c *Client) tree(t cid.Cid) *treeState {
 		c.trees[t] = ts
 	}
 	return ts
-}
-
-func (c *Client) isCongested(p peer.ID, now time.Time) bool {
-	st := c.peerSt[p]
-	return st != nil && now.Before(st.congested)
 }
 
 // Banned reports whether p has been dropped for misconduct and is still
@@ -838,7 +722,7 @@ func (c *Client) discover(t cid.Cid) {
 			}
 			c.mu.Lock()
 			c.tree(t).providers[ai.ID] = true
-			c.peer(ai.ID)
+			c.pm.get(ai.ID)
 			c.mu.Unlock()
 			c.poke()
 		}()
@@ -867,7 +751,7 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 		if _, wanted := c.trees[t]; w == nil && !wanted {
 			continue
 		}
-		st := c.peer(p)
+		st := c.pm.get(p)
 		if pr.Type == message.Have {
 			st.haveTrees[t] = true
 			if price, ok := message.PriceUint64(pr.Price); ok {
@@ -885,7 +769,7 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 			delete(w.haves, p)
 			if w.sentTo == p {
 				w.sentTo = ""
-				c.release(p)
+				c.pm.release(p)
 			}
 		}
 	}
@@ -943,7 +827,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 		// late answer (we cancelled, timed out, or got it elsewhere). If
 		// not, p is pushing blocks nobody asked for, which costs us
 		// bandwidth and hashing: an offence.
-		c.peer(p) // a peer's state, once known, goes only with forget
+		c.pm.get(p) // a peer's state, once known, goes only with forget
 		if c.ledger.answered(p, key, now) {
 			c.stats.Unwanted++
 		} else {
@@ -977,21 +861,16 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.peer(p)
+	st := c.pm.get(p)
 	c.ledger.answered(p, key, now)
 	if w.sentTo == p {
-		c.release(p)
+		c.pm.release(p)
 		if err == nil {
 			lat := c.now().Sub(w.sentAt)
 			if c.opts.ObserveLatency != nil {
 				c.opts.ObserveLatency(lat)
 			}
-			if st.latency == 0 {
-				st.latency = lat
-			} else {
-				st.latency = (st.latency*7 + lat) / 8
-			}
-			st.paced(now)
+			st.delivered(lat, now)
 		}
 		w.sentTo = ""
 	}
@@ -1036,7 +915,7 @@ func (c *Client) forget(p peer.ID) {
 	for _, ts := range c.trees {
 		delete(ts.providers, p)
 	}
-	delete(c.peerSt, p)
+	c.pm.remove(p)
 	c.ledger.forget(p)
 }
 
@@ -1062,7 +941,7 @@ func (c *Client) resolve(w *want, err error) {
 	w.err = err
 	delete(c.wants, w.key)
 	if w.sentTo != "" {
-		c.release(w.sentTo)
+		c.pm.release(w.sentTo)
 		w.sentTo = ""
 	}
 	close(w.done)

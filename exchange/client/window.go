@@ -1,6 +1,10 @@
 package client
 
-import "time"
+import (
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
 
 // How much to ask of each peer, and when a want at a peer is late: both
 // follow the peer's measured pace (its time per block while busy), not
@@ -39,33 +43,34 @@ func (st *peerState) window(limit int) int {
 	return max(min(int(queueTarget/per)+1, limit), min(minWindow, limit))
 }
 
-// overdue reports whether w, sent to the peer whose state is st, is late
-// enough to ask again, and whether the peer skipped it while delivering
-// others (rather than going quiet).
-func (c *Client) overdue(w *want, st *peerState, now time.Time) (late, skipped bool) {
-	age := now.Sub(w.sentAt)
+// overdue reports whether a want sent to p at sentAt, with pos wants
+// before it there, is late enough to ask again, and whether the peer
+// skipped it while delivering others (rather than going quiet).
+func (pm *peerManager) overdue(p peer.ID, sentAt time.Time, pos int, now time.Time) (late, skipped bool) {
+	age := now.Sub(sentAt)
+	st := pm.st[p]
 	if st == nil {
-		return age >= c.opts.BlockTimeout, false
+		return age >= pm.timeout, false
 	}
-	heard := w.sentAt
+	heard := sentAt
 	if st.lastBlock.After(heard) {
 		heard = st.lastBlock
 	}
-	if age >= c.opts.BlockTimeout && now.Sub(heard) >= c.opts.BlockTimeout {
+	if age >= pm.timeout && now.Sub(heard) >= pm.timeout {
 		// No block for that long; bytes may still be coming. Asked only
 		// here, not on every pass over every want: it takes a lock.
-		if c.snd == nil || now.Sub(c.snd.LastHeard(w.sentTo)) >= c.opts.BlockTimeout {
+		if pm.heard == nil || now.Sub(pm.heard.LastHeard(p)) >= pm.timeout {
 			return true, false
 		}
 	}
 	per := st.pace()
-	if per <= 0 || st.lastBlock.Before(w.sentAt) {
+	if per <= 0 || st.lastBlock.Before(sentAt) {
 		return false, false // nothing since it was sent: not yet a skip
 	}
 	// Blocks come in batches, each whole only when its last byte has:
 	// the want may wait for a window's worth of blocks beyond its place.
 	// (Without that, a batch of four taking 16 s behind 128 kbit/s had
 	// its first block taken for skipped, and asked twice.)
-	due := max(time.Duration(overdueFactor*(w.sentPos+st.window(c.opts.Window)))*per, skipAfter)
+	due := max(time.Duration(overdueFactor*(pos+st.window(pm.limit)))*per, skipAfter)
 	return age >= due, age >= due
 }

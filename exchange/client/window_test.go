@@ -41,7 +41,6 @@ func TestWindowFollowsPace(t *testing.T) {
 // should take (a skip, which may be asked again of the same peer); never
 // while a slow peer keeps working through its queue.
 func TestOverdueFollowsProgress(t *testing.T) {
-	c := &Client{opts: Options{BlockTimeout: 10 * time.Second, Window: 64}}
 	sent := time.Unix(1000, 0)
 	slow := &peerState{paceTime: float64(4 * time.Second), paceBlocks: 1}        // 128 kbit/s
 	fast := &peerState{paceTime: float64(200 * time.Microsecond), paceBlocks: 1} // loopback
@@ -63,10 +62,11 @@ func TestOverdueFollowsProgress(t *testing.T) {
 		{"fast peer, this one just sent", fast, 10, 500 * time.Millisecond, 400 * time.Millisecond, false, false},
 		{"pace unknown, delivering", &peerState{}, 5, 30 * time.Second, 25 * time.Second, false, false},
 	} {
-		st := *tc.st
+		pm := testPeers(nil, "p")
+		st := pm.lookup("p")
+		*st = *tc.st
 		st.lastBlock = sent.Add(tc.lastBlock)
-		w := &want{sentAt: sent, sentPos: tc.pos}
-		late, skipped := c.overdue(w, &st, sent.Add(tc.age))
+		late, skipped := pm.overdue("p", sent, tc.pos, sent.Add(tc.age))
 		if late != tc.late || skipped != tc.skipped {
 			t.Errorf("%s: late %v, skipped %v; want %v, %v", tc.name, late, skipped, tc.late, tc.skipped)
 		}
@@ -84,15 +84,15 @@ func (h heardAt) LastHeard(peer.ID) time.Time           { return time.Time(h) }
 // eight blocks takes half a minute.
 func TestBytesArrivingAreProgress(t *testing.T) {
 	sent := time.Unix(1000, 0)
-	st := &peerState{lastBlock: sent.Add(-time.Second)}
-	w := &want{sentTo: "p", sentAt: sent}
 	now := sent.Add(25 * time.Second)
-	quiet := &Client{opts: Options{BlockTimeout: 10 * time.Second, Window: 64}, snd: heardAt(sent.Add(-time.Second))}
-	if late, _ := quiet.overdue(w, st, now); !late {
+	quiet := testPeers(heardAt(sent.Add(-time.Second)), "p")
+	quiet.lookup("p").lastBlock = sent.Add(-time.Second)
+	if late, _ := quiet.overdue("p", sent, 0, now); !late {
 		t.Error("a peer heard from neither block nor byte for 25 s is not late")
 	}
-	busy := &Client{opts: Options{BlockTimeout: 10 * time.Second, Window: 64}, snd: heardAt(now.Add(-time.Second))}
-	if late, _ := busy.overdue(w, st, now); late {
+	busy := testPeers(heardAt(now.Add(-time.Second)), "p")
+	busy.lookup("p").lastBlock = sent.Add(-time.Second)
+	if late, _ := busy.overdue("p", sent, 0, now); late {
 		t.Error("a peer whose bytes came a second ago is taken for silent")
 	}
 }
