@@ -110,6 +110,9 @@ type Client struct {
 	st    Store
 	opts  Options
 	log   *slog.Logger
+	// now is the one clock of the client and all its parts: Options.Clock,
+	// or the wall clock.
+	now func() time.Time
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -119,10 +122,9 @@ type Client struct {
 	bg sync.WaitGroup
 
 	mu          sync.Mutex
-	wants       map[message.Key]*want
-	order       []*want // wants by arrival: earlier blocks of a stream first
+	wants       *wantManager
 	pm          *peerManager
-	trees       map[cid.Cid]*treeState
+	trees       *treeTracker
 	ledger      *ledger
 	stats       Stats
 	scanned     time.Time       // last prune of bans and asked records
@@ -180,17 +182,17 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
-		pm:  newPeerManager(now, snd, opts),
-		snd: snd, disc: disc, peers: peers, st: st, opts: opts, log: opts.Logger,
+		snd: snd, disc: disc, peers: peers, st: st, opts: opts, log: opts.Logger, now: now,
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		// A window's worth of deliveries may wait (64 blocks, 4 MiB of
 		// 64 KiB ones): a whole batch is handed over at once and the
 		// stream reader goes back to the next message; beyond that it
 		// waits, and the peer's stream with it.
 		verifyQ:     make(chan delivery, 64),
-		wants:       map[message.Key]*want{},
-		trees:       map[cid.Cid]*treeState{},
+		wants:       newWantManager(now),
+		pm:          newPeerManager(now, snd, opts),
 		ledger:      newLedger(opts.MaxOffences, opts.BanFor, lateGrace(opts.BlockTimeout)),
+		trees:       newTreeTracker(now, opts.RediscoverAfter),
 		stats:       Stats{BlocksFrom: map[peer.ID]uint64{}},
 		sendRefused: limit.New(opts.Logger, "want_send_refused", "messages queued to one peer (its send queue)"),
 	}
@@ -216,14 +218,6 @@ func (c *Client) Close() {
 	c.bg.Wait()
 }
 
-// now is the client's time: Options.Clock's, or the wall clock's.
-func (c *Client) now() time.Time {
-	if c.opts.Clock != nil {
-		return c.opts.Clock()
-	}
-	return time.Now()
-}
-
 // Stats returns a copy of the counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
@@ -237,55 +231,6 @@ func (c *Client) Stats() Stats {
 	return s
 }
 
-// want is one block being fetched, shared by every caller that asked for it.
-type want struct {
-	addr    message.Address
-	key     message.Key
-	root    merkle.Digest // tree root, for leaf addresses
-	waiters int
-	done    chan struct{}
-	leaf    store.Leaf
-	block   store.Block
-	err     error
-
-	haves     map[peer.ID]bool // answered Have
-	dontHaves map[peer.ID]bool // answered DontHave, or sent a bad block
-	// slow holds when a peer last let a WantBlock for this block time out:
-	// it is passed over for a BlockTimeout, then may be asked again, since
-	// a slow honest peer may be the only one that has the block.
-	slow      map[peer.ID]time.Time
-	askedHave map[peer.ID]time.Time
-	sentTo    peer.ID // WantBlock outstanding here ("" when none)
-	sentAt    time.Time
-	sentPos   int // how many wants the peer had outstanding before it
-	created   time.Time
-	resolved  bool
-	// urgent: some waiter is a read, not background work (store.Background).
-	// It stays set if that reader gives up; the want is then done soon.
-	urgent bool
-}
-
-// treeState remembers who provides a dataset.
-type treeState struct {
-	providers   map[peer.ID]bool
-	discovering bool
-	// lastDiscover is when the last lookup ended, and concluded whether it
-	// got an answer from the DHT (providers, or a definite none) rather
-	// than failing (no DHT peers yet, say): only a conclusive lookup may
-	// fail a want early.
-	lastDiscover time.Time
-	concluded    bool
-	// delivered counts the blocks of the tree verified, the last at
-	// lastDelivery: a reader's measure of whether its wait is moving.
-	delivered    uint64
-	lastDelivery time.Time
-	wanted       time.Time // when the tree was first wanted
-}
-
-// lookAround is how long a tree is read from the peers at hand before its
-// providers are looked up as well (see scheduleWant).
-const lookAround = time.Second
-
 // Progress tells a waiting reader whether the exchange is getting anywhere
 // with tree: when a peer that has wants of the tree outstanding was last
 // heard from (bytes of any message count: a large block on a slow line is
@@ -295,17 +240,8 @@ const lookAround = time.Second
 // honest link could never meet.
 func (c *Client) Progress(tree cid.Cid) (heard time.Time, delivered uint64) {
 	c.mu.Lock()
-	var serving []peer.ID
-	if ts := c.trees[tree]; ts != nil {
-		heard, delivered = ts.lastDelivery, ts.delivered
-	}
-	seen := map[peer.ID]bool{}
-	for _, w := range c.wants {
-		if p := w.sentTo; p != "" && !seen[p] && target(w.addr).Equals(tree) {
-			seen[p] = true
-			serving = append(serving, p)
-		}
-	}
+	heard, delivered = c.trees.progress(tree)
+	serving := c.wants.serving(tree)
 	c.mu.Unlock()
 	for _, p := range serving {
 		if at := c.snd.LastHeard(p); at.After(heard) {
@@ -341,20 +277,12 @@ func (c *Client) Get(ctx context.Context, k cid.Cid) (store.Block, error) {
 }
 
 func (c *Client) request(ctx context.Context, a message.Address, root merkle.Digest) (*want, error) {
-	key := a.Key()
 	c.mu.Lock()
 	c.stats.Requests++
-	w := c.wants[key]
-	if w == nil {
-		w = &want{addr: a, key: key, root: root, done: make(chan struct{}), created: c.now(),
-			haves: map[peer.ID]bool{}, dontHaves: map[peer.ID]bool{}, slow: map[peer.ID]time.Time{}, askedHave: map[peer.ID]time.Time{}}
-		c.wants[key] = w
-		c.order = append(c.order, w)
-	} else {
+	w, coalesced := c.wants.add(a, root, !store.IsBackground(ctx))
+	if coalesced {
 		c.stats.Coalesced++
 	}
-	w.urgent = w.urgent || !store.IsBackground(ctx)
-	w.waiters++
 	c.mu.Unlock()
 	c.poke()
 
@@ -376,15 +304,9 @@ func (c *Client) request(ctx context.Context, a message.Address, root merkle.Dig
 // abandon drops one waiter; the last one cancels the want at the peer.
 func (c *Client) abandon(w *want) {
 	c.mu.Lock()
-	w.waiters--
-	var cancelAt peer.ID
-	if w.waiters == 0 && !w.resolved {
-		w.resolved = true
-		delete(c.wants, w.key)
-		if w.sentTo != "" {
-			cancelAt = w.sentTo
-			c.pm.release(w.sentTo)
-		}
+	cancelAt := c.wants.abandon(w)
+	if cancelAt != "" {
+		c.pm.release(cancelAt)
 	}
 	c.mu.Unlock()
 	if cancelAt != "" {
@@ -426,18 +348,9 @@ func (c *Client) loop() {
 func (c *Client) failAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, w := range c.wants {
+	c.wants.each(func(w *want) {
 		c.resolve(w, fmt.Errorf("fetch %s: exchange closed", w.addr))
-	}
-}
-
-// target is a CID whose providers discovery can find for a want: the tree of
-// a leaf, the block itself otherwise (manifests are announced by CID).
-func target(a message.Address) cid.Cid {
-	if a.Leaf {
-		return a.Tree
-	}
-	return a.CID
+	})
 }
 
 // schedule is one pass over the pending wants: time out what is late, send
@@ -451,14 +364,6 @@ func (c *Client) schedule() {
 	c.mu.Lock()
 	connected := c.peers.Connected()
 	c.pm.setLive(connected)
-	live := c.order[:0]
-	for _, w := range c.order {
-		if !w.resolved {
-			live = append(live, w)
-		}
-	}
-	clear(c.order[len(live):])
-	c.order = live
 	// Wants a reader waits on first, background ones after: they take
 	// window slots first and come first in the messages, which providers
 	// serve in order. Otherwise a read's first block, asked for just after
@@ -466,12 +371,8 @@ func (c *Client) schedule() {
 	// want waiting over half a BlockTimeout goes first too, so that reads
 	// keeping every window full do not starve a pin's fetch until it fails.
 	first := func(w *want) bool { return w.urgent || now.Sub(w.created) > c.opts.BlockTimeout/2 }
-	for _, pass := range []bool{true, false} {
-		for _, w := range live {
-			if first(w) == pass {
-				c.scheduleWant(w, now, connected, out, &discover)
-			}
-		}
+	for _, w := range c.wants.pending(first) {
+		c.scheduleWant(w, now, connected, out, &discover)
 	}
 	if now.Sub(c.scanned) >= time.Second {
 		c.scanned = now
@@ -502,7 +403,7 @@ func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
 	c.sendRefused.Hit("peer", p)
 	c.pm.congest(p, now.Add(c.opts.HaveTimeout))
 	for _, e := range entries {
-		w := c.wants[e.Address.Key()]
+		w := c.wants.get(e.Address.Key())
 		if w == nil || e.Cancel {
 			continue
 		}
@@ -538,14 +439,8 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 		w.sentTo = ""
 	}
 	t := target(w.addr)
-	ts := c.tree(t)
-	if ts.lastDiscover.IsZero() && !ts.discovering && now.Sub(ts.wanted) >= lookAround {
-		// A tree read for a while is also looked up, beside asking the
-		// peers at hand: a peer we happen to be connected to may be one
-		// holder of many, and readers of a popular dataset that hold it
-		// already are found only this way. Not at once: a short read
-		// would pay a lookup's round trips on its first block.
-		ts.discovering = true
+	ts := c.trees.get(t)
+	if c.trees.lookAround(ts, now) {
 		*discover = append(*discover, t)
 	}
 
@@ -563,15 +458,8 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	}
 	// Otherwise ask who has it: the tree's providers, else everyone we are
 	// connected to (the seed's WantHave → BlockPresence step).
-	candidates := connected
-	if len(ts.providers) > 0 {
-		candidates = candidates[:0:0]
-		for p := range ts.providers {
-			candidates = append(candidates, p)
-		}
-	}
 	asked := 0
-	for _, p := range candidates {
+	for _, p := range ts.askable(connected) {
 		if w.dontHaves[p] || c.ledger.isBanned(p, now) || c.pm.isCongested(p, now) {
 			continue
 		}
@@ -594,23 +482,13 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	if asked > 0 || ts.discovering || c.anyHolder(w, t, now) {
 		return
 	}
-	// Nobody is left to ask: every peer that holds the dataset or was asked
-	// said it lacks this block (or did not answer in time). If a lookup made
-	// since this want began, or within RediscoverAfter, found no one else,
-	// fail now rather than at the caller's deadline: a missing CID is a
-	// prompt "not found", and a block lost everywhere goes to erasure
-	// decoding without waiting. (Without the second condition, a reader
-	// crossing a run of lost blocks waited for one more DHT lookup per
-	// block, each finding the same providers.)
-	if ts.concluded && (ts.lastDiscover.After(w.created) || now.Sub(ts.lastDiscover) < c.opts.RediscoverAfter) {
+	switch c.trees.nobodyLeft(ts, w.created, now) {
+	case giveUp:
 		c.resolve(w, fmt.Errorf("fetch %s: %w: no peer has it", w.addr, ErrNotFound))
-		return
+	case lookUp:
+		*discover = append(*discover, t)
+	case keepWaiting:
 	}
-	if !ts.concluded && now.Sub(ts.lastDiscover) < c.opts.RediscoverAfter && ts.lastDiscover.After(w.created) {
-		return // the lookup failed; retry later, within the caller's deadline
-	}
-	ts.discovering = true
-	*discover = append(*discover, t)
 }
 
 // anyHolder reports whether some usable peer may still deliver w: it said
@@ -642,15 +520,6 @@ func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.I
 	w.sentPos = c.pm.take(p)
 	c.ledger.ask(p, w.key, now)
 	out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantBlock, SendDontHave: true})
-}
-
-func (c *Client) tree(t cid.Cid) *treeState {
-	ts := c.trees[t]
-	if ts == nil {
-		ts = &treeState{providers: map[peer.ID]bool{}, wanted: c.now()}
-		c.trees[t] = ts
-	}
-	return ts
 }
 
 // Banned reports whether p has been dropped for misconduct and is still
@@ -685,52 +554,6 @@ func (c *Client) send(p peer.ID, entries []message.Entry) bool {
 	return true
 }
 
-// discover looks up providers of t, connects to them and remembers them.
-func (c *Client) discover(t cid.Cid) {
-	concluded := false
-	defer func() {
-		c.mu.Lock()
-		ts := c.tree(t)
-		ts.discovering = false
-		ts.lastDiscover = c.now()
-		ts.concluded = concluded
-		c.mu.Unlock()
-		c.poke()
-	}()
-	provs, err := c.disc.FindProviders(c.ctx, t)
-	// A lookup that could not ask anyone is conclusive only when there is
-	// nobody at all to ask: a node with no peers cannot find anything now.
-	concluded = err == nil || errors.Is(err, store.ErrNotFound) || len(c.peers.Connected()) == 0
-	if err != nil {
-		c.log.Debug("exchange: discovery failed", "cid", store.CIDText(t), "err", err)
-		return
-	}
-	var wg sync.WaitGroup
-	for _, ai := range provs {
-		c.mu.Lock()
-		banned := c.ledger.isBanned(ai.ID, c.now())
-		c.mu.Unlock()
-		if banned {
-			continue // dialling it again would undo the ban
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.peers.Connect(c.ctx, ai); err != nil {
-				c.log.Debug("exchange: cannot reach provider", "peer", ai.ID, "err", err)
-				return
-			}
-			c.mu.Lock()
-			c.tree(t).providers[ai.ID] = true
-			c.pm.get(ai.ID)
-			c.mu.Unlock()
-			c.poke()
-		}()
-	}
-	wg.Wait()
-	c.log.Debug("exchange: discovered providers", "cid", store.CIDText(t), "count", len(provs))
-}
-
 // HandlePresences records what p says it has.
 func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 	c.mu.Lock()
@@ -739,7 +562,7 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 		return
 	}
 	for _, pr := range ps {
-		w := c.wants[pr.Address.Key()]
+		w := c.wants.get(pr.Address.Key())
 		if pr.Type == message.Have {
 			c.stats.HavesReceived++
 		} else {
@@ -748,7 +571,7 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 		// What we do not want (now, or any more) keeps nothing: a peer
 		// may say Have for any number of trees.
 		t := target(pr.Address)
-		if _, wanted := c.trees[t]; w == nil && !wanted {
+		if w == nil && !c.trees.known(t) {
 			continue
 		}
 		st := c.pm.get(p)
@@ -821,7 +644,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 		c.mu.Unlock() // the rest of a banned peer's message is ignored
 		return
 	}
-	w := c.wants[key]
+	w := c.wants.get(key)
 	if w == nil || w.resolved {
 		// Nothing pending: never stored. If we had asked p for it, it is a
 		// late answer (we cancelled, timed out, or got it elsewhere). If
@@ -894,10 +717,7 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	c.stats.BytesReceived += uint64(len(block.Data))
 	c.stats.BlocksFrom[p]++
 	st.haveTrees[target(w.addr)] = true
-	if ts := c.trees[target(w.addr)]; ts != nil {
-		ts.delivered++
-		ts.lastDelivery = now
-	}
+	c.trees.delivered(target(w.addr), now)
 	w.leaf, w.block = leaf, block
 	c.resolve(w, err)
 }
@@ -906,15 +726,8 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 // (they go elsewhere on the next pass), its trees, its state. Its offence
 // count stays. Callers hold mu.
 func (c *Client) forget(p peer.ID) {
-	for _, w := range c.wants {
-		delete(w.haves, p)
-		if w.sentTo == p {
-			w.sentTo = ""
-		}
-	}
-	for _, ts := range c.trees {
-		delete(ts.providers, p)
-	}
+	c.wants.forget(p)
+	c.trees.forget(p)
 	c.pm.remove(p)
 	c.ledger.forget(p)
 }
@@ -934,17 +747,9 @@ func (c *Client) offend(p peer.ID, now time.Time) {
 
 // resolve completes w for every waiter. Callers hold mu.
 func (c *Client) resolve(w *want, err error) {
-	if w.resolved {
-		return
+	if held := c.wants.resolve(w, err); held != "" {
+		c.pm.release(held)
 	}
-	w.resolved = true
-	w.err = err
-	delete(c.wants, w.key)
-	if w.sentTo != "" {
-		c.pm.release(w.sentTo)
-		w.sentTo = ""
-	}
-	close(w.done)
 }
 
 func (c *Client) keep(leaf store.Leaf, b store.Block) error {
