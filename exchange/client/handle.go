@@ -1,0 +1,180 @@
+package client
+
+import (
+	"errors"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/exchange/message"
+)
+
+// HandlePresences records what p says it has.
+func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
+	c.mu.Lock()
+	if c.ledger.isBanned(p, c.now()) {
+		c.mu.Unlock()
+		return
+	}
+	for _, pr := range ps {
+		w := c.wants.get(pr.Address.Key())
+		if pr.Type == message.Have {
+			c.stats.HavesReceived++
+		} else {
+			c.stats.DontHavesReceived++
+		}
+		// What we do not want (now, or any more) keeps nothing: a peer
+		// may say Have for any number of trees.
+		t := target(pr.Address)
+		if w == nil && !c.trees.known(t) {
+			continue
+		}
+		st := c.pm.get(p)
+		if pr.Type == message.Have {
+			st.haveTrees[t] = true
+			if price, ok := message.PriceUint64(pr.Price); ok {
+				st.price = price
+			}
+		}
+		if w == nil {
+			continue
+		}
+		switch pr.Type {
+		case message.Have:
+			w.haves[p] = true
+		case message.DontHave:
+			w.dontHaves[p] = true
+			delete(w.haves, p)
+			if w.sentTo == p {
+				w.sentTo = ""
+				c.pm.release(p)
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
+	key := d.Address.Key()
+	now := c.now()
+	c.mu.Lock()
+	if c.ledger.isBanned(p, now) {
+		c.mu.Unlock() // the rest of a banned peer's message is ignored
+		return
+	}
+	w := c.wants.get(key)
+	if w == nil || w.resolved {
+		// Nothing pending: never stored. If we had asked p for it, it is a
+		// late answer (we cancelled, timed out, or got it elsewhere). If
+		// not, p is pushing blocks nobody asked for, which costs us
+		// bandwidth and hashing: an offence.
+		c.pm.get(p) // a peer's state, once known, goes only with forget
+		if c.ledger.answered(p, key, now) {
+			c.stats.Unwanted++
+		} else {
+			c.stats.Unsolicited++
+			c.log.Warn("exchange: peer sent a block nobody asked it for", "peer", p, "addr", d.Address)
+			c.offend(p, now)
+		}
+		c.mu.Unlock()
+		return
+	}
+	root := w.root
+	c.mu.Unlock()
+
+	leaf, block, err := verify(d, root)
+	if err == nil {
+		// Stored before waiters are woken: whoever reads next finds it
+		// locally. Peers only ever cause blocks we asked for to be stored.
+		err = c.keep(leaf, block)
+		if err != nil {
+			c.log.Warn("exchange: storing a fetched block failed", "addr", d.Address, "err", err)
+		}
+	} else {
+		c.log.Warn("exchange: peer sent a bad block", "peer", p, "addr", d.Address, "err", err)
+	}
+
+	var cancelAt peer.ID
+	defer func() {
+		if cancelAt != "" {
+			c.send(cancelAt, []message.Entry{{Address: w.addr, Cancel: true}})
+		}
+	}()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.pm.get(p)
+	c.ledger.answered(p, key, now)
+	if w.sentTo == p {
+		c.pm.release(p)
+		if err == nil {
+			lat := c.now().Sub(w.sentAt)
+			if c.opts.ObserveLatency != nil {
+				c.opts.ObserveLatency(lat)
+			}
+			st.delivered(lat, now)
+		}
+		w.sentTo = ""
+	}
+	if errors.Is(err, errBadBlock) {
+		c.stats.BadBlocks++
+		w.dontHaves[p] = true
+		delete(w.haves, p)
+		c.offend(p, now)
+		return
+	}
+	if w.resolved {
+		c.stats.DuplicateBlocks++
+		return
+	}
+	if w.sentTo != "" && err == nil {
+		// Another peer was asked for it and is still sending: tell it to
+		// stop. Its copy, if already on the way, is a late answer.
+		cancelAt = w.sentTo
+	}
+	c.stats.BlocksReceived++
+	c.stats.BytesReceived += uint64(len(block.Data))
+	c.stats.BlocksFrom[p]++
+	st.haveTrees[target(w.addr)] = true
+	c.trees.delivered(target(w.addr), now)
+	w.leaf, w.block = leaf, block
+	c.resolve(w, err)
+}
+
+// forget drops what we know of p: its presences, the wants sent to it
+// (they go elsewhere on the next pass), its trees, its state. Its offence
+// count stays. Callers hold mu.
+func (c *Client) forget(p peer.ID) {
+	c.wants.forget(p)
+	c.trees.forget(p)
+	c.pm.remove(p)
+	c.ledger.forget(p)
+}
+
+// offend counts an offence of p and drops p once the ledger bans it: it
+// is forgotten and disconnected. Callers hold mu.
+func (c *Client) offend(p peer.ID, now time.Time) {
+	n, banned := c.ledger.offend(p, now)
+	if !banned {
+		return
+	}
+	c.log.Warn("exchange: dropping peer after repeated offences", "peer", p, "offences", n)
+	c.stats.PeersDropped++
+	c.forget(p)
+	go c.peers.Disconnect(p)
+}
+
+// resolve completes w for every waiter. Callers hold mu.
+func (c *Client) resolve(w *want, err error) {
+	if held := c.wants.resolve(w, err); held != "" {
+		c.pm.release(held)
+	}
+}
+
+// PeerGone forgets what a disconnected peer had or was doing.
+func (c *Client) PeerGone(p peer.ID) {
+	c.mu.Lock()
+	c.forget(p)
+	c.mu.Unlock()
+	c.poke()
+}
