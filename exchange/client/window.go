@@ -26,10 +26,15 @@ import (
 // again at once, where a stalled peer is passed over for a while. A slow
 // peer that keeps delivering is never timed out for being slow.
 
+// Two wants are the least: one arriving, the next queued behind it, so a
+// slow line never idles between blocks. More is only queue: at 128 kbit/s
+// four 64 KiB blocks are 16 s of it, which overflowed a home router's
+// buffer and cost the whole connection TCP's backed-off retransmissions,
+// tens of seconds of silence. Until the pace is known, four.
 const (
 	queueTarget   = time.Second
-	minWindow     = 4
-	startWindow   = 8 // until the pace is known
+	minWindow     = 2
+	startWindow   = 4 // until the pace is known
 	overdueFactor = 4
 	skipAfter     = time.Second
 )
