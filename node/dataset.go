@@ -26,8 +26,8 @@ type Dataset struct {
 	Manifest *manifest.Manifest
 
 	st     store.BlockStore
-	held   leafReader     // the local store's fast path, when it has one
-	layout erasure.Layout // valid when Manifest.Protected
+	held   store.LeafReader // the local store's fast path, when it has one
+	layout erasure.Layout   // valid when Manifest.Protected
 	coder  *erasure.Coder
 	cache  treeCache
 
@@ -74,13 +74,6 @@ type Dataset struct {
 // localer is the NetworkStore's view of what is held here already.
 type localer interface{ Local() store.BlockStore }
 
-// leafReader copies part of a held block, found by its position, into the
-// caller's buffer: reads of held data take no buffer per block, no copy
-// through the block cache and no goroutine per block.
-type leafReader interface {
-	ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error)
-}
-
 // readManifest reads and decodes the manifest block c from st.
 func readManifest(ctx context.Context, st store.BlockStore, c cid.Cid) (store.Block, *manifest.Manifest, error) {
 	if c.Type() != store.CodecManifest {
@@ -104,7 +97,7 @@ func OpenDataset(ctx context.Context, st store.BlockStore, c cid.Cid) (*Dataset,
 		return nil, err
 	}
 	d := &Dataset{CID: c, Manifest: m, st: st, cache: newTreeCache(newBlockCache(ownCacheBytes), m.TreeCID), inflight: map[uint64]struct{}{}, mblock: b}
-	d.held, _ = st.(leafReader)
+	d.held, _ = st.(store.LeafReader)
 	if m.Protected {
 		if d.layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
 			return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)

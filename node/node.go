@@ -298,7 +298,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	}
 	d.Prefetch = prefetchBlocks
 	d.cache = newTreeCache(n.blocks, d.Manifest.TreeCID)
-	d.held, _ = n.store.(leafReader)
+	d.held, _ = n.store.(store.LeafReader)
 	d.log = n.log
 	d.life = n.ctx
 	d.counters = &n.reads

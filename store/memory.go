@@ -39,7 +39,10 @@ type memLeaf struct {
 	proof []byte
 }
 
-var _ BlockStore = (*Memory)(nil)
+var (
+	_ BlockStore = (*Memory)(nil)
+	_ LeafReader = (*Memory)(nil)
+)
 
 // NewMemory returns an empty store holding at most quotaBytes of block data
 // (0 means unlimited).

@@ -124,6 +124,22 @@ type BlockStore interface {
 	Close() error
 }
 
+// LeafReader is what a store may offer beside BlockStore: part of a held
+// block, found by its position in a tree, copied into the caller's buffer.
+// A dataset reader takes it for reads of data held here, which then cost no
+// buffer per block, no copy through its cache and no goroutine per block.
+// ReadLeaf copies from byte off of the block on, as far as the block or p
+// goes, and returns how many bytes it copied; a position not held fails
+// with ErrNotFound, an off outside the block with another error.
+//
+// It is not part of BlockStore, nor forwarded by wrappers such as
+// NetworkStore: only a store that holds the bytes can read them in place,
+// so a reader is handed one explicitly rather than finding it by a type
+// assertion on whatever store it reads through.
+type LeafReader interface {
+	ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error)
+}
+
 // VerifyLeafBlock checks what PutLeafBlock requires of its arguments
 // before anything is hashed: that leaf names b (ErrInvalidBlock).
 func VerifyLeafBlock(leaf Leaf, b Block) error {

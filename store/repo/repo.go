@@ -123,7 +123,10 @@ type Store struct {
 	bg        sync.WaitGroup
 }
 
-var _ store.BlockStore = (*Store)(nil)
+var (
+	_ store.BlockStore = (*Store)(nil)
+	_ store.LeafReader = (*Store)(nil)
+)
 
 // dbOptions suit an index of small records: index entries of ~50 bytes,
 // leaf entries of a CID and a proof (a few hundred bytes), the usage and

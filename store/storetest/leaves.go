@@ -11,12 +11,6 @@ import (
 	"github.com/meshfs/meshfs/store"
 )
 
-// leafReader is the optional fast path for reads of held data that the
-// repository and the memory store have.
-type leafReader interface {
-	ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error)
-}
-
 // checkLeaf asserts that s holds want and its block with the given bytes.
 func checkLeaf(t *testing.T, s store.BlockStore, want store.Leaf, block store.Block) {
 	t.Helper()
@@ -72,7 +66,7 @@ var leafCases = []testCase{
 		checkUsage(t, s, withProofs(usageOf(0, b), leaves...))
 	}},
 	{name: "ReadLeafCopiesPartOfTheBlock", run: func(t *testing.T, s store.BlockStore) {
-		r, ok := s.(leafReader)
+		r, ok := s.(store.LeafReader)
 		if !ok {
 			t.Skip("the store has no ReadLeaf")
 		}
