@@ -169,7 +169,7 @@ func (n *Node) fetchAll(ctx context.Context, d *Dataset, fs *fetchState) error {
 				if i >= m.Blocks() || ctx.Err() != nil {
 					return
 				}
-				if err := n.fetchBlock(ctx, d, i); err != nil {
+				if err := d.FetchBlock(ctx, i); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					return
 				}
@@ -182,39 +182,6 @@ func (n *Node) fetchAll(ctx context.Context, d *Dataset, fs *fetchState) error {
 		return firstErr
 	}
 	return ctx.Err()
-}
-
-func (n *Node) fetchBlock(ctx context.Context, d *Dataset, i uint64) error {
-	m := d.Manifest
-	if m.Protected && d.layout.IsPadding(i) {
-		return nil
-	}
-	if has, err := n.store.HasLeaf(ctx, m.TreeCID, i); err != nil || has {
-		return err
-	}
-	if !m.Protected || i < d.layout.N {
-		// Through the store, not the readers' block cache: a block cached
-		// in memory need not be held (its dataset may have been removed
-		// and fetched again since), and a whole dataset passing through
-		// the cache would only evict what readers use.
-		_, _, err := d.fetch(ctx, i)
-		if err != nil && m.Protected && unavailable(err) && ctx.Err() == nil {
-			_, err = d.decode(ctx, i, err) // recovered blocks are stored
-		}
-		if err != nil {
-			return fmt.Errorf("block %d: %w", i, err)
-		}
-		return nil
-	}
-	if _, _, err := d.fetch(ctx, i); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			// A parity block nobody has: the data is complete without it.
-			n.log.Debug("parity block unavailable", "cid", store.CIDText(d.CID), "index", i)
-			return nil
-		}
-		return fmt.Errorf("parity block %d: %w", i, err)
-	}
-	return nil
 }
 
 // Fetches reports every background fetch started since the node began.

@@ -190,60 +190,6 @@ func (u *uses) forget(c cid.Cid) {
 	u.mu.Unlock()
 }
 
-// track ties a dataset the node opened to the collector and to its tree:
-// release ends the hold the open took (Dataset.Close), every read holds
-// the dataset and its tree again while it runs and counts as an access.
-// network says the reader fetches missing blocks from peers; arrived, that
-// its manifest came from the network just now and is to be stored.
-func (n *Node) track(ctx context.Context, d *Dataset, release func(), network, arrived bool) error {
-	tree := d.Manifest.TreeCID
-	releaseTree, err := n.holdTree(ctx, tree)
-	if err != nil {
-		release()
-		return err
-	}
-	d.release = func() {
-		releaseTree()
-		release()
-		if network {
-			n.offerIfWhole(d)
-		}
-	}
-	d.hold = func(ctx context.Context) (func(), error) {
-		r, err := n.uses.acquire(ctx, d.CID)
-		if err != nil {
-			return nil, err
-		}
-		rt, err := n.holdTree(ctx, tree)
-		if err != nil {
-			r()
-			return nil, err
-		}
-		n.accessed(ctx, d, network)
-		return func() { rt(); r() }, nil
-	}
-	if arrived {
-		n.arrived(ctx, d)
-		return nil
-	}
-	n.accessed(ctx, d, network)
-	return nil
-}
-
-// arrived stores a manifest that came from the network with its record,
-// as a cached dataset, unless it has a record already (an upload of the
-// same content may have pinned it meanwhile). Should that fail (a full
-// store with nothing to collect), the reader still reads, from the
-// network: what it fetches is held only while it reads.
-func (n *Node) arrived(ctx context.Context, d *Dataset) {
-	now := n.now()
-	n.uses.due(d.CID, now)
-	err := n.putDataset(ctx, d.mblock, store.Retention{LastAccess: now, Tree: d.Manifest.TreeCID}, true)
-	if err != nil && ctx.Err() == nil {
-		n.log.Warn("keep a dataset read from the network as cached", "cid", store.CIDText(d.CID), "err", err)
-	}
-}
-
 // putDataset stores manifest b with its record r in one commit (unless
 // onlyNew and the dataset has a record already), collecting cached
 // datasets to make room when the store is full.
@@ -264,38 +210,6 @@ func (n *Node) putDataset(ctx context.Context, b store.Block, r store.Retention,
 		err = put()
 	}
 	return err
-}
-
-// accessed records a read of d, at most once per accessInterval. A
-// network reader of a dataset that was removed while it was open (by the
-// collector between two reads of the mount's reader, which holds the
-// dataset only while each read runs, or by `rm`) brings the manifest back
-// as a cached dataset: reading a CID through the mount or a stream keeps
-// it, as the first read did.
-func (n *Node) accessed(ctx context.Context, d *Dataset, network bool) {
-	now := n.now()
-	if !n.uses.due(d.CID, now) {
-		return
-	}
-	n.recMu.Lock()
-	r, err := n.ret.GetRetention(ctx, d.CID)
-	if err == nil && !r.Pinned && now.After(r.LastAccess) {
-		r.LastAccess = now
-		err = n.ret.PutRetention(ctx, d.CID, r)
-	}
-	n.recMu.Unlock()
-	if errors.Is(err, store.ErrNotFound) {
-		err = nil
-		if network {
-			err = n.putDataset(ctx, d.mblock, store.Retention{LastAccess: now, Tree: d.Manifest.TreeCID}, true)
-			if err == nil {
-				n.log.Info("dataset read again after it was removed; kept as cached", "cid", store.CIDText(d.CID))
-			}
-		}
-	}
-	if err != nil && ctx.Err() == nil {
-		n.log.Warn("record dataset access", "cid", store.CIDText(d.CID), "err", err)
-	}
 }
 
 // updateRecord changes the record of dataset c with change; a dataset

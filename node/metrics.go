@@ -2,19 +2,11 @@ package node
 
 import (
 	"context"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
-
-// readCounters are shared by every dataset reader the node opens.
-type readCounters struct {
-	cacheHits, cacheMisses, decodes, recovered atomic.Uint64
-	// hedges counts reads that decoded a block while its fetch was overdue.
-	hedges atomic.Uint64
-}
 
 // metrics is the node's Prometheus registry: counters read from the parts
 // at scrape time (the exchange, the store, the readers), so the parts need
@@ -102,11 +94,11 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descBlocks, float64(u.Blocks))
 	}
 	r := &n.reads
-	counter(descCache, r.cacheHits.Load(), "hit")
-	counter(descCache, r.cacheMisses.Load(), "miss")
-	counter(descDecodes, r.decodes.Load())
-	counter(descRecovered, r.recovered.Load())
-	counter(descHedges, r.hedges.Load())
+	counter(descCache, r.CacheHits.Load(), "hit")
+	counter(descCache, r.CacheMisses.Load(), "miss")
+	counter(descDecodes, r.Decodes.Load())
+	counter(descRecovered, r.Recovered.Load())
+	counter(descHedges, r.Hedges.Load())
 	counter(descGCRuns, n.gcStats.runs.Load())
 	counter(descGCSets, n.gcStats.datasets.Load())
 	counter(descGCBytes, n.gcStats.bytes.Load())

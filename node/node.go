@@ -23,6 +23,7 @@ import (
 	"github.com/meshfs/meshfs/exchange"
 	"github.com/meshfs/meshfs/exchange/discovery"
 	"github.com/meshfs/meshfs/exchange/p2p"
+	"github.com/meshfs/meshfs/node/dataset"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/erasure"
 	"github.com/meshfs/meshfs/store/manifest"
@@ -81,10 +82,13 @@ type Node struct {
 	ctx    context.Context // lives until Close: background fetches, announcements
 	cancel context.CancelFunc
 	fetch  fetches
-	blocks *blockCache // recently fetched blocks, for every dataset
+	// leaves reads held blocks in place, for every reader: the local
+	// store's, not the network store's, which cannot.
+	leaves store.LeafReader
+	blocks *dataset.Cache // recently fetched blocks, for every dataset
 
 	metrics *metrics
-	reads   readCounters
+	reads   dataset.Counters
 
 	// Retention and garbage collection: see gc.go.
 	ret       store.RetentionStore
@@ -142,7 +146,7 @@ func New(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, store: st, id: id, ret: st, now: time.Now}
+	n = &Node{cfg: cfg, log: cfg.Logger, store: st, leaves: st, id: id, ret: st, now: time.Now}
 	n.full = store.Reclaiming(st, reclaimer{n})
 	n.uses.init()
 	n.trees.init()
@@ -170,7 +174,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.net = store.NewNetworkStore(n.full, n.engine)
 	n.metrics.reg.MustRegister(nodeCollector{n})
 	n.fetch.init()
-	n.blocks = newBlockCache(blockCacheBytes)
+	n.blocks = dataset.NewCache(blockCacheBytes)
 
 	// Before anything reads or writes: what a crash or an earlier version
 	// left is set right, and what no dataset needs is freed.
@@ -272,67 +276,12 @@ func (n *Node) commitUpload(ctx context.Context, mb store.Block, m *manifest.Man
 	return n.putDataset(ctx, mb, store.Retention{Pinned: true, LastAccess: n.now(), Tree: m.TreeCID}, false)
 }
 
-// Open prepares a reader over dataset c, wherever on the network it is:
-// blocks come from the local store, else from peers. A manifest that comes
-// from the network is stored, and the dataset held as cached. The dataset
-// is not garbage collected until the reader is closed (Dataset.Close).
-func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
-	release, err := n.uses.acquire(ctx, c)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
-	}
-	held, err := n.store.Has(ctx, c)
-	if err != nil {
-		release()
-		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
-	}
-	d, err := OpenDataset(ctx, n.net, c)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	d.BlockTimeout = n.cfg.FetchTimeout
-	d.HedgeAfter = hedgeAfter
-	if n.engine != nil {
-		d.progress = n.engine
-	}
-	d.Prefetch = prefetchBlocks
-	d.cache = newTreeCache(n.blocks, d.Manifest.TreeCID)
-	d.held, _ = n.store.(store.LeafReader)
-	d.log = n.log
-	d.life = n.ctx
-	d.counters = &n.reads
-	if err := n.track(ctx, d, release, true, !held); err != nil {
-		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
-	}
-	return d, nil
-}
-
-// prefetchBlocks is how far ahead of a sequential reader blocks are
-// fetched: 6 MiB of 64 KiB blocks, half again the exchange's window per
-// peer, so that the window stays full while a reader is a little behind.
-// Measured (bench, 256 MiB): 64 left the window short on a 50 ms link
-// (0.80 of it); 128 filled it but, reading across lost blocks, started so
-// many decodes at once that each waited behind the others' fetches (0.43
-// of the intact read); 96 gave 0.86-0.88 and 0.97.
-const prefetchBlocks = 96
-
-// hedgeAfter is how long the peers serving a protected dataset may go
-// silent before a read decodes the block it waits on: many round trips
-// of the slowest link we serve (300 ms), a small part of FetchTimeout.
-const hedgeAfter = 2 * time.Second
-
-// blockCacheBytes is the node's cache of recently fetched blocks, shared by
-// all its datasets: read-ahead windows of several sequential readers at
-// once, so that what was fetched ahead is still here when it is read.
-const blockCacheBytes = 32 << 20
-
 // Manifest returns the manifest of dataset c held locally. It is not a
 // read of the dataset: its access time stays.
 func (n *Node) Manifest(ctx context.Context, c cid.Cid) (*manifest.Manifest, error) {
 	// Only the manifest: the collector calls this for every dataset it
 	// removes, and a Dataset would build a cache and an erasure coder.
-	_, m, err := readManifest(ctx, n.store, c)
+	_, m, err := dataset.ReadManifest(ctx, n.store, c)
 	return m, err
 }
 
@@ -400,24 +349,6 @@ func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
 
 // Space reports the store's usage.
 func (n *Node) Space(ctx context.Context) (store.Usage, error) { return n.store.Usage(ctx) }
-
-// OpenLocal opens dataset c from the local store only. It is not garbage
-// collected until the reader is closed (Dataset.Close).
-func (n *Node) OpenLocal(ctx context.Context, c cid.Cid) (*Dataset, error) {
-	release, err := n.uses.acquire(ctx, c)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
-	}
-	d, err := OpenDataset(ctx, n.store, c)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	if err := n.track(ctx, d, release, false, false); err != nil {
-		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
-	}
-	return d, nil
-}
 
 // checkComplete reports whether the manifest of dataset c and its first
 // upTo blocks (all of them: m.Blocks(); the file's: m.DataBlocks()) are

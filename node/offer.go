@@ -4,7 +4,10 @@ import (
 	"context"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // offerIfWhole announces a dataset this node has read whole from the
@@ -14,8 +17,8 @@ import (
 // It runs when a reader lets go of the dataset, once per dataset (what is
 // announced already is not checked again); a dataset collected later is
 // forgotten by discovery when it is removed.
-func (n *Node) offerIfWhole(d *Dataset) {
-	if n.disc == nil || n.ctx.Err() != nil || n.disc.Announces(d.Manifest.TreeCID) {
+func (n *Node) offerIfWhole(c cid.Cid, m *manifest.Manifest) {
+	if n.disc == nil || n.ctx.Err() != nil || n.disc.Announces(m.TreeCID) {
 		return
 	}
 	n.bg.Add(1)
@@ -23,30 +26,29 @@ func (n *Node) offerIfWhole(d *Dataset) {
 		defer n.bg.Done()
 		ctx, cancel := context.WithTimeout(n.ctx, time.Minute)
 		defer cancel()
-		m := d.Manifest
-		if !n.whole(ctx, d) {
+		if !n.whole(ctx, c, m) {
 			return // partly read: not a provider of it
 		}
-		n.announce(d.CID, m.TreeCID)
+		n.announce(c, m.TreeCID)
 		// Not held while announcing, which may take a while: a collection
 		// may have removed it meanwhile, and forgotten the announcement
 		// before it was made. Then it is forgotten here.
-		if held, err := n.store.Has(ctx, d.CID); err == nil && !held {
-			n.disc.Forget(d.CID, m.TreeCID)
+		if held, err := n.store.Has(ctx, c); err == nil && !held {
+			n.disc.Forget(c, m.TreeCID)
 			return
 		}
-		n.log.Info("serving a dataset read whole from the network", "cid", store.CIDText(d.CID))
+		n.log.Info("serving a dataset read whole from the network", "cid", store.CIDText(c))
 	}()
 }
 
-// whole reports whether every data block of d is held here, holding the
-// dataset while it looks so that no collection removes it half-way.
-func (n *Node) whole(ctx context.Context, d *Dataset) bool {
-	release, err := n.uses.acquire(ctx, d.CID)
+// whole reports whether every data block of dataset c is held here,
+// holding the dataset while it looks so that no collection removes it
+// half-way.
+func (n *Node) whole(ctx context.Context, c cid.Cid, m *manifest.Manifest) bool {
+	release, err := n.uses.acquire(ctx, c)
 	if err != nil {
 		return false
 	}
 	defer release()
-	m := d.Manifest
-	return n.checkComplete(ctx, d.CID, m, m.DataBlocks()) == nil
+	return n.checkComplete(ctx, c, m, m.DataBlocks()) == nil
 }

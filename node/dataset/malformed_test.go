@@ -1,4 +1,4 @@
-package node
+package dataset
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/manifest"
-	"github.com/meshfs/meshfs/store/merkle"
 )
 
 // malformedDataset stores a dataset whose tree, proofs and all, names
@@ -19,48 +18,17 @@ import (
 // uploader could make one, and returns its manifest CID.
 func malformedDataset(t *testing.T, st store.BlockStore, blocks [][]byte, bs uint64) cid.Cid {
 	t.Helper()
-	var digests []merkle.Digest
-	var size uint64
-	for _, data := range blocks {
-		b := store.NewBlock(store.CodecBlock, data)
-		d, err := store.Digest(b.CID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		digests = append(digests, d)
-		size += bs
-	}
-	tree, err := merkle.New(digests)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, data := range blocks {
-		p, err := tree.Proof(i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := store.NewBlock(store.CodecBlock, data)
-		if err := st.PutLeafBlock(t.Context(), store.Leaf{Tree: tree.CID(), Index: uint64(i), Block: b.CID, Proof: p.Marshal()}, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m := &manifest.Manifest{TreeCID: tree.CID(), BlockSize: bs, DatasetSize: size, Codec: store.CodecBlock, HCodec: mh.SHA2_256, Version: manifestVersion}
-	mb, err := m.Block()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Put(t.Context(), mb); err != nil {
-		t.Fatal(err)
-	}
-	return mb.CID
+	tree := putTree(t, st, blocks)
+	return putManifest(t, st, &manifest.Manifest{TreeCID: tree, BlockSize: bs, DatasetSize: bs * uint64(len(blocks)),
+		Codec: store.CodecBlock, HCodec: mh.SHA2_256, Version: manifestVersion})
 }
 
 // A block of another size than the manifest's is a bad block: a read that
 // reaches it fails with ErrInvalidBlock, whatever offset and length it
 // asks for, and never panics or hands out bytes of it; it is not kept, and
 // the blocks that are right read as they should. The dataset is read
-// through a store that cannot copy held blocks in place, as blocks that
-// arrive over the network are.
+// without in-place reads of held blocks, as blocks that arrive over the
+// network are.
 func TestBlockOfTheWrongSizeIsInvalid(t *testing.T) {
 	const bs = 64
 	good := bytes.Repeat([]byte{1}, bs)
@@ -68,7 +36,7 @@ func TestBlockOfTheWrongSizeIsInvalid(t *testing.T) {
 	long := bytes.Repeat([]byte{3}, 3*bs)
 	st := store.NewMemory(0)
 	c := malformedDataset(t, st, [][]byte{good, short, long, good}, bs)
-	d, err := OpenDataset(context.Background(), struct{ store.BlockStore }{st}, c)
+	d, err := Open(context.Background(), c, Config{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package node
+package dataset
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 	"github.com/meshfs/meshfs/store"
 )
 
-// progress is what the exchange tells a reader waiting on a tree: when the
+// Progress is what the exchange tells a reader waiting on a tree: when the
 // peers serving it were last heard from, and how many of its blocks have
 // arrived (exchange/client.Client.Progress).
-type progress interface {
+type Progress interface {
 	Progress(tree cid.Cid) (heard time.Time, delivered uint64)
 }
 
@@ -84,24 +84,24 @@ func since(heard, start time.Time) time.Time {
 
 // patient bounds ctx for one block's fetch by the dataset's patience (see
 // above); without the exchange's progress, by BlockTimeout alone.
-func (d *Dataset) patient(ctx context.Context) (context.Context, context.CancelFunc) {
-	if d.BlockTimeout <= 0 {
+func (d *Reader) patient(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d.cfg.BlockTimeout <= 0 {
 		return ctx, func() {}
 	}
-	if d.progress == nil {
-		return context.WithTimeout(ctx, d.BlockTimeout)
+	if d.cfg.Progress == nil {
+		return context.WithTimeout(ctx, d.cfg.BlockTimeout)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	tree, limit := d.Manifest.TreeCID, d.BlockTimeout
+	tree, limit := d.Manifest.TreeCID, d.cfg.BlockTimeout
 	start := time.Now()
-	_, first := d.progress.Progress(tree)
+	_, first := d.cfg.Progress.Progress(tree)
 	w := &watch{}
 	var check func()
 	check = func() {
 		if ctx.Err() != nil {
 			return
 		}
-		heard, n := d.progress.Progress(tree)
+		heard, n := d.cfg.Progress.Progress(tree)
 		now := time.Now()
 		quiet := since(heard, start)
 		switch {
@@ -139,29 +139,27 @@ type hedge struct {
 // hedged returns ctx for fetching block i, to be cancelled with errDecoded
 // when decoding won; h is nil when the read is not hedged (an unprotected
 // dataset, background work, or no exchange behind the store).
-func (d *Dataset) hedged(ctx context.Context, i uint64) (context.Context, context.CancelFunc, *hedge) {
-	if !d.Manifest.Protected || d.progress == nil || d.HedgeAfter <= 0 || store.IsBackground(ctx) {
+func (d *Reader) hedged(ctx context.Context, i uint64) (context.Context, context.CancelFunc, *hedge) {
+	if !d.Manifest.Protected || d.cfg.Progress == nil || d.cfg.HedgeAfter <= 0 || store.IsBackground(ctx) {
 		return ctx, func() {}, nil
 	}
 	fctx, cancelFetch := context.WithCancelCause(ctx)
 	dctx, cancelDecode := context.WithCancel(ctx)
 	h := &hedge{cancel: cancelDecode}
-	tree, after := d.Manifest.TreeCID, d.HedgeAfter
+	tree, after := d.Manifest.TreeCID, d.cfg.HedgeAfter
 	start := time.Now()
-	_, first := d.progress.Progress(tree)
+	_, first := d.cfg.Progress.Progress(tree)
 	var check func()
 	check = func() {
 		if fctx.Err() != nil {
 			return
 		}
-		heard, n := d.progress.Progress(tree)
+		heard, n := d.cfg.Progress.Progress(tree)
 		if time.Since(since(heard, start)) < after && n-first < hedgeOvertake {
 			h.w.again(after / 2)
 			return
 		}
-		if d.counters != nil {
-			d.counters.hedges.Add(1)
-		}
+		d.cfg.Counters.Hedges.Add(1)
 		go func() {
 			data, err := d.decode(dctx, i, fmt.Errorf("block %d overdue: %w", i, errStalled))
 			if err != nil {

@@ -1,4 +1,4 @@
-package node
+package dataset
 
 import (
 	"bytes"
@@ -83,14 +83,16 @@ func (f *slowFetcher) keepHearing(n uint64, stop <-chan struct{}) {
 	}()
 }
 
-func patientDataset(t *testing.T, data []byte, k, m int, f *slowFetcher, src store.BlockStore) *Dataset {
+// patientDataset uploads data to src and opens it through f, with f's
+// progress and cfg's patience.
+func patientDataset(t *testing.T, data []byte, k, m int, f *slowFetcher, src store.BlockStore, cfg Config) *Reader {
 	t.Helper()
 	c := upload(t, src, data, k, m)
-	d, err := OpenDataset(t.Context(), store.NewNetworkStore(f.local, f), c)
+	cfg.Store, cfg.Progress = store.NewNetworkStore(f.local, f), f
+	d, err := Open(t.Context(), c, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.progress = f
 	return d
 }
 
@@ -101,8 +103,7 @@ func TestReadWaitsWhileThePeersAreHeard(t *testing.T) {
 	src, local := store.NewMemory(0), store.NewMemory(0)
 	f := newSlowFetcher(src, local, 1)
 	data := randomBytes(3, 3*testBS)
-	d := patientDataset(t, data, 0, 0, f, src)
-	d.BlockTimeout = 50 * time.Millisecond
+	d := patientDataset(t, data, 0, 0, f, src, Config{BlockTimeout: 50 * time.Millisecond})
 
 	stop := make(chan struct{})
 	f.keepHearing(0, stop)
@@ -117,7 +118,7 @@ func TestReadWaitsWhileThePeersAreHeard(t *testing.T) {
 		done <- result{n, err}
 	}()
 	// Well past BlockTimeout, with the link busy all along.
-	deadline := time.NewTimer(20 * d.BlockTimeout)
+	deadline := time.NewTimer(20 * d.cfg.BlockTimeout)
 	defer deadline.Stop()
 	select {
 	case r := <-done:
@@ -137,8 +138,7 @@ func TestReadWaitsWhileThePeersAreHeard(t *testing.T) {
 func TestReadEndsOnSilence(t *testing.T) {
 	src, local := store.NewMemory(0), store.NewMemory(0)
 	f := newSlowFetcher(src, local, 0)
-	d := patientDataset(t, randomBytes(4, testBS), 0, 0, f, src)
-	d.BlockTimeout = 50 * time.Millisecond
+	d := patientDataset(t, randomBytes(4, testBS), 0, 0, f, src, Config{BlockTimeout: 50 * time.Millisecond})
 	_, err := d.ReadAt(t.Context(), make([]byte, 10), 0)
 	if !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "no peer serving the dataset sent anything") {
 		t.Fatalf("read of a block nobody sends = %v; want not found, for silence", err)
@@ -150,8 +150,7 @@ func TestReadEndsOnSilence(t *testing.T) {
 func TestReadEndsWhenOvertaken(t *testing.T) {
 	src, local := store.NewMemory(0), store.NewMemory(0)
 	f := newSlowFetcher(src, local, 0)
-	d := patientDataset(t, randomBytes(5, testBS), 0, 0, f, src)
-	d.BlockTimeout = 50 * time.Millisecond
+	d := patientDataset(t, randomBytes(5, testBS), 0, 0, f, src, Config{BlockTimeout: 50 * time.Millisecond})
 	stop := make(chan struct{})
 	defer close(stop)
 	f.keepHearing(64, stop)
@@ -168,9 +167,7 @@ func TestOverdueBlockIsDecoded(t *testing.T) {
 	src, local := store.NewMemory(0), store.NewMemory(0)
 	f := newSlowFetcher(src, local, 2)
 	data := randomBytes(6, 8*testBS)
-	d := patientDataset(t, data, 4, 2, f, src)
-	d.BlockTimeout = 10 * time.Minute
-	d.HedgeAfter = 20 * time.Millisecond
+	d := patientDataset(t, data, 4, 2, f, src, Config{BlockTimeout: 10 * time.Minute, HedgeAfter: 20 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	buf := make([]byte, testBS)
@@ -178,7 +175,7 @@ func TestOverdueBlockIsDecoded(t *testing.T) {
 	if err != nil || !bytes.Equal(buf[:n], data[2*testBS:3*testBS]) {
 		t.Fatalf("read of the overdue block = %d, %v; want its %d bytes", n, err, testBS)
 	}
-	if got := d.rec.decodes.Load(); got != 1 {
+	if got := d.Decodes(); got != 1 {
 		t.Errorf("%d codewords decoded; want 1", got)
 	}
 	d.WaitStored()
@@ -193,9 +190,7 @@ func TestBackgroundReadIsNotHedged(t *testing.T) {
 	src, local := store.NewMemory(0), store.NewMemory(0)
 	f := newSlowFetcher(src, local, 2)
 	data := randomBytes(7, 8*testBS)
-	d := patientDataset(t, data, 4, 2, f, src)
-	d.BlockTimeout = 10 * time.Minute
-	d.HedgeAfter = time.Millisecond
+	d := patientDataset(t, data, 4, 2, f, src, Config{BlockTimeout: 10 * time.Minute, HedgeAfter: time.Millisecond})
 	ctx, cancel := context.WithCancel(store.Background(t.Context()))
 	done := make(chan error, 1)
 	go func() {
@@ -203,14 +198,14 @@ func TestBackgroundReadIsNotHedged(t *testing.T) {
 		done <- err
 	}()
 	// Many hedge intervals pass; then the fetch is let through.
-	wait := time.NewTimer(100 * d.HedgeAfter)
+	wait := time.NewTimer(100 * d.cfg.HedgeAfter)
 	<-wait.C
 	f.open(2)
 	if err := <-done; err != nil {
 		t.Fatalf("background read = %v", err)
 	}
 	cancel()
-	if got := d.rec.decodes.Load(); got != 0 {
+	if got := d.Decodes(); got != 0 {
 		t.Errorf("%d codewords decoded for a background read; want none", got)
 	}
 }

@@ -1,4 +1,4 @@
-package node
+package dataset
 
 import (
 	"container/list"
@@ -7,8 +7,9 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// blockCache keeps recently fetched dataset blocks for all datasets of a
-// node, least recently used out first, within a byte budget.
+// Cache keeps recently fetched dataset blocks for the readers that share
+// it, least recently used out first, within a byte budget. It is safe for
+// concurrent use.
 //
 // Why one cache for the node and not one per dataset: read-ahead fetches
 // blocks before the reader asks for them, and they must still be here when
@@ -17,7 +18,7 @@ import (
 // whole window for every file ever read through the mount, for as long as
 // the kernel keeps its inode; one budget keeps the node's memory bounded
 // however many files are open.
-type blockCache struct {
+type Cache struct {
 	mu      sync.Mutex
 	budget  int
 	used    int
@@ -35,11 +36,12 @@ type cacheEntry struct {
 	data []byte
 }
 
-func newBlockCache(budget int) *blockCache {
-	return &blockCache{budget: budget, entries: map[cacheKey]*list.Element{}, lru: list.New()}
+// NewCache makes a cache of budget bytes.
+func NewCache(budget int) *Cache {
+	return &Cache{budget: budget, entries: map[cacheKey]*list.Element{}, lru: list.New()}
 }
 
-func (c *blockCache) get(k cacheKey) ([]byte, bool) {
+func (c *Cache) get(k cacheKey) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[k]
@@ -50,7 +52,7 @@ func (c *blockCache) get(k cacheKey) ([]byte, bool) {
 	return e.Value.(*cacheEntry).data, true
 }
 
-func (c *blockCache) put(k cacheKey, data []byte) {
+func (c *Cache) put(k cacheKey, data []byte) {
 	if len(data) > c.budget {
 		return
 	}
@@ -74,15 +76,15 @@ func (c *blockCache) put(k cacheKey, data []byte) {
 	}
 }
 
-// treeCache is one dataset's view of a blockCache.
+// treeCache is one dataset's view of a Cache.
 type treeCache struct {
-	c    *blockCache
+	c    *Cache
 	tree string
 }
 
 func (t treeCache) get(i uint64) ([]byte, bool) { return t.c.get(cacheKey{t.tree, i}) }
 func (t treeCache) put(i uint64, data []byte)   { t.c.put(cacheKey{t.tree, i}, data) }
 
-func newTreeCache(c *blockCache, tree cid.Cid) treeCache {
+func (c *Cache) tree(tree cid.Cid) treeCache {
 	return treeCache{c: c, tree: tree.KeyString()}
 }

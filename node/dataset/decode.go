@@ -1,4 +1,4 @@
-package node
+package dataset
 
 import (
 	"context"
@@ -46,7 +46,7 @@ type decodeCall struct {
 
 // decode returns block i rebuilt from its codeword. Concurrent reads of
 // blocks of one codeword share a single decode.
-func (d *Dataset) decode(ctx context.Context, i uint64, cause error) ([]byte, error) {
+func (d *Reader) decode(ctx context.Context, i uint64, cause error) ([]byte, error) {
 	r := &d.rec
 	col := d.layout.Column(i)
 	r.mu.Lock()
@@ -60,7 +60,7 @@ func (d *Dataset) decode(ctx context.Context, i uint64, cause error) ([]byte, er
 		r.mu.Unlock()
 		return data, nil
 	}
-	if held, err := d.st.HasLeaf(ctx, d.Manifest.TreeCID, i); err == nil && held {
+	if held, err := d.cfg.Store.HasLeaf(ctx, d.Manifest.TreeCID, i); err == nil && held {
 		r.mu.Unlock()
 		_, data, err := d.fetch(ctx, i)
 		return data, err
@@ -100,7 +100,7 @@ func (d *Dataset) decode(ctx context.Context, i uint64, cause error) ([]byte, er
 // blocks first (a sequential reader wants them next anyway), then parity,
 // never the block just found lost, and one more only for each that
 // fails. Only this codeword is decoded, on demand.
-func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause error) (map[uint64][]byte, error) {
+func (d *Reader) decodeColumn(ctx context.Context, col, lost uint64, cause error) (map[uint64][]byte, error) {
 	l := d.layout
 	idx := l.Indices(col)
 	shards := make([][]byte, len(idx))
@@ -179,7 +179,7 @@ func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause erro
 			continue
 		}
 		if !failed[row] && j != lost {
-			if held, err := d.st.HasLeaf(ctx, d.Manifest.TreeCID, j); err != nil || held {
+			if held, err := d.cfg.Store.HasLeaf(ctx, d.Manifest.TreeCID, j); err != nil || held {
 				continue
 			}
 		}
@@ -195,17 +195,15 @@ func (d *Dataset) decodeColumn(ctx context.Context, col, lost uint64, cause erro
 		}
 	}
 	d.rec.recovered.Add(uint64(len(rebuilt)))
-	if d.counters != nil {
-		d.counters.decodes.Add(1)
-		d.counters.recovered.Add(uint64(len(rebuilt)))
-	}
+	d.cfg.Counters.Decodes.Add(1)
+	d.cfg.Counters.Recovered.Add(uint64(len(rebuilt)))
 	d.keep(idx, leaves, rebuilt)
 	return out, nil
 }
 
 // keep records what a decode taught about the tree and queues the rebuilt
 // blocks to be stored once they can be proved.
-func (d *Dataset) keep(idx []uint64, leaves []store.Leaf, rebuilt map[uint64]store.Block) {
+func (d *Reader) keep(idx []uint64, leaves []store.Leaf, rebuilt map[uint64]store.Block) {
 	r := &d.rec
 	r.mu.Lock()
 	if r.tree == nil {
@@ -258,7 +256,7 @@ func (d *Dataset) keep(idx []uint64, leaves []store.Leaf, rebuilt map[uint64]sto
 // learnLeaf adds the proof of a block just read to what is known of the
 // tree, while rebuilt blocks wait for proofs: neighbours read later are
 // what completes the tree around a run of lost blocks.
-func (d *Dataset) learnLeaf(leaf store.Leaf) {
+func (d *Reader) learnLeaf(leaf store.Leaf) {
 	if !d.Manifest.Protected || leaf.Proof == nil {
 		return
 	}
@@ -293,7 +291,7 @@ func learnProof(sp *merkle.Sparse, leaf store.Leaf) {
 // with its proof (checked against the tree root first), so the node serves
 // it to peers like any other. Nothing unproved is ever stored. One run at
 // a time, in the background.
-func (d *Dataset) storePending() {
+func (d *Reader) storePending() {
 	r := &d.rec
 	r.mu.Lock()
 	if r.storing || len(r.pending) == 0 {
@@ -318,7 +316,7 @@ const maxLearn = 16
 // learnMissing fetches, for pending blocks that cannot be proved, one leaf
 // (with its proof) of the lowest unknown subtree on each one's path.
 // It reports whether anything was learnt.
-func (d *Dataset) learnMissing(ctx context.Context) bool {
+func (d *Reader) learnMissing(ctx context.Context) bool {
 	r := &d.rec
 	r.mu.Lock()
 	var want []uint64
@@ -356,7 +354,7 @@ func (d *Dataset) learnMissing(ctx context.Context) bool {
 
 // storeProvable stores what it can prove; it reports whether more was
 // learnt meanwhile and another pass is worth it.
-func (d *Dataset) storeProvable() (again bool) {
+func (d *Reader) storeProvable() (again bool) {
 	r := &d.rec
 	m := d.Manifest
 	root, err := store.Digest(m.TreeCID)
@@ -379,7 +377,7 @@ func (d *Dataset) storeProvable() (again bool) {
 			err = p.Verify(digest, root)
 		}
 		if err != nil {
-			d.logger().Warn("rebuilt block does not prove against the tree; dropped", "cid", store.CIDText(d.CID), "index", j, "err", err)
+			d.cfg.Logger.Warn("rebuilt block does not prove against the tree; dropped", "cid", store.CIDText(d.CID), "index", j, "err", err)
 			delete(r.pending, j)
 			continue
 		}
@@ -387,16 +385,16 @@ func (d *Dataset) storeProvable() (again bool) {
 	}
 	r.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(d.lifetime(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(d.cfg.Life, 30*time.Second)
 	defer cancel()
 	for _, x := range out {
-		err := d.st.PutLeafBlock(ctx, x.leaf, x.b)
+		err := d.cfg.Store.PutLeafBlock(ctx, x.leaf, x.b)
 		switch {
-		case errors.Is(err, store.ErrClosed) || ctx.Err() != nil && d.lifetime().Err() != nil:
-			// The node is shutting down: the block stays decodable.
-			d.logger().Debug("rebuilt block not stored: store closed", "cid", store.CIDText(d.CID), "index", x.leaf.Index)
+		case errors.Is(err, store.ErrClosed) || ctx.Err() != nil && d.cfg.Life.Err() != nil:
+			// Config.Life is over (the node closes): the block stays decodable.
+			d.cfg.Logger.Debug("rebuilt block not stored: store closed", "cid", store.CIDText(d.CID), "index", x.leaf.Index)
 		case err != nil:
-			d.logger().Warn("storing a rebuilt block failed", "cid", store.CIDText(d.CID), "index", x.leaf.Index, "err", err)
+			d.cfg.Logger.Warn("storing a rebuilt block failed", "cid", store.CIDText(d.CID), "index", x.leaf.Index, "err", err)
 		}
 	}
 	r.mu.Lock()
@@ -439,10 +437,10 @@ func (r *recovery) anyProvable() bool {
 
 // WaitStored waits until the background storing of rebuilt blocks that can
 // be proved so far is done.
-func (d *Dataset) WaitStored() { d.rec.bg.Wait() }
+func (d *Reader) WaitStored() { d.rec.bg.Wait() }
 
 // Decodes is how many codewords this reader has decoded, and Recovered how
 // many blocks not held here those decodes rebuilt: every block that could
 // not be had, and any that had merely not arrived when enough others had.
-func (d *Dataset) Decodes() uint64   { return d.rec.decodes.Load() }
-func (d *Dataset) Recovered() uint64 { return d.rec.recovered.Load() }
+func (d *Reader) Decodes() uint64   { return d.rec.decodes.Load() }
+func (d *Reader) Recovered() uint64 { return d.rec.recovered.Load() }

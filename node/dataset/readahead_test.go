@@ -1,4 +1,4 @@
-package node
+package dataset
 
 import (
 	"bytes"
@@ -53,11 +53,10 @@ func TestReadAheadStopsAtTheFilesEnd(t *testing.T) {
 	local := store.NewMemory(0)
 	f := &sourceFetcher{src: src, local: local, fetched: map[uint64]bool{}}
 	ctx := context.Background()
-	d, err := OpenDataset(ctx, store.NewNetworkStore(local, f), c)
+	d, err := Open(ctx, c, Config{Store: store.NewNetworkStore(local, f), Local: local, Prefetch: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Prefetch = 64
 	got, err := io.ReadAll(d.Reader(ctx))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read %d bytes, %v; want the %d bytes uploaded", len(got), err, len(data))

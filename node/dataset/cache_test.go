@@ -1,4 +1,4 @@
-package node
+package dataset
 
 import (
 	"bytes"
@@ -10,9 +10,9 @@ import (
 // The node's block cache keeps the most recently used blocks within its
 // byte budget, across datasets, and a read refreshes a block.
 func TestBlockCacheLRU(t *testing.T) {
-	c := newBlockCache(3 * 10)
-	a := newTreeCache(c, store.NewBlock(store.CodecRoot, []byte("a")).CID)
-	b := newTreeCache(c, store.NewBlock(store.CodecRoot, []byte("b")).CID)
+	c := NewCache(3 * 10)
+	a := c.tree(store.NewBlock(store.CodecRoot, []byte("a")).CID)
+	b := c.tree(store.NewBlock(store.CodecRoot, []byte("b")).CID)
 	block := func(v byte) []byte { return bytes.Repeat([]byte{v}, 10) }
 
 	a.put(0, block(1))
