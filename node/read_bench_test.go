@@ -20,7 +20,8 @@ var benchReadSize = flag.Int("bench.readsize", 128<<10, "bytes per ReadAt in Ben
 // a node that holds none of it, from one provider over loopback: the whole
 // node path of a cold `cat` through the mount, without the kernel. The
 // bench command measures the same through real processes and mounts; this
-// is the one to profile (-cpuprofile, -blockprofile).
+// is the one to profile (-cpuprofile, -blockprofile); the reader's part
+// alone, without the network, is node/dataset's BenchmarkColdRead.
 //
 // intact: the provider holds every block. lost-row: it has lost the first
 // row of the erasure layout, one block of every codeword (the first quarter

@@ -35,7 +35,7 @@ func randomBytes(seed uint64, n int) []byte {
 }
 
 // digests are the leaf digests of blocks; a nil block is padding.
-func digests(t *testing.T, blocks [][]byte) []merkle.Digest {
+func digests(t testing.TB, blocks [][]byte) []merkle.Digest {
 	t.Helper()
 	out := make([]merkle.Digest, len(blocks))
 	for i, data := range blocks {
@@ -54,7 +54,7 @@ func digests(t *testing.T, blocks [][]byte) []merkle.Digest {
 
 // putTree stores blocks as the leaves of their tree, proofs and all,
 // padding apart, and returns the tree's CID.
-func putTree(t *testing.T, st store.BlockStore, blocks [][]byte) cid.Cid {
+func putTree(t testing.TB, st store.BlockStore, blocks [][]byte) cid.Cid {
 	t.Helper()
 	tree, err := merkle.New(digests(t, blocks))
 	if err != nil {
@@ -77,7 +77,7 @@ func putTree(t *testing.T, st store.BlockStore, blocks [][]byte) cid.Cid {
 	return tree.CID()
 }
 
-func putManifest(t *testing.T, st store.BlockStore, m *manifest.Manifest) cid.Cid {
+func putManifest(t testing.TB, st store.BlockStore, m *manifest.Manifest) cid.Cid {
 	t.Helper()
 	mb, err := m.Block()
 	if err != nil {
@@ -91,7 +91,7 @@ func putManifest(t *testing.T, st store.BlockStore, m *manifest.Manifest) cid.Ci
 
 // upload stores data as a dataset of testBS blocks, protected with k+m
 // codewords in the stepped layout when m > 0, and returns its manifest CID.
-func upload(t *testing.T, st store.BlockStore, data []byte, k, m int) cid.Cid {
+func upload(t testing.TB, st store.BlockStore, data []byte, k, m int) cid.Cid {
 	t.Helper()
 	var blocks [][]byte
 	for off := 0; off == 0 || off < len(data); off += testBS {

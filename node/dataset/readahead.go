@@ -43,7 +43,11 @@ func (d *Reader) readAhead(off, n int64, last uint64, held bool) {
 	}
 	d.pmu.Unlock()
 	if len(todo) > 0 {
-		go d.prefetch(todo)
+		d.ahead.Add(1)
+		go func() {
+			defer d.ahead.Done()
+			d.prefetch(todo)
+		}()
 	}
 }
 
@@ -63,7 +67,9 @@ func (d *Reader) prefetch(todo []uint64) {
 			done(i)
 			continue
 		}
+		d.ahead.Add(1)
 		go func() {
+			defer d.ahead.Done()
 			defer done(i)
 			ctx, cancel := context.WithTimeout(store.Background(life), max(d.cfg.BlockTimeout, 10*time.Second))
 			defer cancel()

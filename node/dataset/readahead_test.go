@@ -6,7 +6,6 @@ import (
 	"io"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -62,19 +61,7 @@ func TestReadAheadStopsAtTheFilesEnd(t *testing.T) {
 		t.Fatalf("read %d bytes, %v; want the %d bytes uploaded", len(got), err, len(data))
 	}
 	// Read-ahead runs in the background: wait until it is done.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		d.pmu.Lock()
-		busy := len(d.inflight)
-		d.pmu.Unlock()
-		if busy == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read-ahead still fetching %d blocks after 10s", busy)
-		}
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
+	d.ahead.Wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := d.Manifest.DataBlocks()

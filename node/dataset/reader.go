@@ -98,6 +98,7 @@ type Reader struct {
 	lastEnd    int64               // where the previous read ended
 	prefetched uint64              // prefetch has been started up to here
 	inflight   map[uint64]struct{} // blocks being prefetched
+	ahead      sync.WaitGroup      // the goroutines fetching them, for tests to wait on
 	closed     sync.Once
 }
 
