@@ -12,6 +12,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/manifest"
 )
@@ -46,7 +47,7 @@ func oracleUsage(t *testing.T, n *Node, datasets map[string][]byte) uint64 {
 	t.Helper()
 	st := store.NewMemory(0)
 	for name, data := range datasets {
-		if _, err := Upload(t.Context(), st, bytes.NewReader(data), UploadOptions{
+		if _, err := upload.Upload(t.Context(), st, bytes.NewReader(data), upload.Options{
 			Filename: name, BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
 		}); err != nil {
 			t.Fatal(err)
@@ -131,16 +132,21 @@ func TestFailedUploadKeepsConcurrentTwin(t *testing.T) {
 	data := randomBytes(23, 13*testBS)
 	atCommit, twinDone := make(chan struct{}), make(chan struct{})
 	failed := errors.New("injected failure at the manifest")
-	u := &uploader{st: n.full, keep: n, commit: func(context.Context, store.Block, *manifest.Manifest) error {
-		close(atCommit)
-		<-twinDone
-		return failed
-	}}
+	u, err := upload.New(upload.Config{
+		Store: n.full, BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
+		HoldTree: n.holdTree, SweepTree: n.sweepTree,
+		Commit: func(context.Context, store.Block, *manifest.Manifest) error {
+			close(atCommit)
+			<-twinDone
+			return failed
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := uploadDataset(t.Context(), u, bytes.NewReader(data), UploadOptions{
-			Filename: "a", BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
-		})
+		_, _, err := u.Upload(t.Context(), bytes.NewReader(data), "a", "")
 		errc <- err
 	}()
 	<-atCommit // every leaf of the tree written by the first upload
@@ -306,7 +312,7 @@ func TestSpaceNeededCoversWhatAnUploadStores(t *testing.T) {
 		n, _ := gcNode(t, t.TempDir(), Config{EcK: ec[0], EcM: ec[1]})
 		for _, size := range []int{0, 1, testBS, 3*testBS + 1, 70 * testBS} {
 			st := store.NewMemory(0)
-			if _, err := Upload(t.Context(), st, bytes.NewReader(randomBytes(uint64(size), size)), UploadOptions{
+			if _, err := upload.Upload(t.Context(), st, bytes.NewReader(randomBytes(uint64(size), size)), upload.Options{
 				Filename: "a-long-enough-file-name.bin", BlockSize: n.cfg.BlockSize, EcK: ec[0], EcM: ec[1],
 			}); err != nil {
 				t.Fatal(err)

@@ -8,7 +8,7 @@ package node
 //   - List names exactly those, with the right Pinned flags, and each has
 //     its retention record;
 //   - each reads back byte-equal from the local store alone;
-//   - the store uses exactly what they need: what the package-level Upload
+//   - the store uses exactly what they need: what upload.Upload
 //     of just their contents takes in a fresh memory store. After a crash
 //     this holds once the node is reopened and has collected once.
 //
@@ -33,6 +33,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -216,8 +217,8 @@ func (m *modelRun) pickUpload() (int, string) {
 	return m.rng.IntN(len(m.pool)), modelNames[m.rng.IntN(len(modelNames))]
 }
 
-func (m *modelRun) options(name string) UploadOptions {
-	return UploadOptions{Filename: name, BlockSize: testBS, EcK: m.ecK, EcM: m.ecM}
+func (m *modelRun) options(name string) upload.Options {
+	return upload.Options{Filename: name, BlockSize: testBS, EcK: m.ecK, EcM: m.ecM}
 }
 
 // check compares the node with the model.
@@ -243,7 +244,7 @@ func (m *modelRun) check() {
 		if err := m.readLocal(c, m.pool[h.content]); err != nil {
 			m.fatalf("%s (#%d as %s, pinned %v) does not read back: %v", short(c), h.content, h.name, h.pinned, err)
 		}
-		oc, err := Upload(ctx, oracle, bytes.NewReader(m.pool[h.content]), m.options(h.name))
+		oc, err := upload.Upload(ctx, oracle, bytes.NewReader(m.pool[h.content]), m.options(h.name))
 		if err != nil || !oc.Equals(c) {
 			m.fatalf("oracle upload of #%d as %s: %s, %v; the node's is %s", h.content, h.name, short(oc), err, short(c))
 		}
@@ -478,7 +479,7 @@ func (m *modelRun) crash() {
 // dataset, pinned, but only with its record.
 func (m *modelRun) crashBeforeRecord() {
 	ci, name := m.pickUpload()
-	c, err := Upload(m.t.Context(), store.NewMemory(0), bytes.NewReader(m.pool[ci]), m.options(name))
+	c, err := upload.Upload(m.t.Context(), store.NewMemory(0), bytes.NewReader(m.pool[ci]), m.options(name))
 	if _, held := m.held[c]; err != nil || held {
 		m.upload()
 		return

@@ -24,6 +24,7 @@ import (
 	"github.com/meshfs/meshfs/exchange/discovery"
 	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/node/dataset"
+	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/erasure"
 	"github.com/meshfs/meshfs/store/manifest"
@@ -86,6 +87,7 @@ type Node struct {
 	// store's, not the network store's, which cannot.
 	leaves store.LeafReader
 	blocks *dataset.Cache // recently fetched blocks, for every dataset
+	up     *upload.Uploader
 
 	metrics *metrics
 	reads   dataset.Counters
@@ -175,6 +177,15 @@ func New(cfg Config) (n *Node, err error) {
 	n.metrics.reg.MustRegister(nodeCollector{n})
 	n.fetch.init()
 	n.blocks = dataset.NewCache(blockCacheBytes)
+	// An upload's trees are held against the node's sweeps until its
+	// manifest is committed with its pinned record (commitUpload).
+	n.up, err = upload.New(upload.Config{
+		Store: n.full, BlockSize: cfg.BlockSize, EcK: cfg.EcK, EcM: cfg.EcM,
+		HoldTree: n.holdTree, SweepTree: n.sweepTree, Commit: n.commitUpload, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 
 	// Before anything reads or writes: what a crash or an earlier version
 	// left is set right, and what no dataset needs is freed.
@@ -249,11 +260,7 @@ func (n *Node) DataDir() string { return n.cfg.DataDir }
 // parameters, pins it, and returns the manifest CID. A full store makes
 // room by collecting cached datasets.
 func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error) {
-	u := &uploader{st: n.full, keep: n, commit: n.commitUpload, log: n.log}
-	c, m, err := uploadDataset(ctx, u, r, UploadOptions{
-		Filename: filename, Mimetype: mimetype,
-		BlockSize: n.cfg.BlockSize, EcK: n.cfg.EcK, EcM: n.cfg.EcM,
-	})
+	c, m, err := n.up.Upload(ctx, r, filename, mimetype)
 	if err != nil {
 		return cid.Undef, err
 	}

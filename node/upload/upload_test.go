@@ -1,4 +1,4 @@
-package node
+package upload_test
 
 import (
 	"bytes"
@@ -6,30 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/node/dataset"
+	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 )
 
 const testBS = 4096
 
-func randomBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-func upload(t *testing.T, st store.BlockStore, data []byte, k, m int) cid.Cid {
+func put(t *testing.T, st store.BlockStore, data []byte, k, m int) cid.Cid {
 	t.Helper()
-	c, err := Upload(context.Background(), st, bytes.NewReader(data), UploadOptions{BlockSize: testBS, EcK: k, EcM: m})
+	c, err := upload.Upload(context.Background(), st, bytes.NewReader(data), upload.Options{BlockSize: testBS, EcK: k, EcM: m})
 	if err != nil {
 		t.Fatalf("upload %d bytes: %v", len(data), err)
 	}
@@ -54,7 +46,7 @@ func readAll(t *testing.T, st store.BlockStore, c cid.Cid) []byte {
 // same space used as on a Codex node.
 func TestUploadCodexVector(t *testing.T) {
 	st := store.NewMemory(0)
-	c, err := Upload(context.Background(), st, bytes.NewReader([]byte("some file contents")), UploadOptions{BlockSize: 65536})
+	c, err := upload.Upload(context.Background(), st, bytes.NewReader([]byte("some file contents")), upload.Options{BlockSize: 65536})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,12 +81,12 @@ func TestUploadRoundTrip(t *testing.T) {
 		for _, size := range sizes {
 			t.Run(fmt.Sprintf("k%d-m%d-%d", ec.k, ec.m, size), func(t *testing.T) {
 				st := store.NewMemory(0)
-				data := randomBytes(uint64(size), size)
-				c := upload(t, st, data, ec.k, ec.m)
+				data := testkit.RandomBytes(uint64(size), size)
+				c := put(t, st, data, ec.k, ec.m)
 				if got := readAll(t, st, c); !bytes.Equal(got, data) {
 					t.Fatalf("read back %d bytes, differ from the %d uploaded", len(got), len(data))
 				}
-				if again := upload(t, store.NewMemory(0), data, ec.k, ec.m); !again.Equals(c) {
+				if again := put(t, store.NewMemory(0), data, ec.k, ec.m); !again.Equals(c) {
 					t.Errorf("same bytes gave %s then %s", c, again)
 				}
 			})
@@ -105,13 +97,13 @@ func TestUploadRoundTrip(t *testing.T) {
 func TestUploadOverQuotaStoresNothing(t *testing.T) {
 	ctx := context.Background()
 	st := store.NewMemory(20 * testBS)
-	small := randomBytes(1, 2*testBS)
-	keep := upload(t, st, small, 2, 1)
+	small := testkit.RandomBytes(1, 2*testBS)
+	keep := put(t, st, small, 2, 1)
 	before, err := st.Usage(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Upload(ctx, st, bytes.NewReader(randomBytes(2, 30*testBS)), UploadOptions{BlockSize: testBS, EcK: 2, EcM: 1})
+	_, err = upload.Upload(ctx, st, bytes.NewReader(testkit.RandomBytes(2, 30*testBS)), upload.Options{BlockSize: testBS, EcK: 2, EcM: 1})
 	if !errors.Is(err, store.ErrQuotaExceeded) {
 		t.Fatalf("upload over quota: err %v, want ErrQuotaExceeded", err)
 	}
@@ -132,8 +124,8 @@ func TestUploadOverQuotaStoresNothing(t *testing.T) {
 func TestUploadReadErrorRollsBack(t *testing.T) {
 	ctx := context.Background()
 	st := store.NewMemory(0)
-	r := io.MultiReader(bytes.NewReader(randomBytes(5, 5*testBS)), iotestErrReader{})
-	_, err := Upload(ctx, st, r, UploadOptions{BlockSize: testBS, EcK: 4, EcM: 2})
+	r := io.MultiReader(bytes.NewReader(testkit.RandomBytes(5, 5*testBS)), iotestErrReader{})
+	_, err := upload.Upload(ctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2})
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("connection reset")) {
 		t.Fatalf("upload with a failing reader: err %v", err)
 	}
@@ -152,14 +144,14 @@ func (iotestErrReader) Read([]byte) (int, error) { return 0, errors.New("connect
 
 func TestUploadTwiceThenFailKeepsFirst(t *testing.T) {
 	ctx := context.Background()
-	data := randomBytes(9, 6*testBS)
+	data := testkit.RandomBytes(9, 6*testBS)
 	st := store.NewMemory(0)
-	c := upload(t, st, data, 4, 2)
+	c := put(t, st, data, 4, 2)
 	// Same bytes again, but cancelled before the end: the rollback must not
 	// touch the leaves and blocks the first upload owns.
 	cctx, cancel := context.WithCancel(ctx)
 	r := &cancelAfter{r: bytes.NewReader(data), n: 3 * testBS, cancel: cancel}
-	if _, err := Upload(cctx, st, r, UploadOptions{BlockSize: testBS, EcK: 4, EcM: 2}); !errors.Is(err, context.Canceled) {
+	if _, err := upload.Upload(cctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled upload: err %v, want context.Canceled", err)
 	}
 	if got := readAll(t, st, c); !bytes.Equal(got, data) {
@@ -185,8 +177,8 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 // its Content-Length) is an error, not a shorter file.
 func TestUploadTruncatedInputIsAnError(t *testing.T) {
 	st := store.NewMemory(0)
-	r := io.MultiReader(bytes.NewReader(randomBytes(3, 3*testBS+10)), truncated{})
-	_, err := Upload(context.Background(), st, r, UploadOptions{BlockSize: testBS, EcK: 2, EcM: 1})
+	r := io.MultiReader(bytes.NewReader(testkit.RandomBytes(3, 3*testBS+10)), truncated{})
+	_, err := upload.Upload(context.Background(), st, r, upload.Options{BlockSize: testBS, EcK: 2, EcM: 1})
 	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "ended before") {
 		t.Fatalf("truncated input: err %v", err)
 	}

@@ -1,0 +1,227 @@
+package upload
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/erasure"
+	"github.com/meshfs/meshfs/store/manifest"
+	"github.com/meshfs/meshfs/store/merkle"
+)
+
+// manifestVersion is Codex's enum position for CIDv1 (not the CID version).
+const manifestVersion = 2
+
+func (j *job) run(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, *manifest.Manifest, error) {
+	digests, size, err := j.chunk(ctx, r)
+	if err != nil {
+		return cid.Undef, nil, err
+	}
+	tree, err := merkle.New(digests)
+	if err != nil {
+		return cid.Undef, nil, fmt.Errorf("build tree: %w", err)
+	}
+	m := &manifest.Manifest{
+		TreeCID:     tree.CID(),
+		BlockSize:   j.BlockSize,
+		DatasetSize: size,
+		Codec:       store.CodecBlock,
+		HCodec:      mh.SHA2_256,
+		Version:     manifestVersion,
+		Filename:    filename,
+		Mimetype:    mimetype,
+	}
+	// An empty file has nothing to protect, and a protected manifest of size
+	// 0 is invalid in Codex's format: it is stored unprotected.
+	if j.EcM > 0 && size > 0 {
+		layout, err := erasure.NewLayout(j.EcK, j.EcM, uint64(len(digests)))
+		if err != nil {
+			return cid.Undef, nil, err
+		}
+		protected, err := j.protect(ctx, layout, digests)
+		if err != nil {
+			return cid.Undef, nil, err
+		}
+		m.Protected = true
+		m.EcK, m.EcM = j.EcK, j.EcM
+		m.Strategy = manifest.Stepped
+		m.OriginalTreeCID = m.TreeCID
+		m.OriginalDatasetSize = size
+		m.DatasetSize = layout.Total() * j.BlockSize
+		digests = protected
+		if tree, err = merkle.New(digests); err != nil {
+			return cid.Undef, nil, fmt.Errorf("build protected tree: %w", err)
+		}
+		m.TreeCID = tree.CID()
+	}
+	// Held from before its first leaf until the manifest names it, so
+	// that no sweep takes leaves this upload counts on, be they its own or
+	// those of a dataset of the same bytes removed meanwhile.
+	if err := j.hold(ctx, tree.CID()); err != nil {
+		return cid.Undef, nil, err
+	}
+	if err := j.putLeaves(ctx, tree, digests); err != nil {
+		return cid.Undef, nil, err
+	}
+	mb, err := m.Block()
+	if err != nil {
+		return cid.Undef, nil, err
+	}
+	// The manifest goes last: a dataset is listed once its manifest is held,
+	// so a crash before this point leaves no dataset, only trees no
+	// dataset names, which the store's owner sweeps.
+	if err := j.Commit(ctx, mb, m); err != nil {
+		return cid.Undef, nil, fmt.Errorf("store manifest: %w", err)
+	}
+	return mb.CID, m, nil
+}
+
+// chunk reads r block by block, stores each block and returns the digests
+// of all blocks and the byte count. The last block is zero-padded (Codex's
+// rule). An empty input gives one all-zero block so that the dataset still
+// has a tree; its size of 0 tells readers there is nothing in it.
+func (j *job) chunk(ctx context.Context, r io.Reader) ([]merkle.Digest, uint64, error) {
+	var (
+		digests []merkle.Digest
+		size    uint64
+	)
+	r = sourceReader{r}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		// A fresh buffer per block: the store may keep the slice it is given.
+		buf := make([]byte, j.BlockSize)
+		n, err := io.ReadFull(r, buf)
+		if n == 0 && len(digests) > 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return nil, 0, fmt.Errorf("read input after %d bytes: %w", size, err)
+		}
+		size += uint64(n)
+		b := store.NewBlock(store.CodecBlock, buf)
+		if err := j.put(ctx, b); err != nil {
+			return nil, 0, fmt.Errorf("store block %d: %w", len(digests), err)
+		}
+		d, err2 := store.Digest(b.CID)
+		if err2 != nil {
+			return nil, 0, err2
+		}
+		digests = append(digests, d)
+		if err != nil { // short read: that was the last block
+			break
+		}
+	}
+	return digests, size, nil
+}
+
+// sourceReader keeps the input's own errors apart from io.ReadFull's: an
+// HTTP body cut short reports io.ErrUnexpectedEOF, which ReadFull also uses
+// for a normal short last block. Taken at face value, a truncated upload
+// would be stored as a complete (shorter) file.
+type sourceReader struct{ r io.Reader }
+
+func (s sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err == io.ErrUnexpectedEOF {
+		err = fmt.Errorf("input ended before its declared length: %w", err)
+	}
+	return n, err
+}
+
+// protect computes the parity of every codeword and returns the leaf digests
+// of the protected dataset: data, then padding, then parity rows.
+func (j *job) protect(ctx context.Context, layout erasure.Layout, data []merkle.Digest) ([]merkle.Digest, error) {
+	coder, err := erasure.NewCoder(layout.K, layout.M)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]merkle.Digest, layout.Total())
+	copy(out, data)
+	for i := layout.N; i < layout.Rounded(); i++ {
+		out[i] = erasure.PaddingDigest
+	}
+	zero := make([]byte, j.BlockSize)
+	shards := make([][]byte, layout.K+layout.M)
+	for col := uint64(0); col < layout.Steps(); col++ {
+		idx := layout.Indices(col)
+		for row := 0; row < layout.K; row++ {
+			i := idx[row]
+			if layout.IsPadding(i) {
+				shards[row] = zero
+				continue
+			}
+			b, err := j.Store.Get(ctx, store.CIDFromDigest(store.CodecBlock, data[i]))
+			if err != nil {
+				return nil, fmt.Errorf("read block %d back for parity: %w", i, err)
+			}
+			shards[row] = b.Data
+		}
+		for p := layout.K; p < len(shards); p++ {
+			shards[p] = make([]byte, j.BlockSize)
+		}
+		if err := coder.Encode(shards); err != nil {
+			return nil, fmt.Errorf("encode codeword %d: %w", col, err)
+		}
+		for p := layout.K; p < len(shards); p++ {
+			b := store.NewBlock(store.CodecBlock, shards[p])
+			if err := j.put(ctx, b); err != nil {
+				return nil, fmt.Errorf("store parity of codeword %d: %w", col, err)
+			}
+			if out[idx[p]], err = store.Digest(b.CID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// putLeaves records every stored leaf with its proof; padding leaves are
+// synthesised by readers and never stored.
+func (j *job) putLeaves(ctx context.Context, tree *merkle.Tree, digests []merkle.Digest) error {
+	treeCID := tree.CID()
+	for i, d := range digests {
+		if d == erasure.PaddingDigest {
+			continue
+		}
+		p, err := tree.Proof(i)
+		if err != nil {
+			return fmt.Errorf("proof of leaf %d: %w", i, err)
+		}
+		leaf := store.Leaf{Tree: treeCID, Index: uint64(i), Block: store.CIDFromDigest(store.CodecBlock, d), Proof: p.Marshal()}
+		// Written even when held: the leaf it rewrites is the same. In a
+		// bare store, a leaf held before belongs to an earlier dataset of
+		// the same bytes and must survive our rollback.
+		if j.bare() {
+			had, err := j.Store.HasLeaf(ctx, treeCID, leaf.Index)
+			if err != nil {
+				return err
+			}
+			if had {
+				continue
+			}
+			j.leaves = append(j.leaves, leaf)
+		}
+		if err := j.Store.PutLeaf(ctx, leaf); err != nil {
+			return fmt.Errorf("store leaf %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// put stores b as the next leaf of the staging tree: a reference of this
+// upload's own, whether or not the block was held before.
+func (j *job) put(ctx context.Context, b store.Block) error {
+	leaf := store.Leaf{Tree: j.staging, Index: j.staged, Block: b.CID}
+	if err := j.Store.PutLeafBlock(ctx, leaf, b); err != nil {
+		return err
+	}
+	j.staged++
+	return nil
+}
