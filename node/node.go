@@ -19,11 +19,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshfs/meshfs/exchange"
 	"github.com/meshfs/meshfs/exchange/discovery"
 	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/node/dataset"
+	"github.com/meshfs/meshfs/node/metrics"
 	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/erasure"
@@ -89,7 +91,7 @@ type Node struct {
 	blocks *dataset.Cache // recently fetched blocks, for every dataset
 	up     *upload.Uploader
 
-	metrics *metrics
+	metrics *metrics.Registry
 	reads   dataset.Counters
 
 	// Retention and garbage collection: see gc.go.
@@ -166,15 +168,20 @@ func New(cfg Config) (n *Node, err error) {
 	dopts.Logger = cfg.Logger
 	n.disc = discovery.New(n.host.DHT(), n.host.Host(), dopts)
 	n.disc.Start(n.ctx)
-	n.metrics = newMetrics()
+	n.metrics = metrics.New()
 	xopts := cfg.Exchange
 	xopts.Logger = cfg.Logger
-	xopts.Client.ObserveLatency = n.metrics.observe
+	xopts.Client.ObserveLatency = n.metrics.ObserveLatency
 	// Blocks from peers, blocks rebuilt by decoding and uploads are all
 	// written through n.full, so a full store makes room by collecting.
 	n.engine = exchange.New(n.host.Host(), n.full, n.disc, xopts)
 	n.net = store.NewNetworkStore(n.full, n.engine)
-	n.metrics.reg.MustRegister(nodeCollector{n})
+	n.metrics.Register(metrics.Sources{
+		Exchange: n.engine, Peers: func() int { return len(n.Peers()) }, Store: n.store, Reads: &n.reads,
+		GC: func() metrics.GC {
+			return metrics.GC{Runs: n.gcStats.runs.Load(), Datasets: n.gcStats.datasets.Load(), Bytes: n.gcStats.bytes.Load()}
+		},
+	})
 	n.fetch.init()
 	n.blocks = dataset.NewCache(blockCacheBytes)
 	// An upload's trees are held against the node's sweeps until its
@@ -419,6 +426,9 @@ func (n *Node) Peers() []peer.ID { return n.host.Host().Network().Peers() }
 // LocalStore is the node's own block store, without the network: for
 // maintenance (and tests that take blocks away from a node).
 func (n *Node) LocalStore() store.BlockStore { return n.store }
+
+// Gatherer is what /metrics serves.
+func (n *Node) Gatherer() prometheus.Gatherer { return n.metrics.Gatherer() }
 
 // Engine is the node's block exchange (for stats and tests).
 func (n *Node) Engine() *exchange.Engine { return n.engine }

@@ -1,4 +1,8 @@
-package node
+// Package metrics is the node's Prometheus registry: counters read from
+// the parts at scrape time (the exchange, the store, the readers, the
+// collector), so that the parts need not know Prometheus, plus the
+// want-latency histogram the exchange feeds as it goes.
+package metrics
 
 import (
 	"context"
@@ -6,18 +10,24 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshfs/meshfs/exchange/client"
+	"github.com/meshfs/meshfs/exchange/server"
+	"github.com/meshfs/meshfs/node/dataset"
+	"github.com/meshfs/meshfs/store"
 )
 
-// metrics is the node's Prometheus registry: counters read from the parts
-// at scrape time (the exchange, the store, the readers), so the parts need
-// not know Prometheus, plus the want-latency histogram the exchange feeds.
-type metrics struct {
+// Registry is what /metrics serves.
+type Registry struct {
 	reg     *prometheus.Registry
 	latency prometheus.Histogram
 }
 
-func newMetrics() *metrics {
-	m := &metrics{
+// New makes a registry with the latency histogram and Go's own process
+// figures. The parts' counters join with Register, once the parts exist:
+// the exchange is made with ObserveLatency, so it comes after New.
+func New() *Registry {
+	r := &Registry{
 		reg: prometheus.NewRegistry(),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "meshfs_exchange_want_latency_seconds",
@@ -25,14 +35,46 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to ~16 s
 		}),
 	}
-	m.reg.MustRegister(m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
+	r.reg.MustRegister(r.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
 }
 
-func (m *metrics) observe(d time.Duration) { m.latency.Observe(d.Seconds()) }
+// ObserveLatency records one WantBlock's time to its verified block.
+func (r *Registry) ObserveLatency(d time.Duration) { r.latency.Observe(d.Seconds()) }
 
-// nodeCollector reads the node's counters at each scrape.
-type nodeCollector struct{ n *Node }
+// Gatherer is what /metrics serves.
+func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
+
+// Sources are the parts whose counters each scrape reads.
+type Sources struct {
+	Exchange Exchange
+	Peers    func() int // connected now
+	Store    interface {
+		Usage(context.Context) (store.Usage, error)
+	}
+	Reads *dataset.Counters
+	GC    func() GC
+}
+
+// Exchange is what the block exchange reports.
+type Exchange interface {
+	ClientStats() client.Stats
+	ServerStats() server.Stats
+	NetworkLimits() map[string]uint64
+}
+
+// GC are the garbage collector's totals since the node started.
+type GC struct {
+	Runs     uint64 // periodic, on demand and when the store was full
+	Datasets uint64 // cached datasets removed
+	Bytes    uint64 // store usage freed
+}
+
+// Register adds the counters of src; once per registry.
+func (r *Registry) Register(src Sources) { r.reg.MustRegister(collector{src}) }
+
+// collector reads the parts' counters at each scrape.
+type collector struct{ src Sources }
 
 var (
 	descExchange = prometheus.NewDesc("meshfs_exchange_total",
@@ -52,21 +94,21 @@ var (
 	descGCBytes   = prometheus.NewDesc("meshfs_gc_bytes_freed_total", "Bytes of store usage freed by garbage collection.", nil, nil)
 )
 
-func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descExchange, descPeers, descInFlight, descQueued, descStore, descBlocks, descCache, descDecodes, descRecovered, descHedges, descGCRuns, descGCSets, descGCBytes} {
 		ch <- d
 	}
 }
 
-func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
-	n := c.n
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	cs, ss := n.engine.ClientStats(), n.engine.ServerStats()
+	cs, ss := s.Exchange.ClientStats(), s.Exchange.ServerStats()
 	events := map[string]uint64{
 		"want_have_sent": cs.WantHavesSent, "want_block_sent": cs.WantBlocksSent,
 		"have_received": cs.HavesReceived, "dont_have_received": cs.DontHavesReceived,
@@ -77,32 +119,30 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		"want_refused": ss.WantsRefused, "serve_queue_dropped": ss.QueueDropped,
 		"want_send_refused": cs.SendsRefused, "late_block_received": cs.Unwanted,
 	}
-	for name, v := range n.engine.NetworkLimits() {
+	for name, v := range s.Exchange.NetworkLimits() {
 		events[name] = v
 	}
 	for event, v := range events {
 		counter(descExchange, v, event)
 	}
-	gauge(descPeers, float64(len(n.Peers())))
+	gauge(descPeers, float64(s.Peers()))
 	gauge(descInFlight, float64(cs.InFlight))
 	gauge(descQueued, float64(ss.Queued))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if u, err := n.store.Usage(ctx); err == nil {
+	if u, err := s.Store.Usage(ctx); err == nil {
 		gauge(descStore, float64(u.UsedBytes), "used")
 		gauge(descStore, float64(u.QuotaBytes), "quota")
 		gauge(descBlocks, float64(u.Blocks))
 	}
-	r := &n.reads
+	r := s.Reads
 	counter(descCache, r.CacheHits.Load(), "hit")
 	counter(descCache, r.CacheMisses.Load(), "miss")
 	counter(descDecodes, r.Decodes.Load())
 	counter(descRecovered, r.Recovered.Load())
 	counter(descHedges, r.Hedges.Load())
-	counter(descGCRuns, n.gcStats.runs.Load())
-	counter(descGCSets, n.gcStats.datasets.Load())
-	counter(descGCBytes, n.gcStats.bytes.Load())
+	gc := s.GC()
+	counter(descGCRuns, gc.Runs)
+	counter(descGCSets, gc.Datasets)
+	counter(descGCBytes, gc.Bytes)
 }
-
-// Gatherer is what /metrics serves.
-func (n *Node) Gatherer() prometheus.Gatherer { return n.metrics.reg }
