@@ -109,7 +109,7 @@ func TestHostileProviderBadBlocks(t *testing.T) {
 				t.Helper()
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
-				leaf, b, err := victim.e.GetLeaf(ctx, d.root, 0)
+				leaf, b, err := victim.e.GetLeaf(ctx, d.root, 0, store.Read)
 				if err != nil {
 					t.Fatalf("fetch: %v", err)
 				}
@@ -223,7 +223,7 @@ func TestHostileUnsolicitedBlocks(t *testing.T) {
 	before := len(x.received())
 	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	_, b, err := victim.e.GetLeaf(fctx, d.root, 2)
+	_, b, err := victim.e.GetLeaf(fctx, d.root, 2, store.Read)
 	if err != nil || !bytes.Equal(b.Data, d.blocks[2]) {
 		t.Fatalf("fetch from the honest peer: %v", err)
 	}
@@ -251,7 +251,7 @@ func TestLateAnswerIsNoOffence(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
-			_, _, err := victim.e.GetLeaf(ctx, d.root, uint64(i))
+			_, _, err := victim.e.GetLeaf(ctx, d.root, uint64(i), store.Read)
 			errc <- err
 		}()
 		x.waitWant(func(e message.Entry) bool {
@@ -280,7 +280,7 @@ func TestLateAnswerIsNoOffence(t *testing.T) {
 	answer.Store(uint64(last), true)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, b, err := victim.e.GetLeaf(ctx, d.root, uint64(last))
+	_, b, err := victim.e.GetLeaf(ctx, d.root, uint64(last), store.Read)
 	if err != nil || !bytes.Equal(b.Data, d.blocks[last]) {
 		t.Fatalf("fetch from the peer after its late answers: %v", err)
 	}
@@ -308,7 +308,7 @@ func TestSkippedBlockIsAskedAgainSoon(t *testing.T) {
 	// The reader keeps the provider busy with the others meanwhile.
 	for i := range d.blocks {
 		wg.Go(func() {
-			_, b, err := victim.e.GetLeaf(ctx, d.root, uint64(i))
+			_, b, err := victim.e.GetLeaf(ctx, d.root, uint64(i), store.Read)
 			if err == nil && !bytes.Equal(b.Data, d.blocks[i]) {
 				err = errors.New("wrong bytes")
 			}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshfs/meshfs/integration/testkit"
+	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/repo"
 )
 
@@ -37,7 +38,7 @@ func BenchmarkFetch(b *testing.B) {
 		g.SetLimit(*benchReaders)
 		for i := range blocks {
 			g.Go(func() error {
-				_, blk, err := fetcher.e.GetLeaf(gctx, d.root, uint64(i))
+				_, blk, err := fetcher.e.GetLeaf(gctx, d.root, uint64(i), store.Read)
 				if err == nil && !blk.CID.Equals(d.cids[i]) {
 					err = fmt.Errorf("block %d: wrong CID", i)
 				}

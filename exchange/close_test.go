@@ -86,7 +86,7 @@ func TestCloseWaitsForBlocksBeingStored(t *testing.T) {
 		held.BlockStore = st
 		return held
 	})
-	go fetcher.e.GetLeaf(context.Background(), d.root, 0) // fails once the engine closes
+	go fetcher.e.GetLeaf(context.Background(), d.root, 0, store.Read) // fails once the engine closes
 	closesAfterHold(t, fetcher.e, held)
 }
 
@@ -99,6 +99,6 @@ func TestCloseWaitsForBlocksBeingServed(t *testing.T) {
 	})
 	d.put(t, provider.st)
 	fetcher := newNode(t, staticDisc{addrInfo(provider.h)}, Options{}, nil)
-	go fetcher.e.GetLeaf(context.Background(), d.root, 0) // fails once the engines close
+	go fetcher.e.GetLeaf(context.Background(), d.root, 0, store.Read) // fails once the engines close
 	closesAfterHold(t, provider.e, held)
 }

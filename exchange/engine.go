@@ -63,8 +63,8 @@ func (e *Engine) Close() {
 }
 
 // GetLeaf fetches a dataset block from peers (see client.Client.GetLeaf).
-func (e *Engine) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.Leaf, store.Block, error) {
-	return e.client.GetLeaf(ctx, tree, index)
+func (e *Engine) GetLeaf(ctx context.Context, tree cid.Cid, index uint64, prio store.Priority) (store.Leaf, store.Block, error) {
+	return e.client.GetLeaf(ctx, tree, index, prio)
 }
 
 // Get fetches a block by CID from peers.

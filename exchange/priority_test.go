@@ -29,21 +29,21 @@ func TestReadWantsGoBeforeBackground(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	get := func(ctx context.Context, i uint64) {
-		go func() { _, _, _ = n.e.GetLeaf(ctx, d.root, i) }()
+	get := func(ctx context.Context, i uint64, prio store.Priority) {
+		go func() { _, _, _ = n.e.GetLeaf(ctx, d.root, i, prio) }()
 	}
 	isHave := func(i uint64) func(message.Entry) bool {
 		return func(e message.Entry) bool { return e.WantType == message.WantHave && e.Address.Index == i }
 	}
 	for i := range uint64(background) {
-		get(store.Background(ctx), i+1)
+		get(ctx, i+1, store.Background)
 	}
 	for i := range uint64(background) {
 		x.waitWant(isHave(i + 1))
 	}
-	get(ctx, 0) // the read
+	get(ctx, 0, store.Read) // the read
 	x.waitWant(isHave(0))
-	get(ctx, 7) // a read of a block read ahead
+	get(ctx, 7, store.Read) // a read of a block read ahead
 	testkit.Eventually(t, "the read of block 7 joins its background want", func() bool { return n.e.ClientStats().Coalesced == 1 })
 
 	// Have for every block in one message, the read's last.
@@ -91,8 +91,8 @@ func TestOldBackgroundWantNotStarved(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	get := func(ctx context.Context, i uint64) {
-		go func() { _, _, _ = n.e.GetLeaf(ctx, d.root, i) }()
+	get := func(ctx context.Context, i uint64, prio store.Priority) {
+		go func() { _, _, _ = n.e.GetLeaf(ctx, d.root, i, prio) }()
 	}
 	isBlock := func(i uint64) func(message.Entry) bool {
 		return func(e message.Entry) bool {
@@ -100,15 +100,15 @@ func TestOldBackgroundWantNotStarved(t *testing.T) {
 		}
 	}
 
-	get(ctx, 10) // a read takes the one window slot
+	get(ctx, 10, store.Read) // a read takes the one window slot
 	x.waitWant(isBlock(10))
-	get(store.Background(ctx), 1)
+	get(ctx, 1, store.Background)
 	// x holds the dataset and its window is full: no WantHave is sent.
 	testkit.Eventually(t, "the background want registered", func() bool { return n.e.ClientStats().Requests == 2 })
 	// The background want is half a BlockTimeout old when a newer read
 	// comes.
 	now.Add(int64(blockTimeout/2 + time.Millisecond))
-	get(ctx, 11)
+	get(ctx, 11, store.Read)
 	testkit.Eventually(t, "the newer read registered", func() bool { return n.e.ClientStats().Requests == 3 })
 
 	if err := x.send(n.h.ID(), &message.Message{Blocks: []message.Delivery{d.delivery(t, 10)}}); err != nil {

@@ -35,7 +35,7 @@ func fetchAll(t testing.TB, n *node, d *dataset) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, b, err := n.e.GetLeaf(ctx, d.root, uint64(i))
+			_, b, err := n.e.GetLeaf(ctx, d.root, uint64(i), store.Read)
 			if err == nil && !bytes.Equal(b.Data, d.blocks[i]) {
 				err = errors.New("wrong bytes")
 			}
@@ -410,7 +410,7 @@ func TestNeverReadingPeersDoNotHoldServingSlots(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout/2)
 	defer cancel()
 	for i := range small.blocks {
-		if _, b, err := reader.e.GetLeaf(ctx, small.root, uint64(i)); err != nil || !bytes.Equal(b.Data, small.blocks[i]) {
+		if _, b, err := reader.e.GetLeaf(ctx, small.root, uint64(i), store.Read); err != nil || !bytes.Equal(b.Data, small.blocks[i]) {
 			t.Fatalf("honest reader, block %d, with %d non-readers holding on: %v", i, 2*slots, err)
 		}
 	}

@@ -79,8 +79,7 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 		defer cancel(nil)
 		defer inUse()
 		defer releaseTree()
-		// Background: reads of this or any dataset go first.
-		err := n.fetchAll(store.Background(ctx), d, fs)
+		err := n.fetchAll(ctx, d, fs)
 		if err == nil {
 			// Blocks rebuilt by decoding are stored in the background; the
 			// dataset is not fetched, nor announced, before they are. (A
@@ -169,7 +168,8 @@ func (n *Node) fetchAll(ctx context.Context, d *Dataset, fs *fetchState) error {
 				if i >= m.Blocks() || ctx.Err() != nil {
 					return
 				}
-				if err := d.FetchBlock(ctx, i); err != nil {
+				// Background: reads of this or any dataset go first.
+				if err := d.FetchBlock(ctx, i, store.Background); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					return
 				}

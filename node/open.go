@@ -32,6 +32,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	}
 	cfg := dataset.Config{
 		Store:        n.net,
+		Fetcher:      n.net,
 		Local:        n.net.Local(),
 		Leaves:       n.leaves,
 		Cache:        n.blocks,

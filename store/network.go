@@ -16,24 +16,21 @@ import (
 // record or not at all.
 type Fetcher interface {
 	Get(ctx context.Context, c cid.Cid) (Block, error)
-	GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error)
+	GetLeaf(ctx context.Context, tree cid.Cid, index uint64, prio Priority) (Leaf, Block, error)
 }
 
-type backgroundKey struct{}
+// Priority says who waits on a fetch from the network.
+type Priority uint8
 
-// Background marks ctx's fetches as work no reader waits on: read-ahead,
-// or copying a whole dataset to pin it. The block exchange serves them
-// after the fetches of reads, so that the block a reader asked for does
-// not queue behind the window its read started.
-func Background(ctx context.Context) context.Context {
-	return context.WithValue(ctx, backgroundKey{}, true)
-}
-
-// IsBackground reports whether ctx was marked by Background.
-func IsBackground(ctx context.Context) bool {
-	v, _ := ctx.Value(backgroundKey{}).(bool)
-	return v
-}
+const (
+	// Read: a reader waits on it.
+	Read Priority = iota
+	// Background: nobody waits on it yet (read-ahead, copying a whole
+	// dataset to pin it). The block exchange serves such fetches after
+	// those of reads, so that the block a reader asked for does not queue
+	// behind the window its read started.
+	Background
+)
 
 // NetworkStore is the seed's NetworkStore: reads go to the local store
 // first and to the network when the block is not held; everything else
@@ -64,13 +61,18 @@ func (n *NetworkStore) Get(ctx context.Context, c cid.Cid) (Block, error) {
 	return b, nil
 }
 
-// GetLeaf implements BlockStore.
+// GetLeaf implements BlockStore: a fetch a reader waits on.
 func (n *NetworkStore) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf, Block, error) {
+	return n.FetchLeaf(ctx, tree, index, Read)
+}
+
+// FetchLeaf is GetLeaf at priority prio.
+func (n *NetworkStore) FetchLeaf(ctx context.Context, tree cid.Cid, index uint64, prio Priority) (Leaf, Block, error) {
 	l, b, err := n.BlockStore.GetLeaf(ctx, tree, index)
 	if !errors.Is(err, ErrNotFound) {
 		return l, b, err
 	}
-	l, b, err = n.fetch.GetLeaf(ctx, tree, index)
+	l, b, err = n.fetch.GetLeaf(ctx, tree, index, prio)
 	if err != nil {
 		return Leaf{}, Block{}, fmt.Errorf("network: %w", err)
 	}

@@ -17,7 +17,7 @@ type nowhere struct{}
 func (nowhere) Get(context.Context, cid.Cid) (store.Block, error) {
 	return store.Block{}, store.ErrNotFound
 }
-func (nowhere) GetLeaf(context.Context, cid.Cid, uint64) (store.Leaf, store.Block, error) {
+func (nowhere) GetLeaf(context.Context, cid.Cid, uint64, store.Priority) (store.Leaf, store.Block, error) {
 	return store.Leaf{}, store.Block{}, store.ErrNotFound
 }
 

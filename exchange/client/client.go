@@ -255,13 +255,14 @@ func (c *Client) Progress(tree cid.Cid) (heard time.Time, delivered uint64) {
 }
 
 // GetLeaf fetches block index of the dataset tree and returns it with its
-// leaf entry (proof included), once verified and stored.
-func (c *Client) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.Leaf, store.Block, error) {
+// leaf entry (proof included), once verified and stored. Wants of reads go
+// before background ones (prio).
+func (c *Client) GetLeaf(ctx context.Context, tree cid.Cid, index uint64, prio store.Priority) (store.Leaf, store.Block, error) {
 	root, err := store.Digest(tree)
 	if err != nil {
 		return store.Leaf{}, store.Block{}, err
 	}
-	w, err := c.request(ctx, message.LeafAddress(tree, index), root)
+	w, err := c.request(ctx, message.LeafAddress(tree, index), root, prio)
 	if err != nil {
 		return store.Leaf{}, store.Block{}, err
 	}
@@ -272,17 +273,17 @@ func (c *Client) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store
 // stored: a manifest makes a dataset, which the node stores together with
 // its record, or not at all.
 func (c *Client) Get(ctx context.Context, k cid.Cid) (store.Block, error) {
-	w, err := c.request(ctx, message.CIDAddress(k), merkle.Digest{})
+	w, err := c.request(ctx, message.CIDAddress(k), merkle.Digest{}, store.Read)
 	if err != nil {
 		return store.Block{}, err
 	}
 	return w.block, nil
 }
 
-func (c *Client) request(ctx context.Context, a message.Address, root merkle.Digest) (*want, error) {
+func (c *Client) request(ctx context.Context, a message.Address, root merkle.Digest, prio store.Priority) (*want, error) {
 	c.mu.Lock()
 	c.stats.Requests++
-	w, coalesced := c.wants.add(a, root, !store.IsBackground(ctx))
+	w, coalesced := c.wants.add(a, root, prio == store.Read)
 	if coalesced {
 		c.stats.Coalesced++
 	}

@@ -95,7 +95,7 @@ func TestLateAnswersAreNotOffences(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := c.GetLeaf(ctx, tree, 3)
+		_, _, err := c.GetLeaf(ctx, tree, 3, store.Read)
 		errc <- err
 	}()
 	net.expect(t, p, a, "want-have")

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/store"
 )
 
 // A peer's window holds about a second of its deliveries, within bounds:
@@ -108,7 +109,7 @@ func TestProgressHearsThePeersServingATree(t *testing.T) {
 		t.Fatalf("progress with no wants = %v, %d; want nothing", at, n)
 	}
 	a := message.LeafAddress(tree, 3)
-	go c.GetLeaf(t.Context(), tree, 3)
+	go c.GetLeaf(t.Context(), tree, 3, store.Read)
 	net.expect(t, p, a, "want-have")
 	c.HandlePresences(p, []message.Presence{{Address: a, Type: message.Have}})
 	net.expect(t, p, a, "want-block")

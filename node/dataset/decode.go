@@ -45,8 +45,9 @@ type decodeCall struct {
 }
 
 // decode returns block i rebuilt from its codeword. Concurrent reads of
-// blocks of one codeword share a single decode.
-func (d *Reader) decode(ctx context.Context, i uint64, cause error) ([]byte, error) {
+// blocks of one codeword share a single decode, at the priority of the
+// read that started it.
+func (d *Reader) decode(ctx context.Context, i uint64, cause error, prio store.Priority) ([]byte, error) {
 	r := &d.rec
 	col := d.layout.Column(i)
 	r.mu.Lock()
@@ -62,7 +63,7 @@ func (d *Reader) decode(ctx context.Context, i uint64, cause error) ([]byte, err
 	}
 	if held, err := d.cfg.Store.HasLeaf(ctx, d.Manifest.TreeCID, i); err == nil && held {
 		r.mu.Unlock()
-		_, data, err := d.fetch(ctx, i)
+		_, data, err := d.fetch(ctx, i, prio)
 		return data, err
 	}
 	if r.decoding == nil {
@@ -76,7 +77,7 @@ func (d *Reader) decode(ctx context.Context, i uint64, cause error) ([]byte, err
 			// Detached from this reader's ctx so that one reader giving up
 			// does not fail the others waiting on the same codeword; each
 			// shard fetch is bounded by BlockTimeout.
-			call.blocks, call.err = d.decodeColumn(context.WithoutCancel(ctx), col, i, cause)
+			call.blocks, call.err = d.decodeColumn(context.WithoutCancel(ctx), col, i, cause, prio)
 			r.mu.Lock()
 			delete(r.decoding, col)
 			r.mu.Unlock()
@@ -100,7 +101,7 @@ func (d *Reader) decode(ctx context.Context, i uint64, cause error) ([]byte, err
 // blocks first (a sequential reader wants them next anyway), then parity,
 // never the block just found lost, and one more only for each that
 // fails. Only this codeword is decoded, on demand.
-func (d *Reader) decodeColumn(ctx context.Context, col, lost uint64, cause error) (map[uint64][]byte, error) {
+func (d *Reader) decodeColumn(ctx context.Context, col, lost uint64, cause error, prio store.Priority) (map[uint64][]byte, error) {
 	l := d.layout
 	idx := l.Indices(col)
 	shards := make([][]byte, len(idx))
@@ -133,7 +134,7 @@ func (d *Reader) decodeColumn(ctx context.Context, col, lost uint64, cause error
 		todo = todo[1:]
 		inflight++
 		go func() {
-			leaf, data, err := d.fetch(fctx, idx[row])
+			leaf, data, err := d.fetch(fctx, idx[row], prio)
 			if err != nil {
 				data = nil
 			}
@@ -340,7 +341,7 @@ func (d *Reader) learnMissing(ctx context.Context) bool {
 	r.mu.Unlock()
 	learnt := false
 	for _, k := range want {
-		leaf, _, err := d.fetch(ctx, k)
+		leaf, _, err := d.fetch(ctx, k, store.Background)
 		if err != nil {
 			continue
 		}

@@ -9,15 +9,16 @@ import (
 )
 
 // block returns the bytes of block i, from the cache, the store (local, or
-// the network within BlockTimeout), or by decoding its codeword.
-func (d *Reader) block(ctx context.Context, i uint64) ([]byte, error) {
+// the network within BlockTimeout), or by decoding its codeword; prio
+// says whether a reader waits on it.
+func (d *Reader) block(ctx context.Context, i uint64, prio store.Priority) ([]byte, error) {
 	if data, ok := d.cache.get(i); ok {
 		d.cfg.Counters.CacheHits.Add(1)
 		return data, nil
 	}
 	d.cfg.Counters.CacheMisses.Add(1)
-	fctx, cancel, h := d.hedged(ctx, i)
-	leaf, data, err := d.fetch(fctx, i)
+	fctx, cancel, h := d.hedged(ctx, i, prio)
+	leaf, data, err := d.fetch(fctx, i, prio)
 	cancel()
 	decoded, won := h.end()
 	if err == nil {
@@ -34,15 +35,15 @@ func (d *Reader) block(ctx context.Context, i uint64) ([]byte, error) {
 	if !d.Manifest.Protected || !unavailable(err) {
 		return nil, fmt.Errorf("block %d: %w", i, err)
 	}
-	return d.decode(ctx, i, err)
+	return d.decode(ctx, i, err, prio)
 }
 
 // fetch gets one stored block, with its leaf, within the dataset's
 // patience (patience.go).
-func (d *Reader) fetch(ctx context.Context, i uint64) (store.Leaf, []byte, error) {
+func (d *Reader) fetch(ctx context.Context, i uint64, prio store.Priority) (store.Leaf, []byte, error) {
 	ctx, stop := d.patient(ctx)
 	defer stop()
-	l, b, err := d.cfg.Store.GetLeaf(ctx, d.Manifest.TreeCID, i)
+	l, b, err := d.getLeaf(ctx, i, prio)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w: %w", err, cause)
@@ -65,6 +66,14 @@ func (d *Reader) fetch(ctx context.Context, i uint64) (store.Leaf, []byte, error
 	return l, b.Data, nil
 }
 
+// getLeaf reads block i through the Fetcher, at prio, or else the Store.
+func (d *Reader) getLeaf(ctx context.Context, i uint64, prio store.Priority) (store.Leaf, store.Block, error) {
+	if d.cfg.Fetcher != nil {
+		return d.cfg.Fetcher.FetchLeaf(ctx, d.Manifest.TreeCID, i, prio)
+	}
+	return d.cfg.Store.GetLeaf(ctx, d.Manifest.TreeCID, i)
+}
+
 // unavailable tells errors that mean "nobody had it in time" from others.
 func unavailable(err error) bool {
 	return errors.Is(err, store.ErrNotFound) || errors.Is(err, context.DeadlineExceeded)
@@ -77,8 +86,9 @@ func unavailable(err error) bool {
 // through the cache would only evict what readers use. A data block nobody
 // has is decoded from its codeword, and stored once it is proved (see
 // WaitStored); a parity block nobody has is left out, since the file is
-// whole without it.
-func (d *Reader) FetchBlock(ctx context.Context, i uint64) error {
+// whole without it. prio is the fetch's, for the exchange: a pin's copy
+// is Background.
+func (d *Reader) FetchBlock(ctx context.Context, i uint64, prio store.Priority) error {
 	m := d.Manifest
 	if m.Protected && d.layout.IsPadding(i) {
 		return nil
@@ -87,16 +97,16 @@ func (d *Reader) FetchBlock(ctx context.Context, i uint64) error {
 		return err
 	}
 	if !m.Protected || i < d.layout.N {
-		_, _, err := d.fetch(ctx, i)
+		_, _, err := d.fetch(ctx, i, prio)
 		if err != nil && m.Protected && unavailable(err) && ctx.Err() == nil {
-			_, err = d.decode(ctx, i, err) // recovered blocks are stored
+			_, err = d.decode(ctx, i, err, prio) // recovered blocks are stored
 		}
 		if err != nil {
 			return fmt.Errorf("block %d: %w", i, err)
 		}
 		return nil
 	}
-	if _, _, err := d.fetch(ctx, i); err != nil {
+	if _, _, err := d.fetch(ctx, i, prio); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			d.cfg.Logger.Debug("parity block unavailable", "cid", store.CIDText(d.CID), "index", i)
 			return nil

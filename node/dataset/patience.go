@@ -139,8 +139,8 @@ type hedge struct {
 // hedged returns ctx for fetching block i, to be cancelled with errDecoded
 // when decoding won; h is nil when the read is not hedged (an unprotected
 // dataset, background work, or no exchange behind the store).
-func (d *Reader) hedged(ctx context.Context, i uint64) (context.Context, context.CancelFunc, *hedge) {
-	if !d.Manifest.Protected || d.cfg.Progress == nil || d.cfg.HedgeAfter <= 0 || store.IsBackground(ctx) {
+func (d *Reader) hedged(ctx context.Context, i uint64, prio store.Priority) (context.Context, context.CancelFunc, *hedge) {
+	if !d.Manifest.Protected || d.cfg.Progress == nil || d.cfg.HedgeAfter <= 0 || prio == store.Background {
 		return ctx, func() {}, nil
 	}
 	fctx, cancelFetch := context.WithCancelCause(ctx)
@@ -161,7 +161,7 @@ func (d *Reader) hedged(ctx context.Context, i uint64) (context.Context, context
 		}
 		d.cfg.Counters.Hedges.Add(1)
 		go func() {
-			data, err := d.decode(dctx, i, fmt.Errorf("block %d overdue: %w", i, errStalled))
+			data, err := d.decode(dctx, i, fmt.Errorf("block %d overdue: %w", i, errStalled), prio)
 			if err != nil {
 				return // the fetch goes on, and decides
 			}

@@ -33,7 +33,7 @@ func newSlowFetcher(src, local store.BlockStore, hold ...uint64) *slowFetcher {
 	return f
 }
 
-func (f *slowFetcher) GetLeaf(ctx context.Context, tree cid.Cid, i uint64) (store.Leaf, store.Block, error) {
+func (f *slowFetcher) GetLeaf(ctx context.Context, tree cid.Cid, i uint64, prio store.Priority) (store.Leaf, store.Block, error) {
 	f.mu.Lock()
 	gate := f.gates[i]
 	f.mu.Unlock()
@@ -44,7 +44,7 @@ func (f *slowFetcher) GetLeaf(ctx context.Context, tree cid.Cid, i uint64) (stor
 			return store.Leaf{}, store.Block{}, errors.Join(store.ErrNotFound, ctx.Err())
 		}
 	}
-	return f.sourceFetcher.GetLeaf(ctx, tree, i)
+	return f.sourceFetcher.GetLeaf(ctx, tree, i, prio)
 }
 
 func (f *slowFetcher) open(i uint64) {
@@ -191,10 +191,10 @@ func TestBackgroundReadIsNotHedged(t *testing.T) {
 	f := newSlowFetcher(src, local, 2)
 	data := randomBytes(7, 8*testBS)
 	d := patientDataset(t, data, 4, 2, f, src, Config{BlockTimeout: 10 * time.Minute, HedgeAfter: time.Millisecond})
-	ctx, cancel := context.WithCancel(store.Background(t.Context()))
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		_, err := d.block(ctx, 2)
+		_, err := d.block(ctx, 2, store.Background)
 		done <- err
 	}()
 	// Many hedge intervals pass; then the fetch is let through.

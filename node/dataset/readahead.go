@@ -71,7 +71,7 @@ func (d *Reader) prefetch(todo []uint64) {
 		go func() {
 			defer d.ahead.Done()
 			defer done(i)
-			ctx, cancel := context.WithTimeout(store.Background(life), max(d.cfg.BlockTimeout, 10*time.Second))
+			ctx, cancel := context.WithTimeout(life, max(d.cfg.BlockTimeout, 10*time.Second))
 			defer cancel()
 			if d.cfg.Hold != nil {
 				release, err := d.cfg.Hold(ctx)
@@ -81,7 +81,7 @@ func (d *Reader) prefetch(todo []uint64) {
 				defer release()
 			}
 			// The block lands in the local store; the reader finds it there.
-			_, _ = d.block(ctx, i)
+			_, _ = d.block(ctx, i, store.Background)
 		}()
 	}
 }

@@ -29,7 +29,7 @@ func (f *sourceFetcher) Get(ctx context.Context, c cid.Cid) (store.Block, error)
 	return b, err
 }
 
-func (f *sourceFetcher) GetLeaf(ctx context.Context, tree cid.Cid, i uint64) (store.Leaf, store.Block, error) {
+func (f *sourceFetcher) GetLeaf(ctx context.Context, tree cid.Cid, i uint64, prio store.Priority) (store.Leaf, store.Block, error) {
 	f.mu.Lock()
 	f.fetched[i] = true
 	f.mu.Unlock()

@@ -32,6 +32,10 @@ type Config struct {
 	// Store is what blocks are read through and rebuilt blocks stored
 	// into: the local store, or a store.NetworkStore over it.
 	Store store.BlockStore
+	// Fetcher, when set, is what blocks not at hand are read through
+	// instead, with each fetch's priority (a store.NetworkStore over
+	// Store); nil: Store.GetLeaf, every read alike.
+	Fetcher Fetcher
 	// Local is the store under Store that holds what is here already:
 	// read-ahead skips the blocks it holds. Nil: no read-ahead, which
 	// only pays where blocks come from the network.
@@ -69,6 +73,12 @@ type Config struct {
 	Life context.Context
 	// Counters, when set, add up cache and decode figures across readers.
 	Counters *Counters
+}
+
+// Fetcher gets a block, from the local store or else the network, at a
+// priority: reads before read-ahead and copies (store.NetworkStore).
+type Fetcher interface {
+	FetchLeaf(ctx context.Context, tree cid.Cid, index uint64, prio store.Priority) (store.Leaf, store.Block, error)
 }
 
 // Counters are the figures of every reader made with them, for metrics.
@@ -278,7 +288,7 @@ const readParallel = 16
 func (d *Reader) blocks(ctx context.Context, first, last uint64) ([][]byte, error) {
 	out := make([][]byte, last-first+1)
 	if len(out) == 1 {
-		b, err := d.block(ctx, first)
+		b, err := d.block(ctx, first, store.Read)
 		out[0] = b
 		return out, err
 	}
@@ -295,7 +305,7 @@ func (d *Reader) blocks(ctx context.Context, first, last uint64) ([][]byte, erro
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			b, err := d.block(ctx, first+uint64(k))
+			b, err := d.block(ctx, first+uint64(k), store.Read)
 			if err != nil {
 				once.Do(func() { firstErr = err; cancel() })
 				return
