@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshfs/meshfs/exchange/message"
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -98,31 +98,13 @@ func entryKind(e message.Entry) string {
 	}
 }
 
-// testClock is the one clock of a client under test: it moves only when
-// the test moves it.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// newTestClient starts a client on a testNet and a testClock.
-func newTestClient(t *testing.T, opts Options) (*Client, *testNet, *testClock) {
-	clk := &testClock{t: time.Unix(5000, 0)}
+// newTestClient starts a client on a testNet and a clock only the test
+// moves.
+func newTestClient(t *testing.T, opts Options) (*Client, *testNet, *testkit.Clock) {
+	clk := testkit.NewClock(time.Unix(5000, 0))
 	n := &testNet{sent: make(chan sent, 1024), dropped: make(chan peer.ID, 16)}
-	opts.Clock = clk.now
-	opts.Logger = slog.New(slog.DiscardHandler)
+	opts.Clock = clk.Now
+	opts.Logger = testkit.Quiet()
 	c := New(n, n, n, n, opts)
 	t.Cleanup(c.Close)
 	return c, n, clk

@@ -101,10 +101,10 @@ func TestLateAnswersAreNotOffences(t *testing.T) {
 	net.expect(t, p, a, "want-have")
 	c.HandlePresences(p, []message.Presence{{Address: a, Type: message.Have}})
 	net.expect(t, p, a, "want-block")
-	clk.advance(time.Second) // nothing heard: overdue
+	clk.Advance(time.Second) // nothing heard: overdue
 	c.poke()
 	net.expect(t, p, a, "cancel")
-	clk.advance(time.Second) // passed over for a BlockTimeout, then asked again
+	clk.Advance(time.Second) // passed over for a BlockTimeout, then asked again
 	c.poke()
 	net.expect(t, p, a, "want-block")
 	cancel()
@@ -115,7 +115,7 @@ func TestLateAnswersAreNotOffences(t *testing.T) {
 
 	b := store.NewBlock(store.CodecBlock, []byte("a block"))
 	d := message.Delivery{CID: b.CID, Data: b.Data, Address: a}
-	clk.advance(20 * time.Second)
+	clk.Advance(20 * time.Second)
 	c.handleBlock(p, d)
 	c.handleBlock(p, d)
 	if s := c.Stats(); s.Unwanted != 2 || s.Unsolicited != 0 || c.Banned(p) {

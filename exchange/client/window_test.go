@@ -113,7 +113,7 @@ func TestProgressHearsThePeersServingATree(t *testing.T) {
 	net.expect(t, p, a, "want-have")
 	c.HandlePresences(p, []message.Presence{{Address: a, Type: message.Have}})
 	net.expect(t, p, a, "want-block")
-	heard := clk.now().Add(-time.Second)
+	heard := clk.Now().Add(-time.Second)
 	net.hear(heard)
 	if at, _ := c.Progress(tree); !at.Equal(heard) {
 		t.Errorf("progress of the tree = %v; want %v, when its peer was heard", at, heard)
