@@ -67,6 +67,13 @@ func (pm *peerManager) lookup(p peer.ID) *peerState { return pm.st[p] }
 
 func (pm *peerManager) remove(p peer.ID) { delete(pm.st, p) }
 
+// forgetTree drops every peer's word that it holds t.
+func (pm *peerManager) forgetTree(t cid.Cid) {
+	for _, st := range pm.st {
+		delete(st.haveTrees, t)
+	}
+}
+
 // setLive records the peers connected now.
 func (pm *peerManager) setLive(connected []peer.ID) {
 	clear(pm.live)

@@ -66,6 +66,7 @@ func (c *Client) schedule() {
 	if now.Sub(c.scanned) >= time.Second {
 		c.scanned = now
 		c.ledger.prune(now)
+		c.forgetTrees(now)
 	}
 	c.mu.Unlock()
 
@@ -233,4 +234,15 @@ func (c *Client) send(p peer.ID, entries []message.Entry) bool {
 	c.stats.WantBlocksSent += blocks
 	c.mu.Unlock()
 	return true
+}
+
+// forgetTrees drops what is known of trees idle past treeIdle, and the
+// peers' word that they hold them: what a node once read does not stay in
+// memory for as long as it runs. Callers hold mu.
+func (c *Client) forgetTrees(now time.Time) {
+	active := map[cid.Cid]bool{}
+	c.wants.each(func(w *want) { active[target(w.addr)] = true })
+	for _, t := range c.trees.prune(now, func(t cid.Cid) bool { return active[t] }) {
+		c.pm.forgetTree(t)
+	}
 }

@@ -28,6 +28,11 @@ type treeState struct {
 	wanted       time.Time // when the tree was first wanted
 }
 
+// treeIdle is how long a tree nobody wants any more is remembered (its
+// providers, its lookups): a reader coming back soon finds them, and a node
+// that reads a new dataset every minute for a year does not keep them all.
+const treeIdle = 10 * time.Minute
+
 // lookAround is how long a tree is read from the peers at hand before its
 // providers are looked up as well.
 const lookAround = time.Second
@@ -53,6 +58,27 @@ func (tt *treeTracker) get(t cid.Cid) *treeState {
 		tt.byCID[t] = ts
 	}
 	return ts
+}
+
+// prune forgets the trees no want is for (active says which are) and
+// that have been idle for treeIdle: not looked up, nothing delivered,
+// nothing new wanted. It returns the trees forgotten.
+func (tt *treeTracker) prune(now time.Time, active func(cid.Cid) bool) []cid.Cid {
+	var gone []cid.Cid
+	for t, ts := range tt.byCID {
+		last := ts.wanted
+		for _, at := range []time.Time{ts.lastDiscover, ts.lastDelivery} {
+			if at.After(last) {
+				last = at
+			}
+		}
+		if ts.discovering || now.Sub(last) < treeIdle || active(t) {
+			continue
+		}
+		delete(tt.byCID, t)
+		gone = append(gone, t)
+	}
+	return gone
 }
 
 // known reports whether t has been wanted.

@@ -3,6 +3,8 @@ package client
 import (
 	"testing"
 	"time"
+
+	"github.com/ipfs/go-cid"
 )
 
 // A tree read from the peers at hand is looked up once it has been wanted
@@ -61,5 +63,26 @@ func TestNobodyLeft(t *testing.T) {
 		if ts.discovering != (got == lookUp) {
 			t.Errorf("%s: lookup marked begun %v with verdict %d", tc.name, ts.discovering, got)
 		}
+	}
+}
+
+// A tree nobody has wanted for treeIdle is forgotten, with the peers' word
+// that they hold it; one still wanted, or lately busy, is not.
+func TestIdleTreesAreForgotten(t *testing.T) {
+	start := time.Unix(1000, 0)
+	now := start
+	tt := newTreeTracker(func() time.Time { return now }, 10*time.Second)
+	idle, wanted, busy := testTree("idle"), testTree("wanted"), testTree("busy")
+	for _, tr := range []cid.Cid{idle, wanted, busy} {
+		tt.get(tr)
+	}
+	now = start.Add(treeIdle)
+	tt.get(busy).lastDelivery = now.Add(-time.Minute)
+	gone := tt.prune(now, func(tr cid.Cid) bool { return tr.Equals(wanted) })
+	if len(gone) != 1 || !gone[0].Equals(idle) {
+		t.Fatalf("forgotten %v; want only the idle tree", gone)
+	}
+	if tt.known(idle) || !tt.known(wanted) || !tt.known(busy) {
+		t.Errorf("known after prune: idle %v, wanted %v, busy %v; want false, true, true", tt.known(idle), tt.known(wanted), tt.known(busy))
 	}
 }

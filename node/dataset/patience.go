@@ -82,6 +82,16 @@ func since(heard, start time.Time) time.Time {
 	return start
 }
 
+// arrivedSince is how many of the tree's blocks came since the count
+// stood at first. The exchange forgets a tree nobody has wanted for long,
+// and its count then starts again from zero.
+func arrivedSince(first, n uint64) uint64 {
+	if n < first {
+		return n
+	}
+	return n - first
+}
+
 // patient bounds ctx for one block's fetch by the dataset's patience (see
 // above); without the exchange's progress, by BlockTimeout alone.
 func (d *Reader) patient(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -108,7 +118,7 @@ func (d *Reader) patient(ctx context.Context) (context.Context, context.CancelFu
 		case now.Sub(quiet) >= limit:
 			cancel(errStalled)
 			return
-		case now.Sub(start) >= limit && n-first >= overtakeFail:
+		case now.Sub(start) >= limit && arrivedSince(first, n) >= overtakeFail:
 			cancel(errOvertaken)
 			return
 		}
@@ -155,7 +165,7 @@ func (d *Reader) hedged(ctx context.Context, i uint64, prio store.Priority) (con
 			return
 		}
 		heard, n := d.cfg.Progress.Progress(tree)
-		if time.Since(since(heard, start)) < after && n-first < hedgeOvertake {
+		if time.Since(since(heard, start)) < after && arrivedSince(first, n) < hedgeOvertake {
 			h.w.again(after / 2)
 			return
 		}
