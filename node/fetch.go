@@ -70,9 +70,9 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	n.fetch.m[c] = fs
 	n.fetch.wg.Add(1)
 	n.fetch.mu.Unlock()
-	inUse := n.uses.add(c) // not garbage collected while it is fetched
+	inUse := n.keep.AddUse(c) // not garbage collected while it is fetched
 	// What it stores is held until it ends, whatever readers come and go.
-	releaseTree := n.addTreeHold(d.Manifest.TreeCID)
+	releaseTree := n.keep.AddTreeHold(d.Manifest.TreeCID)
 	go func() {
 		defer n.fetch.wg.Done()
 		defer close(fs.ended)

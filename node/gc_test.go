@@ -14,6 +14,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/node/retention"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/merkle"
 	"github.com/meshfs/meshfs/store/repo"
@@ -53,13 +54,15 @@ func gcNode(t *testing.T, dir string, cfg Config) (*Node, *clock) {
 		cfg.FetchTimeout = 20 * time.Second
 	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	clk := &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	if cfg.Clock == nil {
+		cfg.Clock = clk.now
+	}
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	clk := &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	n.now = clk.now
 	return n, clk
 }
 
@@ -215,8 +218,8 @@ func TestGCEvictsLeastRecentlyUsedUnderQuota(t *testing.T) {
 			t.Fatalf("removed %s for %q; want quota", r.CID, r.Reason)
 		}
 	}
-	if u := used(t, n); u >= lowWatermark(quota) || total-u != res.BytesFreed {
-		t.Fatalf("after GC %d of %d bytes used (low watermark %d), %d reported freed", u, quota, lowWatermark(quota), res.BytesFreed)
+	if u := used(t, n); u >= retention.LowWatermark(quota) || total-u != res.BytesFreed {
+		t.Fatalf("after GC %d of %d bytes used (low watermark %d), %d reported freed", u, quota, retention.LowWatermark(quota), res.BytesFreed)
 	}
 	got := listed(t, n)
 	if len(got) != 3 || !got[pinned] {
@@ -473,8 +476,8 @@ func TestFetchIntoFullCacheCollects(t *testing.T) {
 	if u := used(t, b); u > quota {
 		t.Fatalf("B uses %d bytes, over its quota of %d", u, quota)
 	}
-	if b.gcStats.datasets.Load() != 1 {
-		t.Fatalf("%d datasets collected; want 1", b.gcStats.datasets.Load())
+	if got := b.keep.Stats().Datasets; got != 1 {
+		t.Fatalf("%d datasets collected; want 1", got)
 	}
 
 	// Pinning a dataset B does not hold fetches all of it.

@@ -166,9 +166,7 @@ func (m *modelRun) setTrap(tr *clockTrap) {
 // open starts a node on the run's directory with the run's clock and
 // erasure coding.
 func (m *modelRun) open() {
-	n, _ := gcNode(m.t, m.dir, Config{CacheTTL: modelTTL, FetchTimeout: 100 * time.Millisecond, EcK: m.ecK, EcM: m.ecM})
-	n.now = m.now
-	m.n = n
+	m.n, _ = gcNode(m.t, m.dir, Config{CacheTTL: modelTTL, FetchTimeout: 100 * time.Millisecond, EcK: m.ecK, EcM: m.ecM, Clock: m.now})
 }
 
 // restart reopens the node on its directory, as after a crash, and

@@ -26,6 +26,7 @@ import (
 	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/node/dataset"
 	"github.com/meshfs/meshfs/node/metrics"
+	"github.com/meshfs/meshfs/node/retention"
 	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/erasure"
@@ -60,7 +61,10 @@ type Config struct {
 	// only on demand (GC) and when the store is full (the daemon's
 	// default is a minute).
 	GCInterval time.Duration
-	Logger     *slog.Logger
+	// Clock is the time retention records are stamped and aged with
+	// (nil: time.Now); tests pass a clock they move by hand.
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // Defaults. K=4, M=2 survives the loss of any two blocks of a codeword for
@@ -94,18 +98,11 @@ type Node struct {
 	metrics *metrics.Registry
 	reads   dataset.Counters
 
-	// Retention and garbage collection: see gc.go.
-	ret       store.RetentionStore
-	full      store.BlockStore // the local store, collecting when it is full
-	now       func() time.Time // tests set a clock of their own
-	uses      uses
-	trees     treeHolds  // see trees.go
-	recMu     sync.Mutex // serialises changes of retention records
-	gcMu      sync.Mutex // one collection at a time
-	reclaimMu sync.Mutex
-	futile    time.Time // under reclaimMu: when a reclaim last freed nothing
-	gcStats   gcCounters
-	bg        sync.WaitGroup // the collection loop, offers of datasets read whole
+	// Retention and garbage collection: see package retention.
+	ret  store.RetentionStore
+	keep *retention.Keeper
+	full store.BlockStore // the local store, collecting when it is full
+	bg   sync.WaitGroup   // the collection loop, offers of datasets read whole
 }
 
 // New opens (or creates) the node's repository in cfg.DataDir, starts its
@@ -150,11 +147,10 @@ func New(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, store: st, leaves: st, id: id, ret: st, now: time.Now}
-	n.full = store.Reclaiming(st, reclaimer{n})
-	n.uses.init()
-	n.trees.init()
+	n = &Node{cfg: cfg, log: cfg.Logger, store: st, leaves: st, id: id, ret: st}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.keep = n.newKeeper()
+	n.full = store.Reclaiming(st, n.keep)
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -179,7 +175,8 @@ func New(cfg Config) (n *Node, err error) {
 	n.metrics.Register(metrics.Sources{
 		Exchange: n.engine, Peers: func() int { return len(n.Peers()) }, Store: n.store, Reads: &n.reads,
 		GC: func() metrics.GC {
-			return metrics.GC{Runs: n.gcStats.runs.Load(), Datasets: n.gcStats.datasets.Load(), Bytes: n.gcStats.bytes.Load()}
+			s := n.keep.Stats()
+			return metrics.GC{Runs: s.Runs, Datasets: s.Datasets, Bytes: s.Bytes}
 		},
 	})
 	n.fetch.init()
@@ -196,7 +193,7 @@ func New(cfg Config) (n *Node, err error) {
 
 	// Before anything reads or writes: what a crash or an earlier version
 	// left is set right, and what no dataset needs is freed.
-	if err := n.reconcile(n.ctx); err != nil {
+	if err := n.keep.Reconcile(n.ctx); err != nil {
 		return nil, fmt.Errorf("node: check the store's datasets: %w", err)
 	}
 	entries, err := n.List(n.ctx)
@@ -212,7 +209,10 @@ func New(cfg Config) (n *Node, err error) {
 	n.announce(held...)
 	if cfg.GCInterval > 0 {
 		n.bg.Add(1)
-		go n.gcLoop(cfg.GCInterval)
+		go func() {
+			defer n.bg.Done()
+			n.keep.Run(n.ctx, cfg.GCInterval)
+		}()
 	}
 	return n, nil
 }
@@ -280,21 +280,14 @@ func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype strin
 // dataset exists from this one commit on, whole (its tree is held until
 // then, see Upload).
 func (n *Node) commitUpload(ctx context.Context, mb store.Block, m *manifest.Manifest) error {
-	// Waits while the collector removes a cached copy of the very same
-	// dataset, which would otherwise delete the manifest just stored.
-	release, err := n.uses.acquire(ctx, mb.CID)
-	if err != nil {
-		return err
-	}
-	defer release()
-	return n.putDataset(ctx, mb, store.Retention{Pinned: true, LastAccess: n.now(), Tree: m.TreeCID}, false)
+	return n.keep.PutPinned(ctx, mb, m.TreeCID)
 }
 
 // Manifest returns the manifest of dataset c held locally. It is not a
 // read of the dataset: its access time stays.
 func (n *Node) Manifest(ctx context.Context, c cid.Cid) (*manifest.Manifest, error) {
-	// Only the manifest: the collector calls this for every dataset it
-	// removes, and a Dataset would build a cache and an erasure coder.
+	// Only the manifest: a Dataset would build a cache and an erasure
+	// coder.
 	_, m, err := dataset.ReadManifest(ctx, n.store, c)
 	return m, err
 }
@@ -316,15 +309,12 @@ type Entry struct {
 
 // List returns the datasets held locally: every manifest block in the store.
 func (n *Node) List(ctx context.Context) ([]Entry, error) {
-	records := map[cid.Cid]store.Retention{}
-	if err := n.ret.ForEachRetention(ctx, func(c cid.Cid, r store.Retention) error {
-		records[c] = r
-		return nil
-	}); err != nil {
+	records, err := retention.Records(ctx, n.ret)
+	if err != nil {
 		return nil, fmt.Errorf("list datasets: %w", err)
 	}
 	var out []Entry
-	err := n.store.ForEach(ctx, store.CodecManifest, func(c cid.Cid) error {
+	err = n.store.ForEach(ctx, store.CodecManifest, func(c cid.Cid) error {
 		b, err := n.store.Get(ctx, c)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil // deleted while we listed
@@ -338,7 +328,7 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 			return nil
 		}
 		r, recorded := records[c]
-		// No record: a dataset from before records, pinned (see gc.go).
+		// No record: a dataset from before records, pinned (see package retention).
 		out = append(out, Entry{CID: c, Manifest: m, Pinned: !recorded || r.Pinned, LastAccess: r.LastAccess})
 		return nil
 	})
@@ -349,12 +339,12 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 }
 
 // Delete drops dataset c from the local store, stopping its background
-// fetch first (see drop). Blocks and leaves that other datasets need stay.
+// fetch first (see retention.Keeper.Remove). Blocks and leaves that other datasets need stay.
 func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
 	if err := n.fetch.stop(ctx, c); err != nil {
 		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
 	}
-	if err := n.drop(ctx, c); err != nil {
+	if err := n.keep.Remove(ctx, c); err != nil {
 		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
 	}
 	n.log.Info("deleted", "cid", store.CIDText(c))

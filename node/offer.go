@@ -45,7 +45,7 @@ func (n *Node) offerIfWhole(c cid.Cid, m *manifest.Manifest) {
 // holding the dataset while it looks so that no collection removes it
 // half-way.
 func (n *Node) whole(ctx context.Context, c cid.Cid, m *manifest.Manifest) bool {
-	release, err := n.uses.acquire(ctx, c)
+	release, err := n.keep.Use(ctx, c)
 	if err != nil {
 		return false
 	}

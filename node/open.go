@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -21,7 +20,7 @@ type Dataset = dataset.Reader
 // from the network is stored, and the dataset held as cached. The dataset
 // is not garbage collected until the reader is closed (Dataset.Close).
 func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
-	release, err := n.uses.acquire(ctx, c)
+	release, err := n.keep.Use(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
 	}
@@ -52,7 +51,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 // OpenLocal opens dataset c from the local store only. It is not garbage
 // collected until the reader is closed (Dataset.Close).
 func (n *Node) OpenLocal(ctx context.Context, c cid.Cid) (*Dataset, error) {
-	release, err := n.uses.acquire(ctx, c)
+	release, err := n.keep.Use(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
 	}
@@ -101,32 +100,32 @@ type opened struct {
 
 // track holds the tree until the reader is closed and records the open.
 func (o *opened) track(ctx context.Context, arrived bool) error {
-	releaseTree, err := o.n.holdTree(ctx, o.m.TreeCID)
+	releaseTree, err := o.n.keep.HoldTree(ctx, o.m.TreeCID)
 	if err != nil {
 		o.release()
 		return err
 	}
 	o.releaseTree = releaseTree
 	if arrived {
-		o.n.arrived(ctx, o)
+		o.n.keep.Arrived(ctx, o.mblock, o.m.TreeCID)
 		return nil
 	}
-	o.n.accessed(ctx, o)
+	o.accessed(ctx)
 	return nil
 }
 
 // hold is the reader's Config.Hold.
 func (o *opened) hold(ctx context.Context) (func(), error) {
-	r, err := o.n.uses.acquire(ctx, o.c)
+	r, err := o.n.keep.Use(ctx, o.c)
 	if err != nil {
 		return nil, err
 	}
-	rt, err := o.n.holdTree(ctx, o.m.TreeCID)
+	rt, err := o.n.keep.HoldTree(ctx, o.m.TreeCID)
 	if err != nil {
 		r()
 		return nil, err
 	}
-	o.n.accessed(ctx, o)
+	o.accessed(ctx)
 	return func() { rt(); r() }, nil
 }
 
@@ -139,50 +138,11 @@ func (o *opened) close() {
 	}
 }
 
-// arrived stores a manifest that came from the network with its record,
-// as a cached dataset, unless it has a record already (an upload of the
-// same content may have pinned it meanwhile). Should that fail (a full
-// store with nothing to collect), the reader still reads, from the
-// network: what it fetches is held only while it reads.
-func (n *Node) arrived(ctx context.Context, o *opened) {
-	now := n.now()
-	n.uses.due(o.c, now)
-	err := n.putDataset(ctx, o.mblock, store.Retention{LastAccess: now, Tree: o.m.TreeCID}, true)
-	if err != nil && ctx.Err() == nil {
-		n.log.Warn("keep a dataset read from the network as cached", "cid", store.CIDText(o.c), "err", err)
-	}
-}
-
-// accessed records a read of o, at most once per accessInterval. A
-// network reader of a dataset that was removed while it was open (by the
-// collector between two reads of the mount's reader, which holds the
-// dataset only while each read runs, or by `rm`) brings the manifest back
-// as a cached dataset: reading a CID through the mount or a stream keeps
-// it, as the first read did.
-func (n *Node) accessed(ctx context.Context, o *opened) {
-	now := n.now()
-	if !n.uses.due(o.c, now) {
-		return
-	}
-	n.recMu.Lock()
-	r, err := n.ret.GetRetention(ctx, o.c)
-	if err == nil && !r.Pinned && now.After(r.LastAccess) {
-		r.LastAccess = now
-		err = n.ret.PutRetention(ctx, o.c, r)
-	}
-	n.recMu.Unlock()
-	if errors.Is(err, store.ErrNotFound) {
-		err = nil
-		if o.network {
-			err = n.putDataset(ctx, o.mblock, store.Retention{LastAccess: now, Tree: o.m.TreeCID}, true)
-			if err == nil {
-				n.log.Info("dataset read again after it was removed; kept as cached", "cid", store.CIDText(o.c))
-			}
-		}
-	}
-	if err != nil && ctx.Err() == nil {
-		n.log.Warn("record dataset access", "cid", store.CIDText(o.c), "err", err)
-	}
+// accessed records a read of o. A network reader brings back the
+// manifest of a dataset removed while it was open, as a cached dataset
+// (see retention.Keeper.Accessed).
+func (o *opened) accessed(ctx context.Context) {
+	o.n.keep.Accessed(ctx, o.mblock, o.m.TreeCID, o.network)
 }
 
 // prefetchBlocks is how far ahead of a sequential reader blocks are

@@ -1,0 +1,237 @@
+package retention
+
+// The holds: what keeps a dataset from the collector and a tree from the
+// sweeps while work in this process counts on it. Readers, uploads and
+// background fetches take them; collections and sweeps claim what nobody
+// holds, and a holder that comes while a claim runs waits for it to end.
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+// uses tracks which datasets are in use, so that the collector leaves
+// them alone, and which one the collector is removing, so that a reader
+// that opens it meanwhile waits for the removal to end (and then finds it
+// gone) instead of racing it.
+type uses struct {
+	mu         sync.Mutex
+	count      map[cid.Cid]int
+	collecting map[cid.Cid]chan struct{}
+	// touched is when each dataset's access was last recorded (or found
+	// not to need recording), for the accessInterval throttle.
+	touched map[cid.Cid]time.Time
+}
+
+func (u *uses) init() {
+	u.count = map[cid.Cid]int{}
+	u.collecting = map[cid.Cid]chan struct{}{}
+	u.touched = map[cid.Cid]time.Time{}
+}
+
+// acquire marks c in use, waiting first while the collector removes it.
+func (u *uses) acquire(ctx context.Context, c cid.Cid) error {
+	for {
+		u.mu.Lock()
+		ch, busy := u.collecting[c]
+		if !busy {
+			u.count[c]++
+			u.mu.Unlock()
+			return nil
+		}
+		u.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// add marks c in use once more; the caller already holds it, so the
+// collector cannot be removing it.
+func (u *uses) add(c cid.Cid) {
+	u.mu.Lock()
+	u.count[c]++
+	u.mu.Unlock()
+}
+
+func (u *uses) drop(c cid.Cid) {
+	u.mu.Lock()
+	if u.count[c]--; u.count[c] <= 0 {
+		delete(u.count, c)
+	}
+	u.mu.Unlock()
+}
+
+// claim reserves c for removal if nobody uses it; unclaim ends that.
+func (u *uses) claim(c cid.Cid) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.count[c] > 0 || u.collecting[c] != nil {
+		return false
+	}
+	u.collecting[c] = make(chan struct{})
+	delete(u.touched, c)
+	return true
+}
+
+func (u *uses) unclaim(c cid.Cid) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if ch := u.collecting[c]; ch != nil {
+		close(ch)
+		delete(u.collecting, c)
+	}
+}
+
+// due reports whether c's access should be recorded at now, and if so
+// notes that it is.
+func (u *uses) due(c cid.Cid, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if last, ok := u.touched[c]; ok && now.Sub(last) < accessInterval && !now.Before(last) {
+		return false
+	}
+	u.touched[c] = now
+	return true
+}
+
+func (u *uses) forget(c cid.Cid) {
+	u.mu.Lock()
+	delete(u.touched, c)
+	u.mu.Unlock()
+}
+
+// treeHolds counts the holds on each tree and marks the trees being swept,
+// so that a holder never writes into a tree whose leaves are being deleted.
+// A sweep turned away by a hold is owed: the last holder to let go runs
+// it. Otherwise letting go costs nothing, which matters, since every read
+// of a dataset holds its tree while it runs.
+type treeHolds struct {
+	mu       sync.Mutex
+	count    map[cid.Cid]int
+	sweeping map[cid.Cid]chan struct{}
+	owed     map[cid.Cid]bool
+}
+
+func (h *treeHolds) init() {
+	h.count = map[cid.Cid]int{}
+	h.sweeping = map[cid.Cid]chan struct{}{}
+	h.owed = map[cid.Cid]bool{}
+}
+
+// acquire holds tree, waiting first while it is being swept.
+func (h *treeHolds) acquire(ctx context.Context, tree cid.Cid) error {
+	for {
+		h.mu.Lock()
+		ch, busy := h.sweeping[tree]
+		if !busy {
+			h.count[tree]++
+			h.mu.Unlock()
+			return nil
+		}
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// add holds tree once more for a caller that holds it already, so that it
+// cannot be being swept.
+func (h *treeHolds) add(tree cid.Cid) {
+	h.mu.Lock()
+	h.count[tree]++
+	h.mu.Unlock()
+}
+
+// drop ends one hold and reports whether the tree is now to be swept: it
+// was the last hold, and a sweep was turned away meanwhile.
+func (h *treeHolds) drop(tree cid.Cid) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.count[tree]--; h.count[tree] > 0 {
+		return false
+	}
+	delete(h.count, tree)
+	owed := h.owed[tree]
+	delete(h.owed, tree)
+	return owed
+}
+
+// claim marks tree as being swept if nobody holds it (else the sweep is
+// owed to the last holder); unclaim ends that.
+func (h *treeHolds) claim(tree cid.Cid) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.count[tree] > 0 {
+		h.owed[tree] = true
+		return false
+	}
+	if h.sweeping[tree] != nil {
+		return false
+	}
+	h.sweeping[tree] = make(chan struct{})
+	return true
+}
+
+func (h *treeHolds) unclaim(tree cid.Cid) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.sweeping[tree])
+	delete(h.sweeping, tree)
+}
+
+// Use marks dataset c in use until release is called: no collection
+// removes it meanwhile. Should a collection be removing it right now, Use
+// waits for that to end first, so that the caller then finds it gone.
+func (k *Keeper) Use(ctx context.Context, c cid.Cid) (release func(), err error) {
+	if err := k.uses.acquire(ctx, c); err != nil {
+		return nil, err
+	}
+	return released(func() { k.uses.drop(c) }), nil
+}
+
+// AddUse is Use for a caller that has c in use already.
+func (k *Keeper) AddUse(c cid.Cid) (release func()) {
+	k.uses.add(c)
+	return released(func() { k.uses.drop(c) })
+}
+
+// HoldTree keeps tree's leaves until the returned release, which sweeps
+// the tree if that was its last hold, a sweep was turned away meanwhile
+// (the dataset was removed while held), and no dataset names it.
+func (k *Keeper) HoldTree(ctx context.Context, tree cid.Cid) (release func(), err error) {
+	if err := k.trees.acquire(ctx, tree); err != nil {
+		return nil, err
+	}
+	return k.treeReleaser(tree), nil
+}
+
+// AddTreeHold is HoldTree for a caller that holds tree already.
+func (k *Keeper) AddTreeHold(tree cid.Cid) (release func()) {
+	k.trees.add(tree)
+	return k.treeReleaser(tree)
+}
+
+func (k *Keeper) treeReleaser(tree cid.Cid) func() {
+	return released(func() {
+		if !k.trees.drop(tree) {
+			return
+		}
+		// Its own context: the holder's may be why it lets go.
+		ctx, cancel := context.WithTimeout(k.life, time.Minute)
+		defer cancel()
+		if _, err := k.SweepTree(ctx, tree); err != nil && ctx.Err() == nil {
+			k.log.Warn("reclaim the leaves of a tree no dataset names", "tree", store.CIDText(tree), "err", err)
+		}
+	})
+}
