@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -58,71 +57,6 @@ func oracleUsage(t *testing.T, n *Node, datasets map[string][]byte) uint64 {
 		t.Fatal(err)
 	}
 	return u.UsedBytes
-}
-
-// The same bytes under two names are two datasets over one tree: removing
-// either leaves the other whole, also once the node restarts, and the
-// store then uses what the one left needs.
-func TestRemoveTwinKeepsSharedTree(t *testing.T) {
-	for _, removeFirst := range []bool{true, false} {
-		t.Run(map[bool]string{true: "first", false: "second"}[removeFirst], func(t *testing.T) {
-			dir := t.TempDir()
-			n, _ := protectedNode(t, dir, Config{})
-			data := randomBytes(21, 11*testBS+100)
-			f, g := uploadNamed(t, n, data, "f"), uploadNamed(t, n, data, "g")
-			if f.Equals(g) {
-				t.Fatal("two names gave one manifest CID")
-			}
-			gone, kept, keptName := f, g, "g"
-			if !removeFirst {
-				gone, kept, keptName = g, f, "f"
-			}
-			if err := n.Delete(t.Context(), gone); err != nil {
-				t.Fatal(err)
-			}
-			readLocal(t, n, kept, data)
-			if got := listed(t, n); len(got) != 1 || !got[kept] {
-				t.Fatalf("held after removing one twin: %v; want only %s, pinned", got, kept)
-			}
-			want := oracleUsage(t, n, map[string][]byte{keptName: data})
-			if u := used(t, n); u != want {
-				t.Fatalf("%d bytes used; the dataset left needs %d", u, want)
-			}
-			if err := n.Close(); err != nil {
-				t.Fatal(err)
-			}
-			n, _ = protectedNode(t, dir, Config{})
-			readLocal(t, n, kept, data)
-			if u := used(t, n); u != want {
-				t.Fatalf("%d bytes used after a restart; the dataset left needs %d", u, want)
-			}
-			if err := n.Delete(t.Context(), kept); err != nil {
-				t.Fatal(err)
-			}
-			if u := used(t, n); u != 0 {
-				t.Fatalf("%d bytes used with nothing held", u)
-			}
-		})
-	}
-}
-
-// Collecting a cached dataset leaves a pinned one of the same bytes whole.
-func TestCollectCachedTwinKeepsPinned(t *testing.T) {
-	n, clk := protectedNode(t, t.TempDir(), Config{CacheTTL: time.Hour})
-	data := randomBytes(22, 9*testBS)
-	cached := uploadNamed(t, n, data, "cached")
-	if err := n.Unpin(t.Context(), cached); err != nil {
-		t.Fatal(err)
-	}
-	pinned := uploadNamed(t, n, data, "pinned")
-	clk.advance(2 * time.Hour)
-	if res := runGC(t, n); !slices.Equal(removedCIDs(res), []cid.Cid{cached}) {
-		t.Fatalf("removed %v; want the cached twin", removedCIDs(res))
-	}
-	readLocal(t, n, pinned, data)
-	if u, want := used(t, n), oracleUsage(t, n, map[string][]byte{"pinned": data}); u != want {
-		t.Fatalf("%d bytes used; the pinned dataset needs %d", u, want)
-	}
 }
 
 // An upload that fails after writing its tree's leaves, while another
@@ -215,33 +149,6 @@ func TestCrashMidUploadReclaimedAtStart(t *testing.T) {
 		t.Fatalf("held after the restart: %v; want only %s", got, keptCID)
 	}
 	readLocal(t, n, keptCID, kept)
-}
-
-// A dataset whose manifest is held without a record (written by a version
-// before records, or by one that stored the two apart and crashed between)
-// is pinned at start, with its tree, and survives a collection.
-func TestManifestWithoutRecordIsPinnedAtStart(t *testing.T) {
-	dir := t.TempDir()
-	n, _ := protectedNode(t, dir, Config{CacheTTL: time.Hour})
-	data := randomBytes(26, 6*testBS)
-	c := uploadNamed(t, n, data, "old")
-	if err := n.ret.DeleteRetention(t.Context(), c); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Close(); err != nil {
-		t.Fatal(err)
-	}
-	n, clk := protectedNode(t, dir, Config{CacheTTL: time.Hour})
-	clk.advance(48 * time.Hour)
-	runGC(t, n)
-	if got := listed(t, n); !got[c] {
-		t.Fatalf("held: %v; want %s pinned", got, c)
-	}
-	readLocal(t, n, c, data)
-	r, err := n.ret.GetRetention(t.Context(), c)
-	if err != nil || !r.Pinned || !r.Tree.Defined() {
-		t.Fatalf("record after the start: %+v, %v; want pinned, with its tree", r, err)
-	}
 }
 
 // Removing a dataset while it is fetched in the background stops the fetch
