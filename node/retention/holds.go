@@ -15,36 +15,31 @@ import (
 	"github.com/meshfs/meshfs/store"
 )
 
-// uses tracks which datasets are in use, so that the collector leaves
-// them alone, and which one the collector is removing, so that a reader
-// that opens it meanwhile waits for the removal to end (and then finds it
-// gone) instead of racing it.
-type uses struct {
-	mu         sync.Mutex
-	count      map[cid.Cid]int
-	collecting map[cid.Cid]chan struct{}
-	// touched is when each dataset's access was last recorded (or found
-	// not to need recording), for the accessInterval throttle.
-	touched map[cid.Cid]time.Time
+// holds counts the holds on each key and marks the keys claimed for
+// deletion: a holder that comes while a key is claimed waits for the
+// claim to end, and nobody claims a key that is held.
+type holds struct {
+	mu      sync.Mutex
+	count   map[cid.Cid]int
+	claimed map[cid.Cid]chan struct{}
 }
 
-func (u *uses) init() {
-	u.count = map[cid.Cid]int{}
-	u.collecting = map[cid.Cid]chan struct{}{}
-	u.touched = map[cid.Cid]time.Time{}
+func (h *holds) init() {
+	h.count = map[cid.Cid]int{}
+	h.claimed = map[cid.Cid]chan struct{}{}
 }
 
-// acquire marks c in use, waiting first while the collector removes it.
-func (u *uses) acquire(ctx context.Context, c cid.Cid) error {
+// acquire holds key, waiting first while it is claimed.
+func (h *holds) acquire(ctx context.Context, key cid.Cid) error {
 	for {
-		u.mu.Lock()
-		ch, busy := u.collecting[c]
+		h.mu.Lock()
+		ch, busy := h.claimed[key]
 		if !busy {
-			u.count[c]++
-			u.mu.Unlock()
+			h.count[key]++
+			h.mu.Unlock()
 			return nil
 		}
-		u.mu.Unlock()
+		h.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -53,41 +48,74 @@ func (u *uses) acquire(ctx context.Context, c cid.Cid) error {
 	}
 }
 
-// add marks c in use once more; the caller already holds it, so the
-// collector cannot be removing it.
-func (u *uses) add(c cid.Cid) {
-	u.mu.Lock()
-	u.count[c]++
-	u.mu.Unlock()
+// add holds key once more for a caller that holds it already, so that it
+// cannot be claimed.
+func (h *holds) add(key cid.Cid) {
+	h.mu.Lock()
+	h.count[key]++
+	h.mu.Unlock()
+}
+
+// dropLocked ends one hold and reports whether it was the last; h.mu is
+// held.
+func (h *holds) dropLocked(key cid.Cid) bool {
+	if h.count[key]--; h.count[key] > 0 {
+		return false
+	}
+	delete(h.count, key)
+	return true
+}
+
+// claimLocked claims key if nobody holds or claims it; h.mu is held.
+func (h *holds) claimLocked(key cid.Cid) bool {
+	if h.count[key] > 0 || h.claimed[key] != nil {
+		return false
+	}
+	h.claimed[key] = make(chan struct{})
+	return true
+}
+
+// unclaim ends a claim, letting the holders that wait for it go on.
+func (h *holds) unclaim(key cid.Cid) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ch := h.claimed[key]; ch != nil {
+		close(ch)
+		delete(h.claimed, key)
+	}
+}
+
+// uses are the holds on datasets, so that the collector leaves them
+// alone; the collector claims the one it removes, so that a reader that
+// opens it meanwhile waits for the removal to end (and then finds it
+// gone) instead of racing it.
+type uses struct {
+	holds
+	// touched is when each dataset's access was last recorded (or found
+	// not to need recording), for the accessInterval throttle.
+	touched map[cid.Cid]time.Time
+}
+
+func (u *uses) init() {
+	u.holds.init()
+	u.touched = map[cid.Cid]time.Time{}
 }
 
 func (u *uses) drop(c cid.Cid) {
 	u.mu.Lock()
-	if u.count[c]--; u.count[c] <= 0 {
-		delete(u.count, c)
-	}
+	u.dropLocked(c)
 	u.mu.Unlock()
 }
 
-// claim reserves c for removal if nobody uses it; unclaim ends that.
+// claim reserves c for removal if nobody uses it.
 func (u *uses) claim(c cid.Cid) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.count[c] > 0 || u.collecting[c] != nil {
+	if !u.claimLocked(c) {
 		return false
 	}
-	u.collecting[c] = make(chan struct{})
 	delete(u.touched, c)
 	return true
-}
-
-func (u *uses) unclaim(c cid.Cid) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if ch := u.collecting[c]; ch != nil {
-		close(ch)
-		delete(u.collecting, c)
-	}
 }
 
 // due reports whether c's access should be recorded at now, and if so
@@ -108,49 +136,19 @@ func (u *uses) forget(c cid.Cid) {
 	u.mu.Unlock()
 }
 
-// treeHolds counts the holds on each tree and marks the trees being swept,
-// so that a holder never writes into a tree whose leaves are being deleted.
+// treeHolds are the holds on trees, so that a holder never writes into a
+// tree whose leaves are being deleted; a sweep claims the tree it deletes.
 // A sweep turned away by a hold is owed: the last holder to let go runs
 // it. Otherwise letting go costs nothing, which matters, since every read
 // of a dataset holds its tree while it runs.
 type treeHolds struct {
-	mu       sync.Mutex
-	count    map[cid.Cid]int
-	sweeping map[cid.Cid]chan struct{}
-	owed     map[cid.Cid]bool
+	holds
+	owed map[cid.Cid]bool
 }
 
 func (h *treeHolds) init() {
-	h.count = map[cid.Cid]int{}
-	h.sweeping = map[cid.Cid]chan struct{}{}
+	h.holds.init()
 	h.owed = map[cid.Cid]bool{}
-}
-
-// acquire holds tree, waiting first while it is being swept.
-func (h *treeHolds) acquire(ctx context.Context, tree cid.Cid) error {
-	for {
-		h.mu.Lock()
-		ch, busy := h.sweeping[tree]
-		if !busy {
-			h.count[tree]++
-			h.mu.Unlock()
-			return nil
-		}
-		h.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// add holds tree once more for a caller that holds it already, so that it
-// cannot be being swept.
-func (h *treeHolds) add(tree cid.Cid) {
-	h.mu.Lock()
-	h.count[tree]++
-	h.mu.Unlock()
 }
 
 // drop ends one hold and reports whether the tree is now to be swept: it
@@ -158,17 +156,16 @@ func (h *treeHolds) add(tree cid.Cid) {
 func (h *treeHolds) drop(tree cid.Cid) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.count[tree]--; h.count[tree] > 0 {
+	if !h.dropLocked(tree) {
 		return false
 	}
-	delete(h.count, tree)
 	owed := h.owed[tree]
 	delete(h.owed, tree)
 	return owed
 }
 
 // claim marks tree as being swept if nobody holds it (else the sweep is
-// owed to the last holder); unclaim ends that.
+// owed to the last holder).
 func (h *treeHolds) claim(tree cid.Cid) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -176,18 +173,7 @@ func (h *treeHolds) claim(tree cid.Cid) bool {
 		h.owed[tree] = true
 		return false
 	}
-	if h.sweeping[tree] != nil {
-		return false
-	}
-	h.sweeping[tree] = make(chan struct{})
-	return true
-}
-
-func (h *treeHolds) unclaim(tree cid.Cid) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	close(h.sweeping[tree])
-	delete(h.sweeping, tree)
+	return h.claimLocked(tree)
 }
 
 // Use marks dataset c in use until release is called: no collection
