@@ -328,7 +328,8 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 			return nil
 		}
 		r, recorded := records[c]
-		// No record: a dataset from before records, pinned (see package retention).
+		// No record: a dataset from before records, pinned (see
+		// package retention).
 		out = append(out, Entry{CID: c, Manifest: m, Pinned: !recorded || r.Pinned, LastAccess: r.LastAccess})
 		return nil
 	})
@@ -339,7 +340,8 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 }
 
 // Delete drops dataset c from the local store, stopping its background
-// fetch first (see retention.Keeper.Remove). Blocks and leaves that other datasets need stay.
+// fetch first, so that its removal frees all the fetch stored (see
+// retention.Keeper.Remove). Blocks and leaves other datasets need stay.
 func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
 	if err := n.fetch.stop(ctx, c); err != nil {
 		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
