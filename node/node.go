@@ -288,7 +288,7 @@ func (n *Node) commitUpload(ctx context.Context, mb store.Block, m *manifest.Man
 func (n *Node) Manifest(ctx context.Context, c cid.Cid) (*manifest.Manifest, error) {
 	// Only the manifest: a Dataset would build a cache and an erasure
 	// coder.
-	_, m, err := dataset.ReadManifest(ctx, n.store, c)
+	_, m, err := manifest.Read(ctx, n.store, c)
 	return m, err
 }
 

@@ -63,7 +63,7 @@ func (n *Node) OpenLocal(ctx context.Context, c cid.Cid) (*Dataset, error) {
 // fetches missing blocks from peers; arrived, that its manifest came from
 // the network just now and is to be stored.
 func (n *Node) open(ctx context.Context, c cid.Cid, release func(), cfg dataset.Config, network, arrived bool) (*Dataset, error) {
-	mb, m, err := dataset.ReadManifest(ctx, cfg.Store, c)
+	mb, m, err := manifest.Read(ctx, cfg.Store, c)
 	if err != nil {
 		release()
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // BenchmarkColdRead reads a 16 MiB dataset (K=4, M=2) from start to end in
@@ -29,7 +30,7 @@ func benchColdRead(b *testing.B, loseRow bool) {
 	src := store.NewMemory(0)
 	data := randomBytes(11, size)
 	c := upload(b, src, data, 4, 2)
-	_, m, err := ReadManifest(ctx, src, c)
+	_, m, err := manifest.Read(ctx, src, c)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -112,25 +112,9 @@ type Reader struct {
 	closed     sync.Once
 }
 
-// ReadManifest reads and decodes the manifest block c from st.
-func ReadManifest(ctx context.Context, st store.BlockStore, c cid.Cid) (store.Block, *manifest.Manifest, error) {
-	if c.Type() != store.CodecManifest {
-		return store.Block{}, nil, fmt.Errorf("open %s: not a manifest CID (codec %s): %w", store.CIDText(c), store.CodecName(c.Type()), store.ErrNotFound)
-	}
-	b, err := st.Get(ctx, c)
-	if err != nil {
-		return store.Block{}, nil, fmt.Errorf("open %s: manifest: %w", store.CIDText(c), err)
-	}
-	m, err := manifest.FromBlock(b)
-	if err != nil {
-		return store.Block{}, nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
-	}
-	return b, m, nil
-}
-
 // Open reads the manifest of c through cfg.Store and makes a reader of it.
 func Open(ctx context.Context, c cid.Cid, cfg Config) (*Reader, error) {
-	_, m, err := ReadManifest(ctx, cfg.Store, c)
+	_, m, err := manifest.Read(ctx, cfg.Store, c)
 	if err != nil {
 		return nil, err
 	}

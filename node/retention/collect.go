@@ -10,8 +10,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/meshfs/meshfs/node/dataset"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/manifest"
 )
 
 // compacter is a store that can give the space of removed blocks back to
@@ -244,7 +244,7 @@ func (k *Keeper) remove(ctx context.Context, cd candidate, reason string, res *G
 // tree's leaves go next, unless another dataset names the tree or work
 // holds it; should that step be cut short, the next sweep finishes it.
 func (k *Keeper) Remove(ctx context.Context, c cid.Cid) error {
-	_, m, err := dataset.ReadManifest(ctx, k.st, c)
+	_, m, err := manifest.Read(ctx, k.st, c)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@
 package manifest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -214,4 +215,27 @@ func FromBlock(b store.Block) (*Manifest, error) {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	return Decode(b.Data)
+}
+
+// Getter is what Read needs of a store.
+type Getter interface {
+	Get(ctx context.Context, c cid.Cid) (store.Block, error)
+}
+
+// Read gets manifest block c from st and decodes it. A CID that is not a
+// manifest's is not found, whatever st holds under it: the opener of a
+// dataset asked for something that is not one.
+func Read(ctx context.Context, st Getter, c cid.Cid) (store.Block, *Manifest, error) {
+	if c.Type() != store.CodecManifest {
+		return store.Block{}, nil, fmt.Errorf("open %s: not a manifest CID (codec %s): %w", store.CIDText(c), store.CodecName(c.Type()), store.ErrNotFound)
+	}
+	b, err := st.Get(ctx, c)
+	if err != nil {
+		return store.Block{}, nil, fmt.Errorf("open %s: manifest: %w", store.CIDText(c), err)
+	}
+	m, err := FromBlock(b)
+	if err != nil {
+		return store.Block{}, nil, fmt.Errorf("open %s: %w", store.CIDText(c), err)
+	}
+	return b, m, nil
 }
