@@ -47,11 +47,10 @@ func (h dataHandlers) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h dataHandlers) manifest(w http.ResponseWriter, r *http.Request) {
-	c, ok := h.cidParam(w, r)
+	c, ctx, cancel, ok := h.cidWithin(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.opts.FetchTimeout)
 	defer cancel()
 	// Looking at a held dataset's manifest (meshfs stat) is not reading
 	// it: its place in the collector's LRU order stays. One from the
@@ -75,11 +74,10 @@ func (h dataHandlers) manifest(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h dataHandlers) fetch(w http.ResponseWriter, r *http.Request) {
-	c, ok := h.cidParam(w, r)
+	c, ctx, cancel, ok := h.cidWithin(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.opts.FetchTimeout)
 	defer cancel()
 	d, err := h.n.Fetch(ctx, c)
 	if err != nil {

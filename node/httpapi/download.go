@@ -37,11 +37,10 @@ func (h downloadHandlers) network(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h downloadHandlers) download(w http.ResponseWriter, r *http.Request, open func(context.Context, cid.Cid) (*node.Dataset, error)) {
-	c, ok := h.cidParam(w, r)
+	c, ctx, cancel, ok := h.cidWithin(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.opts.FetchTimeout)
 	d, err := open(ctx, c)
 	cancel()
 	if err != nil {

@@ -80,3 +80,14 @@ func (rp *replies) cidParam(w http.ResponseWriter, r *http.Request) (cid.Cid, bo
 	}
 	return c, true
 }
+
+// cidWithin is a handler's start when it looks for a dataset: the CID of
+// its path and a context bounded by FetchTimeout, which the caller cancels.
+// ok is false when the CID was malformed, and the answer written.
+func (rp *replies) cidWithin(w http.ResponseWriter, r *http.Request) (c cid.Cid, ctx context.Context, cancel context.CancelFunc, ok bool) {
+	if c, ok = rp.cidParam(w, r); !ok {
+		return cid.Undef, nil, nil, false
+	}
+	ctx, cancel = context.WithTimeout(r.Context(), rp.opts.FetchTimeout)
+	return c, ctx, cancel, true
+}

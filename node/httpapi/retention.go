@@ -29,11 +29,10 @@ type retentionHandlers struct {
 // pin keeps a dataset from garbage collection; one not held completely is
 // fetched in the background (progress at …/network/progress).
 func (h retentionHandlers) pin(w http.ResponseWriter, r *http.Request) {
-	c, ok := h.cidParam(w, r)
+	c, ctx, cancel, ok := h.cidWithin(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.opts.FetchTimeout)
 	defer cancel()
 	res, err := h.n.Pin(ctx, c)
 	if err != nil {
