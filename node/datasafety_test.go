@@ -171,7 +171,7 @@ func TestRemoveDuringBackgroundFetch(t *testing.T) {
 	if ok && !p.Done {
 		t.Fatalf("fetch still running after the removal: %+v", p)
 	}
-	b.fetch.wait()
+	b.fetch.Wait()
 	if got := listed(t, b); len(got) != 0 {
 		t.Fatalf("held after the removal: %v", got)
 	}

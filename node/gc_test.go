@@ -250,7 +250,7 @@ func TestFetchIntoFullCacheCollects(t *testing.T) {
 	if err != nil || res.Local || !res.Fetching {
 		t.Fatalf("Pin of a dataset not held: %+v, %v", res, err)
 	}
-	b.fetch.wait()
+	b.fetch.Wait()
 	if p, _ := b.FetchStatus(oldCID); !p.Done || p.Error != "" || p.Fetched != p.Blocks {
 		t.Fatalf("fetch after Pin: %+v", p)
 	}

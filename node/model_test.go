@@ -305,7 +305,7 @@ func (m *modelRun) delete() {
 func (m *modelRun) pin() {
 	m.onHeld("pin", func(c cid.Cid) error {
 		_, err := m.n.Pin(m.t.Context(), c)
-		m.n.fetch.wait() // a cached dataset is completed in the background
+		m.n.fetch.Wait() // a cached dataset is completed in the background
 		return err
 	}, func(c cid.Cid) { h := m.held[c]; h.pinned = true; m.held[c] = h })
 }

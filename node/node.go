@@ -25,6 +25,7 @@ import (
 	"github.com/meshfs/meshfs/exchange/discovery"
 	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/node/dataset"
+	"github.com/meshfs/meshfs/node/fetch"
 	"github.com/meshfs/meshfs/node/metrics"
 	"github.com/meshfs/meshfs/node/retention"
 	"github.com/meshfs/meshfs/node/upload"
@@ -88,7 +89,7 @@ type Node struct {
 	engine *exchange.Engine
 	ctx    context.Context // lives until Close: background fetches, announcements
 	cancel context.CancelFunc
-	fetch  fetches
+	fetch  *fetch.Fetches // background copies of whole datasets
 	// leaves reads held blocks in place, for every reader: the local
 	// store's, not the network store's, which cannot.
 	leaves store.LeafReader
@@ -179,7 +180,20 @@ func New(cfg Config) (n *Node, err error) {
 			return metrics.GC{Runs: s.Runs, Datasets: s.Datasets, Bytes: s.Bytes}
 		},
 	})
-	n.fetch.init()
+	n.fetch = fetch.New(fetch.Config{
+		Open: n.Open,
+		// Not collected while it is fetched; what it stores is held
+		// until it ends, whatever readers come and go.
+		Hold: func(c, tree cid.Cid) func() {
+			inUse, releaseTree := n.keep.AddUse(c), n.keep.AddTreeHold(tree)
+			return func() { releaseTree(); inUse() }
+		},
+		Whole: func(ctx context.Context, c cid.Cid, m *manifest.Manifest) error {
+			return n.checkComplete(ctx, c, m, m.DataBlocks())
+		},
+		Fetched: func(c, tree cid.Cid) { n.announce(c, tree) },
+		Life:    n.ctx, Logger: n.log,
+	})
 	n.blocks = dataset.NewCache(blockCacheBytes)
 	// An upload's trees are held against the node's sweeps until its
 	// manifest is committed with its pinned record (commitUpload).
@@ -228,7 +242,9 @@ func (n *Node) Close() error {
 			n.log.Warn("close libp2p host", "err", err)
 		}
 	}
-	n.fetch.wait()
+	if n.fetch != nil {
+		n.fetch.Wait()
+	}
 	n.bg.Wait()
 	return n.store.Close()
 }
@@ -343,7 +359,7 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 // fetch first, so that its removal frees all the fetch stored (see
 // retention.Keeper.Remove). Blocks and leaves other datasets need stay.
 func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
-	if err := n.fetch.stop(ctx, c); err != nil {
+	if err := n.fetch.Stop(ctx, c); err != nil {
 		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
 	}
 	if err := n.keep.Remove(ctx, c); err != nil {

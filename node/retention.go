@@ -35,7 +35,7 @@ func (n *Node) newKeeper() *retention.Keeper {
 		},
 		Removed: func(c cid.Cid) {
 			n.disc.Forget(c)
-			n.fetch.forget(c)
+			n.fetch.Forget(c)
 		},
 		Unnamed: func(tree cid.Cid) { n.disc.Forget(tree) },
 	})
