@@ -15,13 +15,12 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meshfs/meshfs/node/httpapi/api"
 )
 
 func (a *app) newLsCmd() *cobra.Command {
-	var (
-		cf     clientFlags
-		asJSON bool
-	)
+	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List the datasets held locally: CID, size, pinned, name",
@@ -31,15 +30,8 @@ network, which garbage collection may remove; "-" when the daemon does not
 say) and file name ("-" when none was given).`,
 		Args: exactArgs(0, "no arguments"),
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the daemon's JSON answer as is")
-	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, _ []string) error {
-		list, raw, err := c.List(ctx)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return writeRaw(a.stdout, raw)
-		}
+	get := func(ctx context.Context, c *client, _ []string) ([]api.Listed, []byte, error) { return c.List(ctx) }
+	answerCmd(a, cmd, &cf, get, func(list []api.Listed, _ []byte) error {
 		tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "CID\tSIZE\tPINNED\tNAME")
 		for _, d := range list {
@@ -97,10 +89,7 @@ var manifestFieldOrder = []string{
 }
 
 func (a *app) newStatCmd() *cobra.Command {
-	var (
-		cf     clientFlags
-		asJSON bool
-	)
+	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "stat CID",
 		Short: "Print a dataset's manifest, one field per line",
@@ -108,19 +97,14 @@ func (a *app) newStatCmd() *cobra.Command {
 the network if it is not held locally.`,
 		Args: exactArgs(1, "CID argument"),
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the daemon's JSON answer as is")
-	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, args []string) error {
+	get := func(ctx context.Context, c *client, args []string) (api.Content, []byte, error) {
 		cid, err := parseManifestCID(args[0])
 		if err != nil {
-			return err
+			return api.Content{}, nil, err
 		}
-		d, raw, err := c.Manifest(ctx, cid)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return writeRaw(a.stdout, raw)
-		}
+		return c.Manifest(ctx, cid)
+	}
+	answerCmd(a, cmd, &cf, get, func(d api.Content, raw []byte) error {
 		// Printed from the daemon's JSON rather than from d.Manifest, so
 		// that the fields this CLI does not know (Codex adds some over
 		// time) show too, and those the daemon left out do not.
@@ -128,7 +112,7 @@ the network if it is not held locally.`,
 			Manifest map[string]any `json:"manifest"`
 		}
 		if err := decodeJSON(bytes.NewReader(raw), &all); err != nil {
-			return fmt.Errorf("daemon's manifest of %s: %w", cid, err)
+			return fmt.Errorf("daemon's manifest of %s: %w", orDash(d.CID), err)
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "cid: %s\n", orDash(d.CID))
@@ -149,7 +133,7 @@ the network if it is not held locally.`,
 		for _, k := range rest {
 			fmt.Fprintf(&b, "%s: %s\n", k, fieldText(all.Manifest[k]))
 		}
-		_, err = io.WriteString(a.stdout, b.String())
+		_, err := io.WriteString(a.stdout, b.String())
 		return err
 	})
 	return a.bindAll(cmd)
@@ -247,24 +231,14 @@ crash, a client gone, a full quota). Prints one line per removed dataset
 }
 
 func (a *app) newSpaceCmd() *cobra.Command {
-	var (
-		cf     clientFlags
-		asJSON bool
-	)
+	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "space",
 		Short: "Show the local store's usage and quota",
 		Args:  exactArgs(0, "no arguments"),
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the daemon's JSON answer as is")
-	a.clientCmd(cmd, &cf, func(ctx context.Context, c *client, _ []string) error {
-		s, raw, err := c.Space(ctx)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return writeRaw(a.stdout, raw)
-		}
+	get := func(ctx context.Context, c *client, _ []string) (api.Space, []byte, error) { return c.Space(ctx) }
+	answerCmd(a, cmd, &cf, get, func(s api.Space, _ []byte) error {
 		maxB, used, reserved := s.QuotaMaxBytes, s.QuotaUsedBytes, s.QuotaReservedBytes
 		tw := tabwriter.NewWriter(a.stdout, 0, 8, 1, ' ', 0)
 		fmt.Fprintf(tw, "blocks:\t%d\n", s.TotalBlocks)
@@ -327,4 +301,22 @@ func (a *app) newStatusCmd() *cobra.Command {
 		return tw.Flush()
 	})
 	return a.bindAll(cmd)
+}
+
+// answerCmd makes cmd a client command that prints one answer of the
+// daemon: with --json its JSON as the daemon sent it, else as show renders
+// it (given the JSON too, for fields this CLI does not know).
+func answerCmd[T any](a *app, cmd *cobra.Command, cf *clientFlags, get func(ctx context.Context, c *client, args []string) (T, []byte, error), show func(v T, raw []byte) error) {
+	var asJSON bool
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the daemon's JSON answer as is")
+	a.clientCmd(cmd, cf, func(ctx context.Context, c *client, args []string) error {
+		v, raw, err := get(ctx, c, args)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return writeRaw(a.stdout, raw)
+		}
+		return show(v, raw)
+	})
 }
