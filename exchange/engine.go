@@ -76,6 +76,9 @@ func (e *Engine) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 // how many of its blocks have arrived (see client.Client.Progress).
 func (e *Engine) Progress(tree cid.Cid) (time.Time, uint64) { return e.client.Progress(tree) }
 
+// Delivered is how many of tree's blocks have arrived (client.Client.Delivered).
+func (e *Engine) Delivered(tree cid.Cid) uint64 { return e.client.Delivered(tree) }
+
 // ClientStats and ServerStats expose the counters of each side.
 func (e *Engine) ClientStats() client.Stats { return e.client.Stats() }
 func (e *Engine) ServerStats() server.Stats { return e.server.Stats() }

@@ -59,6 +59,11 @@ func (f *slowFetcher) Progress(cid.Cid) (time.Time, uint64) {
 	return f.heard, f.delivered
 }
 
+func (f *slowFetcher) Delivered(t cid.Cid) uint64 {
+	_, n := f.Progress(t)
+	return n
+}
+
 // hear records bytes from the peers, and n more blocks of the tree.
 func (f *slowFetcher) hear(n uint64) {
 	f.mu.Lock()
