@@ -438,21 +438,11 @@ func TestInboundMessagesStayWithinTheirBudget(t *testing.T) {
 	const streams, announced, sent = 6, 16 << 20, 12 << 20
 	var wg sync.WaitGroup
 	var most atomic.Int64
-	stop := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if m := held(); m > most.Load() {
-					most.Store(m)
-				}
-			}
+	stopSampling := testkit.Every(t, time.Millisecond, func() {
+		if m := held(); m > most.Load() {
+			most.Store(m)
 		}
-	}()
+	})
 	for range streams {
 		st := x.rawStream(server.h.ID())
 		wg.Go(func() {
@@ -464,7 +454,7 @@ func TestInboundMessagesStayWithinTheirBudget(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
+	stopSampling()
 	if n := server.e.NetworkLimits()["message_memory_wait"]; n == 0 {
 		t.Error("no inbound message waited for memory; the budget was never reached")
 	}

@@ -72,3 +72,31 @@ func (c *Clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
+
+// Every calls f every interval in a goroutine of its own until stop is
+// called or the test ends, and stop returns once f has run for the last
+// time: a probe sampling what the code under test holds, or a stand-in for
+// traffic. It is never a way to wait for something.
+func Every(t testing.TB, interval time.Duration, f func()) (stop func()) {
+	done, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				f()
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() { close(done) })
+		<-ended
+	}
+	t.Cleanup(stop)
+	return stop
+}

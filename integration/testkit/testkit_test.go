@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bytes"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -22,5 +23,17 @@ func TestClockMovesOnlyWhenAdvanced(t *testing.T) {
 	c.Advance(time.Minute)
 	if got := c.Now(); !got.Equal(start.Add(time.Minute)) {
 		t.Fatalf("after Advance(1m), Now = %v; want %v", got, start.Add(time.Minute))
+	}
+}
+
+func TestEveryRunsUntilStopped(t *testing.T) {
+	var n atomic.Int64
+	stop := Every(t, time.Millisecond, func() { n.Add(1) })
+	Eventually(t, "a few calls", func() bool { return n.Load() >= 3 })
+	stop()
+	after := n.Load()
+	stop() // twice is harmless
+	if n.Load() != after {
+		t.Fatalf("called %d times after stop returned", n.Load()-after)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -72,20 +73,10 @@ func (f *slowFetcher) hear(n uint64) {
 	f.delivered += n
 }
 
-// keepHearing calls hear(n) every few milliseconds until stop is closed.
-func (f *slowFetcher) keepHearing(n uint64, stop <-chan struct{}) {
-	go func() {
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				f.hear(n)
-			}
-		}
-	}()
+// keepHearing calls hear(n) every few milliseconds until stop is called
+// or the test ends.
+func (f *slowFetcher) keepHearing(t *testing.T, n uint64) (stop func()) {
+	return testkit.Every(t, 5*time.Millisecond, func() { f.hear(n) })
 }
 
 // patientDataset uploads data to src and opens it through f, with f's
@@ -110,8 +101,7 @@ func TestReadWaitsWhileThePeersAreHeard(t *testing.T) {
 	data := randomBytes(3, 3*testBS)
 	d := patientDataset(t, data, 0, 0, f, src, Config{BlockTimeout: 50 * time.Millisecond})
 
-	stop := make(chan struct{})
-	f.keepHearing(0, stop)
+	stop := f.keepHearing(t, 0)
 	type result struct {
 		n   int
 		err error
@@ -132,7 +122,7 @@ func TestReadWaitsWhileThePeersAreHeard(t *testing.T) {
 	}
 	f.open(1)
 	r := <-done
-	close(stop)
+	stop()
 	if r.err != nil || !bytes.Equal(buf[:r.n], data) {
 		t.Fatalf("read = %d, %v; want the %d bytes uploaded", r.n, r.err, len(data))
 	}
@@ -156,9 +146,7 @@ func TestReadEndsWhenOvertaken(t *testing.T) {
 	src, local := store.NewMemory(0), store.NewMemory(0)
 	f := newSlowFetcher(src, local, 0)
 	d := patientDataset(t, randomBytes(5, testBS), 0, 0, f, src, Config{BlockTimeout: 50 * time.Millisecond})
-	stop := make(chan struct{})
-	defer close(stop)
-	f.keepHearing(64, stop)
+	f.keepHearing(t, 64)
 	_, err := d.ReadAt(t.Context(), make([]byte, 10), 0)
 	if !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "other blocks of the dataset and not this one") {
 		t.Fatalf("read of a block its peer skips = %v; want not found, overtaken", err)
