@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -118,14 +118,7 @@ func (d funcDataset) ReadAt(ctx context.Context, p []byte, off int64) (int, erro
 }
 
 // randomBytes returns n reproducible pseudo-random bytes.
-func randomBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
+var randomBytes = testkit.RandomBytes
 
 // testDatasets is the fixed content used by the mount tests, shared with
 // the mount helper subprocess: empty, tiny, block-aligned, and a few MiB

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/manifest"
@@ -18,7 +19,7 @@ import (
 
 // protectedNode is gcNode with erasure coding, so that parity blocks and
 // padding are part of what must survive.
-func protectedNode(t *testing.T, dir string, cfg Config) (*Node, *clock) {
+func protectedNode(t *testing.T, dir string, cfg Config) (*Node, *testkit.Clock) {
 	t.Helper()
 	cfg.EcK, cfg.EcM = 2, 1
 	return gcNode(t, dir, cfg)

@@ -13,35 +13,18 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/meshfs/meshfs/integration/testkit"
 )
-
-// clock is the time the node under test sees; tests move it by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // gcNode starts a node on dir with a real repository, 4 KiB blocks,
 // unprotected unless cfg sets EcK (so sizes are easy to reason about), and
 // a clock of the test's.
-func gcNode(t *testing.T, dir string, cfg Config) (*Node, *clock) {
+func gcNode(t *testing.T, dir string, cfg Config) (*Node, *testkit.Clock) {
 	t.Helper()
 	cfg.DataDir = dir
 	if cfg.BlockSize == 0 {
@@ -54,9 +37,9 @@ func gcNode(t *testing.T, dir string, cfg Config) (*Node, *clock) {
 		cfg.FetchTimeout = 20 * time.Second
 	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	clk := &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testkit.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	if cfg.Clock == nil {
-		cfg.Clock = clk.now
+		cfg.Clock = clk.Now
 	}
 	n, err := New(cfg)
 	if err != nil {
@@ -158,7 +141,7 @@ func TestGCSkipsDatasetsInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	if res := runGC(t, n); len(res.Removed) != 0 {
 		t.Fatalf("GC removed %v while a reader had it open", removedCIDs(res))
 	}
@@ -173,7 +156,7 @@ func TestGCSkipsDatasetsInUse(t *testing.T) {
 	if res := runGC(t, n); len(res.Removed) != 0 {
 		t.Fatalf("GC removed %v right after it was read", removedCIDs(res))
 	}
-	clk.advance(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	if res := runGC(t, n); !slices.Equal(removedCIDs(res), []cid.Cid{c}) {
 		t.Fatalf("removed %v once closed and expired; want %s", removedCIDs(res), c)
 	}
@@ -190,7 +173,7 @@ func TestReadAfterCollectionRestoresManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	clk.advance(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	if res := runGC(t, n); len(res.Removed) != 1 {
 		t.Fatalf("removed %v; want the dataset", removedCIDs(res))
 	}
@@ -205,7 +188,7 @@ func TestReadAfterCollectionRestoresManifest(t *testing.T) {
 	if got, ok := listed(t, n)[c]; !ok || got {
 		t.Fatalf("after the read the dataset is listed: %v, pinned: %v; want listed, cached", ok, got)
 	}
-	clk.advance(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	if res := runGC(t, n); !slices.Equal(removedCIDs(res), []cid.Cid{c}) {
 		t.Fatalf("second GC removed %v; want the restored dataset", removedCIDs(res))
 	}
@@ -232,7 +215,7 @@ func TestFetchIntoFullCacheCollects(t *testing.T) {
 		t.Fatalf("a dataset read from the network is listed %v, pinned %v; want listed, cached", ok, pinned)
 	}
 
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	readBack(t, b, freshCID, fresh)
 	got := listed(t, b)
 	if _, ok := got[oldCID]; ok || len(got) != 1 {

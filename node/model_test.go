@@ -33,6 +33,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 )
@@ -93,7 +94,7 @@ func TestStoreModel(t *testing.T) {
 				base := randomBytes(seed, 7*testBS+100)
 				m := &modelRun{t: t, seed: seed, ecK: ec.k, ecM: ec.m, dir: t.TempDir(),
 					rng: rand.New(rand.NewPCG(seed, uint64(ec.m))),
-					clk: &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
+					clk: testkit.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)),
 					// Part of a block, a prefix of another (the same blocks
 					// in two trees), several codewords, and nothing.
 					pool: [][]byte{base[:testBS/2], base[:3*testBS], base, randomBytes(seed+1000, 5*testBS+1), {}},
@@ -132,7 +133,7 @@ type modelRun struct {
 	ecK, ecM int
 	dir      string
 	rng      *rand.Rand
-	clk      *clock
+	clk      *testkit.Clock
 	n        *Node
 	pool     [][]byte
 	held     map[cid.Cid]heldDataset
@@ -154,7 +155,7 @@ func (m *modelRun) now() time.Time {
 		close(tr.reached)
 		<-tr.release
 	}
-	return m.clk.now()
+	return m.clk.Now()
 }
 
 func (m *modelRun) setTrap(tr *clockTrap) {
@@ -320,7 +321,7 @@ func (m *modelRun) unpin() {
 func (m *modelRun) gc() {
 	want := m.heldCIDs(true)
 	m.note("gc after the TTL: expect %d removed", len(want))
-	m.clk.advance(modelTTL + time.Minute)
+	m.clk.Advance(modelTTL + time.Minute)
 	got := removedCIDs(runGC(m.t, m.n))
 	slices.SortFunc(got, func(a, b cid.Cid) int { return strings.Compare(a.KeyString(), b.KeyString()) })
 	if !slices.Equal(got, want) {

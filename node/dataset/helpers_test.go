@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/erasure"
 	"github.com/meshfs/meshfs/store/manifest"
@@ -25,14 +25,8 @@ const testBS = 4096
 // manifestVersion is Codex's enum position for CIDv1, as uploads write it.
 const manifestVersion = 2
 
-func randomBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
+// randomBytes returns n reproducible pseudo-random bytes.
+var randomBytes = testkit.RandomBytes
 
 // digests are the leaf digests of blocks; a nil block is padding.
 func digests(t testing.TB, blocks [][]byte) []merkle.Digest {
