@@ -5,7 +5,6 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/meshfs/meshfs/node/dataset"
 	"github.com/meshfs/meshfs/node/fetch"
 	"github.com/meshfs/meshfs/node/metrics"
+	"github.com/meshfs/meshfs/node/offer"
 	"github.com/meshfs/meshfs/node/retention"
 	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
@@ -90,6 +90,7 @@ type Node struct {
 	ctx    context.Context // lives until Close: background fetches, announcements
 	cancel context.CancelFunc
 	fetch  *fetch.Fetches // background copies of whole datasets
+	offers *offer.Offers  // what the node tells the network it provides
 	// leaves reads held blocks in place, for every reader: the local
 	// store's, not the network store's, which cannot.
 	leaves store.LeafReader
@@ -103,7 +104,7 @@ type Node struct {
 	ret  store.RetentionStore
 	keep *retention.Keeper
 	full store.BlockStore // the local store, collecting when it is full
-	bg   sync.WaitGroup   // the collection loop, offers of datasets read whole
+	bg   sync.WaitGroup   // the collection loop
 }
 
 // New opens (or creates) the node's repository in cfg.DataDir, starts its
@@ -165,6 +166,7 @@ func New(cfg Config) (n *Node, err error) {
 	dopts.Logger = cfg.Logger
 	n.disc = discovery.New(n.host.DHT(), n.host.Host(), dopts)
 	n.disc.Start(n.ctx)
+	n.offers = offer.New(offer.Config{Discovery: n.disc, Store: st, Use: n.keep.Use, Life: n.ctx, Logger: cfg.Logger})
 	n.metrics = metrics.New()
 	xopts := cfg.Exchange
 	xopts.Logger = cfg.Logger
@@ -189,9 +191,9 @@ func New(cfg Config) (n *Node, err error) {
 			return func() { releaseTree(); inUse() }
 		},
 		Whole: func(ctx context.Context, c cid.Cid, m *manifest.Manifest) error {
-			return n.checkComplete(ctx, c, m, m.DataBlocks())
+			return offer.Whole(ctx, st, c, m)
 		},
-		Fetched: func(c, tree cid.Cid) { n.announce(c, tree) },
+		Fetched: func(c, tree cid.Cid) { n.offers.Announce(c, tree) },
 		Life:    n.ctx, Logger: n.log,
 	})
 	n.blocks = dataset.NewCache(blockCacheBytes)
@@ -220,7 +222,7 @@ func New(cfg Config) (n *Node, err error) {
 	for _, e := range entries {
 		held = append(held, e.CID, e.Manifest.TreeCID)
 	}
-	n.announce(held...)
+	n.offers.Announce(held...)
 	if cfg.GCInterval > 0 {
 		n.bg.Add(1)
 		go func() {
@@ -246,19 +248,10 @@ func (n *Node) Close() error {
 		n.fetch.Wait()
 	}
 	n.bg.Wait()
+	if n.offers != nil {
+		n.offers.Wait()
+	}
 	return n.store.Close()
-}
-
-// announce tells the network this node provides datasets: each one's
-// manifest CID and tree CID, as Codex does (never single blocks).
-func (n *Node) announce(cids ...cid.Cid) {
-	if len(cids) == 0 {
-		return
-	}
-	// Failures are remembered and retried by discovery; say so, though.
-	if err := n.disc.Announce(n.ctx, cids...); err != nil && n.ctx.Err() == nil {
-		n.log.Debug("announce: not yet provided, will retry", "cids", len(cids), "err", err)
-	}
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
@@ -288,7 +281,7 @@ func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype strin
 		return cid.Undef, err
 	}
 	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", filename)
-	n.announce(c, m.TreeCID)
+	n.offers.Announce(c, m.TreeCID)
 	return c, nil
 }
 
@@ -371,31 +364,6 @@ func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
 
 // Space reports the store's usage.
 func (n *Node) Space(ctx context.Context) (store.Usage, error) { return n.store.Usage(ctx) }
-
-// checkComplete reports whether the manifest of dataset c and its first
-// upTo blocks (all of them: m.Blocks(); the file's: m.DataBlocks()) are
-// held, padding apart.
-func (n *Node) checkComplete(ctx context.Context, c cid.Cid, m *manifest.Manifest, upTo uint64) error {
-	if has, err := n.store.Has(ctx, c); err != nil || !has {
-		return fmt.Errorf("manifest of %s: held %v: %w", store.CIDText(c), has, cmp.Or(err, store.ErrNotFound))
-	}
-	var layout erasure.Layout
-	if m.Protected {
-		var err error
-		if layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
-			return fmt.Errorf("%s: %w", store.CIDText(c), err)
-		}
-	}
-	for i := range upTo {
-		if m.Protected && layout.IsPadding(i) {
-			continue
-		}
-		if has, err := n.store.HasLeaf(ctx, m.TreeCID, i); err != nil || !has {
-			return fmt.Errorf("block %d of %s: %w", i, store.CIDText(c), cmp.Or(err, store.ErrNotFound))
-		}
-	}
-	return nil
-}
 
 // Addrs are the node's addresses, each ending in /p2p/<peer ID>.
 func (n *Node) Addrs() []string {

@@ -134,7 +134,7 @@ func (o *opened) close() {
 	o.releaseTree()
 	o.release()
 	if o.network {
-		o.n.offerIfWhole(o.c, o.m)
+		o.n.offers.IfWhole(o.c, o.m)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/node/dataset"
 	"github.com/meshfs/meshfs/node/fetch"
+	"github.com/meshfs/meshfs/node/offer"
 	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/erasure"
@@ -82,12 +83,7 @@ func newRig(t *testing.T, net *network, data []byte) *rig {
 			return r.released.Done
 		},
 		Whole: func(ctx context.Context, c cid.Cid, m *manifest.Manifest) error {
-			for i := range m.DataBlocks() {
-				if held, err := r.local.HasLeaf(ctx, m.TreeCID, i); err != nil || !held {
-					return errors.Join(store.ErrNotFound, err)
-				}
-			}
-			return nil
+			return offer.Whole(ctx, r.local, c, m)
 		},
 		Fetched: func(cid.Cid, cid.Cid) { r.fetched.Add(1) },
 		Logger:  testkit.Quiet(),
