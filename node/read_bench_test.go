@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"flag"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"testing"
@@ -73,20 +72,7 @@ func benchColdRead(b *testing.B, loseRow bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		var off int64
-		for {
-			n, err := d.ReadAt(ctx, buf, off)
-			if !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
-				b.Fatalf("bytes at %d differ", off)
-			}
-			off += int64(n)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
+		off := testkit.ReadAllMatches(b, ctx, d, buf, data)
 		clock.Stop()
 		d.Close()
 		cancel()

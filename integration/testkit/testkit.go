@@ -11,6 +11,9 @@
 package testkit
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -99,4 +102,31 @@ func Every(t testing.TB, interval time.Duration, f func()) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// ReaderAt is a reader of a dataset at offsets, as the node's readers are.
+type ReaderAt interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// ReadAllMatches reads r from the start to its io.EOF in reads of len(buf),
+// failing tb at the first byte that differs from want or at an error, and
+// returns how many bytes it read: what a reader's test or benchmark checks
+// on every pass.
+func ReadAllMatches(tb testing.TB, ctx context.Context, r ReaderAt, buf, want []byte) int64 {
+	tb.Helper()
+	var off int64
+	for {
+		n, err := r.ReadAt(ctx, buf, off)
+		if off+int64(n) > int64(len(want)) || !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+			tb.Fatalf("bytes at %d differ", off)
+		}
+		off += int64(n)
+		if err == io.EOF {
+			return off
+		}
+		if err != nil {
+			tb.Fatalf("read at %d: %v", off, err)
+		}
+	}
 }

@@ -1,11 +1,10 @@
 package dataset
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"testing"
 
+	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/manifest"
 )
@@ -51,20 +50,7 @@ func benchColdRead(b *testing.B, loseRow bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		var off int64
-		for {
-			n, err := d.ReadAt(ctx, buf, off)
-			if !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
-				b.Fatalf("bytes at %d differ", off)
-			}
-			off += int64(n)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
+		off := testkit.ReadAllMatches(b, ctx, d, buf, data)
 		d.ahead.Wait()
 		d.WaitStored()
 		if off != size {
