@@ -249,7 +249,7 @@ func (n *Node) Close() error {
 	}
 	n.bg.Wait()
 	if n.offers != nil {
-		n.offers.Wait()
+		n.offers.Close()
 	}
 	return n.store.Close()
 }

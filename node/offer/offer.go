@@ -54,6 +54,8 @@ type Config struct {
 // Offers announces a node's datasets.
 type Offers struct {
 	cfg Config
+	mu  sync.Mutex // orders IfWhole's bg.Add before Close's bg.Wait
+	out bool       // closed: IfWhole starts nothing more
 	bg  sync.WaitGroup
 }
 
@@ -88,6 +90,11 @@ func (o *Offers) IfWhole(c cid.Cid, m *manifest.Manifest) {
 	if life.Err() != nil || o.cfg.Discovery.Announces(m.TreeCID) {
 		return
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.out {
+		return
+	}
 	o.bg.Add(1)
 	go func() {
 		defer o.bg.Done()
@@ -110,6 +117,15 @@ func (o *Offers) IfWhole(c cid.Cid, m *manifest.Manifest) {
 
 // Wait returns once no offer started by IfWhole is running.
 func (o *Offers) Wait() { o.bg.Wait() }
+
+// Close starts no more offers and waits for those running, which end
+// soon once Config.Life has.
+func (o *Offers) Close() {
+	o.mu.Lock()
+	o.out = true
+	o.mu.Unlock()
+	o.bg.Wait()
+}
 
 func (o *Offers) whole(ctx context.Context, c cid.Cid, m *manifest.Manifest) bool {
 	release, err := o.cfg.Use(ctx, c)

@@ -68,7 +68,7 @@ func newOffers(t *testing.T, st store.BlockStore, d *discovery) *offer.Offers {
 		Discovery: d, Store: st, Life: t.Context(), Logger: testkit.Quiet(),
 		Use: func(context.Context, cid.Cid) (func(), error) { return func() {}, nil },
 	})
-	t.Cleanup(o.Wait)
+	t.Cleanup(o.Close)
 	return o
 }
 
@@ -160,5 +160,18 @@ func TestIfWholeSkipsWhatCannotBeHeld(t *testing.T) {
 	o.Wait()
 	if len(d.announced) != 0 {
 		t.Fatalf("announced %v; want nothing", d.announced)
+	}
+}
+
+// After Close no offer starts, and Close waits for one running.
+func TestCloseStartsNoMoreOffers(t *testing.T) {
+	st, c, m := dataset(t, 4096)
+	d := &discovery{}
+	o := newOffers(t, st, d)
+	o.Close()
+	o.IfWhole(c, m)
+	o.Wait()
+	if len(d.announced) != 0 {
+		t.Fatalf("announced %v after Close; want nothing", d.announced)
 	}
 }
