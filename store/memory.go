@@ -11,7 +11,9 @@ import (
 
 // Memory is a BlockStore held in maps, for tests and as a cache in front of
 // slower stores. It is safe for concurrent use. Block data is kept as handed
-// in, not copied: the Block contract already forbids changing it.
+// in, not copied: the Block contract already forbids changing it. Its usage
+// and quota count what a store keeps of each block (Unpadded), as every
+// store's do, though it holds the slice whole.
 type Memory struct {
 	mu     sync.RWMutex
 	closed bool
@@ -126,7 +128,7 @@ func (m *Memory) putLocked(ctx context.Context, b Block) (*memBlock, error) {
 	if held, ok := m.blocks[k]; ok {
 		return held, nil
 	}
-	size := uint64(len(b.Data))
+	size := uint64(len(Unpadded(b.Data)))
 	if m.quota > 0 && m.used+size > m.quota {
 		return nil, fmt.Errorf("memory: put %s: %d bytes with %d of %d used: %w",
 			CIDText(b.CID), size, m.used, m.quota, ErrQuotaExceeded)
@@ -153,7 +155,7 @@ func (m *Memory) Delete(ctx context.Context, c cid.Cid) error {
 
 func (m *Memory) drop(k string, b *memBlock) {
 	delete(m.blocks, k)
-	m.used -= uint64(len(b.data))
+	m.used -= uint64(len(Unpadded(b.data)))
 }
 
 // GetLeaf implements BlockStore.
@@ -277,7 +279,7 @@ func (m *Memory) PutLeafBlock(ctx context.Context, leaf Leaf, b Block) error {
 	// Both or neither: the block's bytes (if new) and the proof must fit.
 	growth := m.proofGrowth(leaf)
 	if _, held := m.blocks[b.CID.KeyString()]; !held {
-		growth += int64(len(b.Data))
+		growth += int64(len(Unpadded(b.Data)))
 	}
 	if err := m.fits(growth); err != nil {
 		return fmt.Errorf("memory: put leaf %s[%d]: %w", CIDText(leaf.Tree), leaf.Index, err)

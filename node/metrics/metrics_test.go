@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func (f fakeExchange) NetworkLimits() map[string]uint64 {
 // and labels dashboards and the integration tests know.
 func TestScrapeReadsTheParts(t *testing.T) {
 	st := store.NewMemory(1 << 20)
-	if err := st.Put(t.Context(), store.NewBlock(store.CodecBlock, make([]byte, 100))); err != nil {
+	if err := st.Put(t.Context(), store.NewBlock(store.CodecBlock, bytes.Repeat([]byte{1}, 100))); err != nil {
 		t.Fatal(err)
 	}
 	var reads dataset.Counters

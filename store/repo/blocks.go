@@ -31,9 +31,9 @@ func (s *Store) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 }
 
 // read returns the bytes of block c, whose index entry was x: one pread,
-// and no copy.
+// and no copy; the zeros past what is stored are the new buffer's own.
 func (s *Store) read(c cid.Cid, x blockIndex) ([]byte, error) {
-	data := make([]byte, x.size)
+	data := make([]byte, x.length())
 	if _, err := s.readAt(c, x, data, 0); err != nil {
 		return nil, err
 	}
@@ -47,19 +47,24 @@ func (s *Store) read(c cid.Cid, x blockIndex) ([]byte, error) {
 
 // readAt fills p with the bytes of block c from byte off of it on, as far
 // as the block goes, x being c's index entry when it was looked up, and
-// returns the count. Should compaction move the block and retire its pack
+// returns the count: what the pack stores, then the zeros it does not.
+// Should compaction move the block and retire its pack
 // after the lookup, the read fails and the entry is looked up again, so
 // the caller sees the block at its new place or, if it was deleted
 // meanwhile, ErrNotFound.
 func (s *Store) readAt(c cid.Cid, x blockIndex, p []byte, off uint64) (int, error) {
 	for tries := 0; ; tries++ {
-		if off > x.size {
+		if off > x.length() {
 			// Moved, and not the same block after all: the index is damaged.
-			return 0, fmt.Errorf("%w: offset %d past the end of a block of %d bytes", store.ErrInvalidBlock, off, x.size)
+			return 0, fmt.Errorf("%w: offset %d past the end of a block of %d bytes", store.ErrInvalidBlock, off, x.length())
 		}
-		p := p[:min(uint64(len(p)), x.size-off)]
-		err := s.readData(x, p, off)
+		p := p[:min(uint64(len(p)), x.length()-off)]
+		var err error
+		if off < x.size {
+			err = s.readData(x, p[:min(uint64(len(p)), x.size-off)], off)
+		}
 		if err == nil {
+			clear(p[min(uint64(len(p)), x.size-min(off, x.size)):])
 			return len(p), nil
 		}
 		y, ierr := s.index(c)
@@ -162,7 +167,10 @@ func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf, rec *s
 		return nil
 	}
 
-	size := uint64(len(b.Data))
+	// What is stored, and counted against the quota, is the block without
+	// the zeros that end it.
+	data, zeros := stored(b.Data)
+	size := uint64(len(data))
 	s.mu.Lock()
 	err := s.checkQuota(size)
 	s.mu.Unlock()
@@ -170,7 +178,7 @@ func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf, rec *s
 		return fail(err)
 	}
 
-	p, off, err := s.appendRecord(b.CID, b.Data)
+	p, off, err := s.appendRecord(b.CID, data, zeros)
 	if err != nil {
 		return fail(err)
 	}
@@ -185,7 +193,7 @@ func (s *Store) put(ctx context.Context, b store.Block, leaf *store.Leaf, rec *s
 
 	s.mu.Lock()
 	if err == nil {
-		err = s.commitPut(b.CID, ik, blockIndex{size: size, pack: p.n, off: off}, leaf, rec)
+		err = s.commitPut(b.CID, ik, blockIndex{size: size, zeros: zeros, pack: p.n, off: off}, leaf, rec)
 	}
 	// Under mu with the commit, so that compaction never sees the pack
 	// without this record pending and without its entry.

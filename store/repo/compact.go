@@ -207,7 +207,8 @@ func (s *Store) moveLive(ctx context.Context, p *pack, end uint64) error {
 		group, groupBytes = group[:0], 0
 		return err
 	}
-	stopped, err := scanPack(p.f, end, func(c cid.Cid, off, size uint64) error {
+	stopped, err := scanPack(p.f, end, func(c cid.Cid, r blockIndex) error {
+		off, size := r.off, r.size
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -231,7 +232,7 @@ func (s *Store) moveLive(ctx context.Context, p *pack, end uint64) error {
 		if _, err := p.f.ReadAt(data, int64(off)); err != nil {
 			return fmt.Errorf("read %s: %w", store.CIDText(c), err)
 		}
-		to, toOff, err := s.appendRecord(c, data)
+		to, toOff, err := s.appendRecord(c, data, x.zeros)
 		if err != nil {
 			return err
 		}

@@ -47,7 +47,7 @@ func (ch *change) pack(s *Store, n uint32) *packMeta {
 func (ch *change) addRecord(s *Store, c cid.Cid, x blockIndex) {
 	m := ch.pack(s, x.pack)
 	m.live++
-	m.liveBytes += recordLen(c, x.size)
+	m.liveBytes += x.recordLen(c)
 	m.end = max(m.end, x.off+x.size)
 }
 
@@ -55,7 +55,7 @@ func (ch *change) addRecord(s *Store, c cid.Cid, x blockIndex) {
 func (ch *change) dropRecord(s *Store, c cid.Cid, x blockIndex) {
 	m := ch.pack(s, x.pack)
 	m.live--
-	m.liveBytes -= recordLen(c, x.size)
+	m.liveBytes -= x.recordLen(c)
 }
 
 // addBlock makes c held, with the entry x.

@@ -3,6 +3,7 @@ package repo
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"time"
 
@@ -53,13 +54,18 @@ var (
 	keyFormat = []byte("v")
 )
 
-// formatVersion 4 keeps block bytes in append-only pack files and only the
-// index in LevelDB, and counts the leaves' proofs in the usage record.
-// Version 3 is the same but for that count: it is recounted on open. Version
-// 1 kept the bytes as LevelDB values and version 2 one file per block;
-// neither was released, so there is no migration from them (see load).
+// formatVersion 5 keeps block bytes in append-only pack files and only the
+// index in LevelDB, counts the leaves' proofs in the usage record, and may
+// keep a block's trailing zeros as a count (records of the second form,
+// index entries of five fields). Version 4 is the same without the count:
+// it reads as version 5 and is marked so on open, which an older meshfs
+// then refuses rather than misread. Version 3 is 4 but for the proofs'
+// count: it is recounted on open. Version 1 kept the bytes as LevelDB
+// values and version 2 one file per block; neither was released, so there
+// is no migration from them (see load).
 const (
-	formatVersion         = 4
+	formatVersion         = 5
+	formatWholeBlocks     = 4
 	formatProofsUncounted = 3
 	formatValues          = 1
 	formatFiles           = 2
@@ -146,31 +152,51 @@ func codecPrefix(codec uint64) []byte {
 // blockIndex is a block's index entry.
 type blockIndex struct {
 	refs uint64 // leaves naming this block
-	size uint64 // len of its data
+	size uint64 // len of its data as stored
 	pack uint32 // the pack holding its record
 	off  uint64 // where its data starts in that pack, after the header
+	// zeros is how many zero bytes end the block past its stored data:
+	// padding is kept as a count, not as bytes (see packs.go).
+	zeros uint64
 }
 
+// length is the block's length: what a read returns and its CID hashes.
+func (x blockIndex) length() uint64 { return x.size + x.zeros }
+
+// recordLen is the length of the record of block c in its pack.
+func (x blockIndex) recordLen(c cid.Cid) uint64 { return headerLen(c, x.size, x.zeros) + x.size }
+
+// encode writes refs, size, pack and off, and zeros only when there are
+// any, so that the entries of blocks kept whole read as they always did.
 func (x blockIndex) encode() []byte {
-	b := make([]byte, 0, 4*binary.MaxVarintLen64)
+	b := make([]byte, 0, 5*binary.MaxVarintLen64)
 	b = binary.AppendUvarint(b, x.refs)
 	b = binary.AppendUvarint(b, x.size)
 	b = binary.AppendUvarint(b, uint64(x.pack))
-	return binary.AppendUvarint(b, x.off)
+	b = binary.AppendUvarint(b, x.off)
+	if x.zeros > 0 {
+		b = binary.AppendUvarint(b, x.zeros)
+	}
+	return b
 }
 
 func decodeIndex(b []byte) (blockIndex, error) {
-	var v [4]uint64
-	if err := uvarints(b, v[:]); err != nil {
+	var v [5]uint64
+	err := uvarints(b, v[:4])
+	if errors.Is(err, errTrailing) {
+		err = uvarints(b, v[:])
+	}
+	if err != nil {
 		return blockIndex{}, err
 	}
 	if v[2] > maxPackNumber {
 		return blockIndex{}, errBadRecord
 	}
-	return blockIndex{refs: v[0], size: v[1], pack: uint32(v[2]), off: v[3]}, nil
+	return blockIndex{refs: v[0], size: v[1], pack: uint32(v[2]), off: v[3], zeros: v[4]}, nil
 }
 
-// uvarints decodes len(v) uvarints that must make up all of b.
+// uvarints decodes len(v) uvarints that must make up all of b; with bytes
+// left over it fails with errTrailing, an errBadRecord.
 func uvarints(b []byte, v []uint64) error {
 	for i := range v {
 		x, n := binary.Uvarint(b)
@@ -180,10 +206,13 @@ func uvarints(b []byte, v []uint64) error {
 		v[i], b = x, b[n:]
 	}
 	if len(b) != 0 {
-		return errBadRecord
+		return errTrailing
 	}
 	return nil
 }
+
+// errTrailing: an index value has more fields than asked for.
+var errTrailing = fmt.Errorf("%w: trailing bytes", errBadRecord)
 
 type usage struct{ blocks, bytes uint64 }
 

@@ -45,8 +45,8 @@ func (s *Store) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []by
 	if err != nil {
 		return fail(err)
 	}
-	if off < 0 || uint64(off) > x.size {
-		return fail(fmt.Errorf("offset outside a block of %d bytes", x.size))
+	if off < 0 || uint64(off) > x.length() {
+		return fail(fmt.Errorf("offset outside a block of %d bytes", x.length()))
 	}
 	if s.verify {
 		// Only the whole block can be checked against its CID.

@@ -23,9 +23,18 @@ import (
 //
 //	packs/<n>.pack  append-only records, n a decimal number without leading zeros
 //
-// A record is one block:
+// A record is one block, in one of two forms:
 //
 //	0xB5 | uvarint len(CID) | CID bytes | uvarint len(data) | data
+//	0xB6 | uvarint len(CID) | CID bytes | uvarint len(data) | uvarint zeros | data
+//
+// The second is a block that ends in zeros zero bytes past data, which are
+// not written: the padding of a dataset's last block (Codex pads it to the
+// block size, and hashes it so) and the parity computed over padding. The
+// block is still its whole length to everyone: a read fills in the zeros,
+// its CID is checked over all of it, and it goes out to peers padded. The
+// quota and Usage count the bytes stored. A block keeps the first form
+// unless at least store.MinPadding of its bytes are spared.
 //
 // Records are only ever appended, to one active pack at a time, and a pack
 // never changes once it is no longer active. When the next record would
@@ -45,6 +54,7 @@ const (
 	packsDirName = "packs"
 	packSuffix   = ".pack"
 	recordMagic  = 0xB5
+	zerosMagic   = 0xB6
 
 	// defaultPackBytes bounds a pack (a bigger block still gets a pack of its
 	// own). Large packs keep the number of open files small, four per GiB;
@@ -99,43 +109,60 @@ func parsePackName(name string) (uint32, bool) {
 	return uint32(n), err == nil
 }
 
-func headerLen(c cid.Cid, size uint64) uint64 {
+func headerLen(c cid.Cid, size, zeros uint64) uint64 {
 	k := uint64(c.ByteLen())
-	return 1 + uint64(uvarintLen(k)) + k + uint64(uvarintLen(size))
+	n := 1 + uint64(uvarintLen(k)) + k + uint64(uvarintLen(size))
+	if zeros > 0 {
+		n += uint64(uvarintLen(zeros))
+	}
+	return n
 }
 
-func recordLen(c cid.Cid, size uint64) uint64 { return headerLen(c, size) + size }
+// stored splits a block's data into the part a record keeps and the count
+// of zero bytes after it that it does not (store.Unpadded).
+func stored(data []byte) ([]byte, uint64) {
+	kept := store.Unpadded(data)
+	return kept, uint64(len(data) - len(kept))
+}
 
 func uvarintLen(x uint64) int {
 	var b [binary.MaxVarintLen64]byte
 	return binary.PutUvarint(b[:], x)
 }
 
-func appendHeader(b []byte, c cid.Cid, size uint64) []byte {
+func appendHeader(b []byte, c cid.Cid, size, zeros uint64) []byte {
 	k := c.KeyString()
-	b = append(b, recordMagic)
+	if zeros > 0 {
+		b = append(b, zerosMagic)
+	} else {
+		b = append(b, recordMagic)
+	}
 	b = binary.AppendUvarint(b, uint64(len(k)))
 	b = append(b, k...)
-	return binary.AppendUvarint(b, size)
+	b = binary.AppendUvarint(b, size)
+	if zeros > 0 {
+		b = binary.AppendUvarint(b, zeros)
+	}
+	return b
 }
 
-// appendRecord appends the record of block c to the active pack, rolling
-// to a new pack first when it would overflow, and returns the pack and the
-// offset of the data. The pack's pending count includes the record: the
+// appendRecord appends the record of block c, data followed by zeros zero
+// bytes, to the active pack, rolling to a new pack first when it would
+// overflow, and returns the pack and the offset of the data. The pack's pending count includes the record: the
 // caller must drop it once the record's index commit is done or abandoned.
 //
 // Appends are serialised by packMu, which is held for two pwrites into the
 // page cache (tens of microseconds for 64 KiB) and nothing else: callers
 // hash before and commit after. Without Options.Sync nothing is fsynced;
 // a Get of the block reads it back from the page cache.
-func (s *Store) appendRecord(c cid.Cid, data []byte) (*pack, uint64, error) {
+func (s *Store) appendRecord(c cid.Cid, data []byte, zeros uint64) (*pack, uint64, error) {
 	size := uint64(len(data))
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
 	if s.packsClosed {
 		return nil, 0, store.ErrClosed
 	}
-	s.hdr = appendHeader(s.hdr[:0], c, size)
+	s.hdr = appendHeader(s.hdr[:0], c, size, zeros)
 	n := uint64(len(s.hdr)) + size
 	if s.active == nil || (s.tail > 0 && s.tail+n > s.packBytes) {
 		if err := s.roll(); err != nil {
@@ -306,81 +333,94 @@ func (s *Store) readData(x blockIndex, buf []byte, off uint64) error {
 }
 
 // readHeader parses the record header at pos of f, a file of size bytes,
-// and returns the record's CID, the offset of its data and its size. It
-// fails for anything but a whole record.
-func readHeader(f *os.File, pos, size uint64) (cid.Cid, uint64, uint64, error) {
+// and returns the record's CID and its data's place: off, size and zeros
+// (pack left unset). It fails for anything but a whole record.
+func readHeader(f *os.File, pos, size uint64) (cid.Cid, blockIndex, error) {
 	// 96 bytes hold the header of every real CID; a longer one takes a
 	// second read of the length the first one finds.
 	buf := make([]byte, min(96, size-pos))
 	for {
 		if _, err := f.ReadAt(buf, int64(pos)); err != nil {
-			return cid.Undef, 0, 0, fmt.Errorf("record at %d: %w", pos, err)
+			return cid.Undef, blockIndex{}, fmt.Errorf("record at %d: %w", pos, err)
 		}
-		c, hdr, n, err := parseHeader(buf)
+		c, hdr, x, err := parseHeader(buf)
 		if errors.Is(err, io.ErrUnexpectedEOF) && hdr > uint64(len(buf)) && uint64(len(buf)) < size-pos {
 			buf = make([]byte, min(hdr, size-pos))
 			continue
 		}
 		if err != nil {
-			return cid.Undef, 0, 0, fmt.Errorf("record at %d: %w", pos, err)
+			return cid.Undef, blockIndex{}, fmt.Errorf("record at %d: %w", pos, err)
 		}
-		if n > size-pos-hdr {
-			return cid.Undef, 0, 0, fmt.Errorf("record at %d: %w", pos, io.ErrUnexpectedEOF)
+		if x.size > size-pos-hdr {
+			return cid.Undef, blockIndex{}, fmt.Errorf("record at %d: %w", pos, io.ErrUnexpectedEOF)
 		}
-		return c, pos + hdr, n, nil
+		x.off = pos + hdr
+		return c, x, nil
 	}
 }
 
 // parseHeader parses a record header at the start of b and returns the
-// CID, the header's length and the data's. When b is too short it fails
-// with io.ErrUnexpectedEOF and, if known, the length the header needs.
-func parseHeader(b []byte) (cid.Cid, uint64, uint64, error) {
+// CID, the header's length, and the data's size and zeros. When b is too
+// short it fails with io.ErrUnexpectedEOF and, if known, the length the
+// header needs.
+func parseHeader(b []byte) (cid.Cid, uint64, blockIndex, error) {
 	if len(b) == 0 {
-		return cid.Undef, 0, 0, io.ErrUnexpectedEOF
+		return cid.Undef, 0, blockIndex{}, io.ErrUnexpectedEOF
 	}
-	if b[0] != recordMagic {
-		return cid.Undef, 0, 0, errBadRecord
+	if b[0] != recordMagic && b[0] != zerosMagic {
+		return cid.Undef, 0, blockIndex{}, errBadRecord
 	}
 	k, w := binary.Uvarint(b[1:])
 	switch {
 	case w == 0:
-		return cid.Undef, 0, 0, io.ErrUnexpectedEOF
+		return cid.Undef, 0, blockIndex{}, io.ErrUnexpectedEOF
 	case w < 0 || k > maxCIDBytes:
-		return cid.Undef, 0, 0, errBadRecord
+		return cid.Undef, 0, blockIndex{}, errBadRecord
 	}
-	need := 1 + uint64(w) + k + binary.MaxVarintLen64
+	need := 1 + uint64(w) + k + 2*binary.MaxVarintLen64
 	if uint64(len(b)) < 1+uint64(w)+k {
-		return cid.Undef, need, 0, io.ErrUnexpectedEOF
+		return cid.Undef, need, blockIndex{}, io.ErrUnexpectedEOF
 	}
 	c, err := cid.Cast(b[1+w : 1+uint64(w)+k])
 	if err != nil {
-		return cid.Undef, 0, 0, errBadRecord
+		return cid.Undef, 0, blockIndex{}, errBadRecord
 	}
-	rest := b[1+uint64(w)+k:]
-	n, v := binary.Uvarint(rest)
-	switch {
-	case v == 0:
-		return cid.Undef, need, 0, io.ErrUnexpectedEOF
-	case v < 0:
-		return cid.Undef, 0, 0, errBadRecord
+	hdr := 1 + uint64(w) + k
+	var x blockIndex
+	fields := []*uint64{&x.size}
+	if b[0] == zerosMagic {
+		fields = append(fields, &x.zeros)
 	}
-	return c, 1 + uint64(w) + k + uint64(v), n, nil
+	for _, f := range fields {
+		n, v := binary.Uvarint(b[hdr:])
+		switch {
+		case v == 0:
+			return cid.Undef, need, blockIndex{}, io.ErrUnexpectedEOF
+		case v < 0:
+			return cid.Undef, 0, blockIndex{}, errBadRecord
+		}
+		*f, hdr = n, hdr+uint64(v)
+	}
+	if b[0] == zerosMagic && x.zeros == 0 {
+		return cid.Undef, 0, blockIndex{}, errBadRecord
+	}
+	return c, hdr, x, nil
 }
 
 // scanPack calls fn with every whole record of f, a file of size bytes, in
 // order, and returns where the records end: size, unless the pack ends in
-// a torn or unreadable record.
-func scanPack(f *os.File, size uint64, fn func(c cid.Cid, off, n uint64) error) (uint64, error) {
+// a torn or unreadable record. fn's x has the record's off, size and zeros.
+func scanPack(f *os.File, size uint64, fn func(c cid.Cid, x blockIndex) error) (uint64, error) {
 	pos := uint64(0)
 	for pos < size {
-		c, off, n, err := readHeader(f, pos, size)
+		c, x, err := readHeader(f, pos, size)
 		if err != nil {
 			return pos, nil
 		}
-		if err := fn(c, off, n); err != nil {
+		if err := fn(c, x); err != nil {
 			return pos, err
 		}
-		pos = off + n
+		pos = x.off + x.size
 	}
 	return pos, nil
 }

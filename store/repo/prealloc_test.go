@@ -121,7 +121,7 @@ func TestActivePackPreallocated(t *testing.T) {
 	if err := s.Put(ctx, block(1000, 64<<10)); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := packSize(t, s, last), sizes[last]+recordLen(block(1000, 64<<10).CID, 64<<10); got != want {
+	if got, want := packSize(t, s, last), sizes[last]+(blockIndex{size: 64 << 10}).recordLen(block(1000, 64<<10).CID); got != want {
 		t.Fatalf("resumed pack is %d bytes after one more block, want %d: appends must follow the last record", got, want)
 	}
 }

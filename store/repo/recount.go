@@ -86,7 +86,7 @@ func (s *Store) recount() error {
 		u.bytes += x.size
 		m := metas[x.pack]
 		m.live++
-		m.liveBytes += recordLen(c, x.size)
+		m.liveBytes += x.recordLen(c)
 		m.end = max(m.end, x.off+x.size)
 		metas[x.pack] = m
 		w.b.Put(indexKey(c), x.encode())
@@ -118,7 +118,7 @@ func (s *Store) recount() error {
 	adopted := map[string]bool{} // not yet visible to db.Has before a flush
 	for _, n := range slices.Sorted(maps.Keys(packs)) {
 		p := packs[n]
-		end, err := scanPack(p.f, p.size, func(c cid.Cid, off, size uint64) error {
+		end, err := scanPack(p.f, p.size, func(c cid.Cid, r blockIndex) error {
 			k := c.KeyString()
 			if _, named := refs[k]; adopted[k] || !named && entries > 0 {
 				return nil
@@ -126,15 +126,16 @@ func (s *Store) recount() error {
 			if ok, err := s.db.Has(indexKey(c), nil); err != nil || ok {
 				return err
 			}
-			data := make([]byte, size)
-			if _, err := p.f.ReadAt(data, int64(off)); err != nil {
+			data := make([]byte, r.length()) // the zeros past r.size are the buffer's
+			if _, err := p.f.ReadAt(data[:r.size], int64(r.off)); err != nil {
 				return err
 			}
 			if store.Verify(store.Block{CID: c, Data: data}) != nil {
 				return nil
 			}
 			adopted[k] = true
-			return keep(c, blockIndex{size: size, pack: n, off: off})
+			r.pack = n
+			return keep(c, r)
 		})
 		if err != nil {
 			return fmt.Errorf("recount pack %s: %w", s.packPath(n), err)
@@ -211,11 +212,11 @@ func (p *packFile) holds(c cid.Cid, x blockIndex) bool {
 	if p == nil {
 		return false
 	}
-	hl := headerLen(c, x.size)
+	hl := headerLen(c, x.size, x.zeros)
 	if x.off < hl || x.off+x.size > p.size {
 		return false
 	}
-	want := appendHeader(nil, c, x.size)
+	want := appendHeader(nil, c, x.size, x.zeros)
 	got := make([]byte, len(want))
 	_, err := p.f.ReadAt(got, int64(x.off-hl))
 	return err == nil && bytes.Equal(got, want)

@@ -74,7 +74,7 @@ func checkConsistent(t *testing.T, s *Store) {
 		delete(refs, c.KeyString())
 		m := packs[x.pack]
 		m.live++
-		m.liveBytes += recordLen(c, x.size)
+		m.liveBytes += x.recordLen(c)
 		m.end = max(m.end, x.off+x.size)
 		packs[x.pack] = m
 		u.blocks++
@@ -171,12 +171,12 @@ func readRecord(t *testing.T, s *Store, c cid.Cid, x blockIndex) []byte {
 		t.Fatalf("pack of indexed block %s: %v", c, err)
 	}
 	defer f.Close()
-	hl := headerLen(c, x.size)
-	buf := make([]byte, hl+x.size)
-	if _, err := f.ReadAt(buf, int64(x.off-hl)); err != nil {
+	hl := headerLen(c, x.size, x.zeros)
+	buf := make([]byte, hl+x.length()) // the zeros past x.size are not in the pack
+	if _, err := f.ReadAt(buf[:hl+x.size], int64(x.off-hl)); err != nil {
 		t.Fatalf("record of %s in pack %d at %d: %v", c, x.pack, x.off, err)
 	}
-	if want := appendHeader(nil, c, x.size); !bytes.Equal(buf[:hl], want) {
+	if want := appendHeader(nil, c, x.size, x.zeros); !bytes.Equal(buf[:hl], want) {
 		t.Fatalf("record of %s in pack %d at %d: header %x, want %x", c, x.pack, x.off, buf[:hl], want)
 	}
 	return buf[hl:]
@@ -427,7 +427,7 @@ func TestCrashAppendedNotIndexed(t *testing.T) {
 	checkTrimmed(t, s)
 	u, _ := s.Usage(t.Context())
 	last := block(crashAt, 64<<10)
-	if u.Blocks != crashAt || before-diskBytes(t, dir) != recordLen(last.CID, 64<<10) {
+	if u.Blocks != crashAt || before-diskBytes(t, dir) != (blockIndex{size: 64 << 10}).recordLen(last.CID) {
 		t.Fatalf("%d blocks held, %d bytes cut off; want %d blocks and the last record cut off",
 			u.Blocks, before-diskBytes(t, dir), crashAt)
 	}

@@ -225,6 +225,10 @@ func (s *Store) load(dir string, recovered bool) error {
 			"No release wrote format %d, so there is no migration: move the directory "+
 			"away (or delete it) and let meshfs create a new one, then upload or fetch "+
 			"the datasets again", errOldFormat, v[0], how, formatVersion, v[0])
+	case len(v) == 1 && v[0] == formatWholeBlocks:
+		if err := s.db.Put(keyFormat, []byte{formatVersion}, &opt.WriteOptions{Sync: true}); err != nil {
+			return fmt.Errorf("mark format %d: %w", formatVersion, dbErr(err))
+		}
 	case len(v) == 1 && v[0] == formatProofsUncounted:
 		recovered = true // the recount counts them, and upgrades the format
 		s.log.Info("repo: counting the leaves' proofs in the store's usage (a one-time recount)")

@@ -345,7 +345,7 @@ func TestLeftoversFound(t *testing.T) {
 	os.WriteFile(foreign, []byte("not a pack"), 0o600)
 	r, err := s.Verify(ctx)
 	if err != nil || r.Blocks != 1 || len(r.Damaged) != 0 || r.Packs != 1 ||
-		r.Reclaimable != recordLen(gone.CID, 4096) || len(r.Foreign) != 1 || r.Foreign[0] != foreign {
+		r.Reclaimable != (blockIndex{size: 4096}).recordLen(gone.CID) || len(r.Foreign) != 1 || r.Foreign[0] != foreign {
 		t.Fatalf("Verify = %+v, %v; want one block, the deleted record reclaimable and one foreign file", r, err)
 	}
 	s.Close()

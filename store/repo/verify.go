@@ -77,7 +77,7 @@ func (s *Store) Verify(ctx context.Context) (Report, error) {
 		}
 		r.Blocks++
 		r.Bytes += x.size
-		live += recordLen(c, x.size)
+		live += x.recordLen(c)
 	}
 	if err := it.Error(); err != nil {
 		return fail(dbErr(err))

@@ -36,6 +36,7 @@ func Run(t *testing.T, open Opener) {
 	cases = append(cases, listCases...)
 	cases = append(cases, lifecycleCases...)
 	cases = append(cases, concurrencyCases...)
+	cases = append(cases, paddingCases...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.run(t, open(t, tc.quota))
@@ -128,12 +129,12 @@ func checkUsage(t *testing.T, s store.BlockStore, want store.Usage) {
 }
 
 // usageOf is the usage of holding exactly blocks under quota, and no
-// leaf with a proof.
+// leaf with a proof: what a store keeps of each block (store.Unpadded).
 func usageOf(quota uint64, blocks ...store.Block) store.Usage {
 	u := store.Usage{QuotaBytes: quota}
 	for _, b := range blocks {
 		u.Blocks++
-		u.UsedBytes += uint64(len(b.Data))
+		u.UsedBytes += uint64(len(store.Unpadded(b.Data)))
 	}
 	return u
 }
