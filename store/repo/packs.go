@@ -39,9 +39,9 @@ import (
 // Records are only ever appended, to one active pack at a time, and a pack
 // never changes once it is no longer active. When the next record would
 // take the active pack past Options' pack size, a new pack with the next
-// number becomes active. The active pack has its full size reserved on
-// disk, and gives back what it did not use once it is no longer active
-// (preallocate, trim). Otherwise space goes back to the disk only when
+// number becomes active. The active pack has disk space reserved ahead of
+// its records, as much again as it holds, and gives back what it did not
+// use once it is no longer active (preallocate, trim). Otherwise space goes back to the disk only when
 // compaction copies a pack's live records into the active pack and then
 // deletes the pack (compact.go).
 //
@@ -61,6 +61,9 @@ const (
 	// small ones make each compaction cheaper. 256 MiB is a second or two
 	// of disk bandwidth to rewrite.
 	defaultPackBytes = 256 << 20
+	// defaultFirstReserve is what a new pack reserves on disk before its
+	// first record: a fresh node takes 4 MiB, not a whole pack.
+	defaultFirstReserve = 4 << 20
 
 	// maxCIDBytes bounds the CID of a record so that a scan of a damaged
 	// pack cannot be made to read a huge header. Real CIDs are under 100
@@ -169,6 +172,9 @@ func (s *Store) appendRecord(c cid.Cid, data []byte, zeros uint64) (*pack, uint6
 			return nil, 0, err
 		}
 	}
+	if s.tail+n > s.reserved {
+		s.preallocate(s.active, s.tail, n)
+	}
 	p, start := s.active, s.tail
 	if err := writeRecord(p.f, s.hdr, data, int64(start)); err != nil {
 		// The tail stays put: the next record overwrites whatever part of
@@ -239,30 +245,34 @@ func (s *Store) roll() error {
 	if s.active != nil {
 		s.trim(s.active, s.tail)
 	}
-	s.active, s.tail = p, 0
-	s.preallocate(p, 0)
+	s.active, s.tail, s.reserved = p, 0, 0
 	s.activeN.Store(uint64(n) + 1)
 	// The pack that was active may now be compacted.
 	s.kick()
 	return nil
 }
 
-// preallocate reserves the disk space of the active pack p from offset
-// from to the pack size, leaving its length alone (FALLOC_FL_KEEP_SIZE):
+// preallocate reserves disk space for the active pack p from offset from
+// on, at least need bytes, leaving its length alone (FALLOC_FL_KEEP_SIZE):
 // appends into allocated extents cost the kernel about a fifth less CPU
-// than ext4's delayed allocation, and a pack lies in one piece on disk.
+// than ext4's delayed allocation, and a pack lies in few pieces on disk.
+// The reservation is as much again as the pack holds (firstReserve for a
+// new one), up to the pack size: a store that holds little takes little
+// disk, and a pack that fills takes a handful of reservations. Callers
+// hold packMu.
 //
 // Only when the disk has that much free and preallocMargin to spare: a
 // reservation would otherwise take the last free space, which LevelDB's
 // journal and everything else on the disk need. A failed fallocate may
 // keep what it reserved before failing; truncating to the pack's own
 // length gives that back. Without a reservation, appends allocate as they
-// go, as before.
-func (s *Store) preallocate(p *pack, from uint64) {
-	if from >= s.packBytes {
-		return
-	}
-	want := s.packBytes - from
+// go, as before; the next try comes once they pass where it would have
+// ended.
+func (s *Store) preallocate(p *pack, from, need uint64) {
+	to := min(s.packBytes, from+max(s.firstReserve, from))
+	to = max(to, from+need)
+	s.reserved = to
+	want := to - from
 	rc, err := p.f.SyscallConn()
 	if err == nil {
 		cerr := rc.Control(func(fd uintptr) {
@@ -500,9 +510,8 @@ func (s *Store) openPacks() error {
 		if p := set[newest]; p != nil && metas[newest].end < s.packBytes && !p.short {
 			// Appends resume where the last committed record ends, so that
 			// restarts do not leave a trail of small packs.
-			s.active, s.tail = p, metas[newest].end
+			s.active, s.tail, s.reserved = p, metas[newest].end, 0
 			s.activeN.Store(uint64(newest) + 1)
-			s.preallocate(p, s.tail)
 		}
 	}
 	return nil

@@ -34,12 +34,12 @@ func reserve(t *testing.T, path string, n int64) {
 	}
 }
 
-// TestActivePackPreallocated checks that the pack taking appends has its
-// full size reserved on disk, and that a pack gives the unused part back
+// TestActivePackPreallocated checks that the pack taking appends has disk
+// reserved ahead of it (its full size, for packs this small), and that a pack gives the unused part back
 // when it stops taking appends: when the next pack starts, and at Close.
 // At Open, a full pack still holding a reservation (its store died while
 // it was active) gives it back, the others are left alone, and the pack
-// appends resume in is reserved again.
+// appends resume in is reserved again at its next append.
 func TestActivePackPreallocated(t *testing.T) {
 	dir := t.TempDir()
 	probe := filepath.Join(dir, "probe")
@@ -115,13 +115,58 @@ func TestActivePackPreallocated(t *testing.T) {
 	if info, err := os.Stat(s.packPath(n0 + 1)); err != nil || !info.ModTime().Equal(past) {
 		t.Fatalf("Open changed a full pack that needed nothing: modified %v (%v), want %v", info.ModTime(), err, past)
 	}
-	if got := allocated(t, s.packPath(last)); got < smallPacks {
-		t.Fatalf("resumed pack takes %d bytes on disk, want its full %d reserved", got, smallPacks)
-	}
 	if err := s.Put(ctx, block(1000, 64<<10)); err != nil {
 		t.Fatal(err)
+	}
+	if got := allocated(t, s.packPath(last)); got < smallPacks {
+		t.Fatalf("resumed pack takes %d bytes on disk after a block, want its full %d reserved", got, smallPacks)
 	}
 	if got, want := packSize(t, s, last), sizes[last]+(blockIndex{size: 64 << 10}).recordLen(block(1000, 64<<10).CID); got != want {
 		t.Fatalf("resumed pack is %d bytes after one more block, want %d: appends must follow the last record", got, want)
 	}
+}
+
+// A pack reserves as it fills, as much again as it holds: a store holding
+// one block takes the first reservation, not a pack, and a pack that fills
+// is reserved ahead of every append.
+func TestPackReservationGrows(t *testing.T) {
+	dir := t.TempDir()
+	if !canPreallocate(t, dir) {
+		t.Skip("the file system of the test directory cannot preallocate")
+	}
+	const packBytes, first = 16 << 20, 1 << 20
+	s, err := Open(dir, Options{Logger: testLogger(t), packBytes: packBytes, firstReserve: first, noAutoCompact: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	for i := range uint64(200) { // 12.5 MiB
+		if err := s.Put(ctx, block(i, 64<<10)); err != nil {
+			t.Fatal(err)
+		}
+		size := packSize(t, s, s.active.n)
+		got := allocated(t, s.packPath(s.active.n))
+		if got < size || got > max(first, 2*size)+64<<10+first/8 {
+			t.Fatalf("a pack of %d bytes takes %d on disk; want at least its size, at most twice it (or %d)", size, got, first)
+		}
+		if i == 0 && (got > first+first/8 || got < first) {
+			t.Fatalf("the first block's pack takes %d bytes on disk; want the first reservation, %d", got, first)
+		}
+	}
+}
+
+func canPreallocate(t *testing.T, dir string) bool {
+	probe := filepath.Join(dir, "probe")
+	f, err := os.Create(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(probe)
+	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, 1<<20)
+	f.Close()
+	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Fatal(err)
+	}
+	return err == nil
 }

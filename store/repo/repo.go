@@ -67,6 +67,8 @@ type Options struct {
 
 	// packBytes overrides defaultPackBytes; tests use small packs.
 	packBytes uint64
+	// firstReserve overrides defaultFirstReserve.
+	firstReserve uint64
 	// noAutoCompact turns off compaction in the background; tests use it
 	// to see what Compact does.
 	noAutoCompact bool
@@ -82,6 +84,9 @@ type Store struct {
 	verify    bool
 	wo        *opt.WriteOptions // index commits: synced in sync mode
 	packBytes uint64
+	// firstReserve is the disk space a new active pack reserves; each
+	// reservation after it doubles what the pack holds (preallocate).
+	firstReserve uint64
 
 	closed atomic.Bool // checked without mu so readers never wait on writers
 
@@ -109,6 +114,7 @@ type Store struct {
 	packs       atomic.Pointer[packSet] // written under packMu
 	active      *pack                   // nil: the next append starts a pack
 	tail        uint64                  // where the next record of active goes
+	reserved    uint64                  // where active's reservation ends, or was tried to
 	nextPack    uint64                  // the number of the next new pack
 	hdr         []byte                  // record header buffer
 	packsClosed bool
@@ -176,20 +182,24 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 
 	s := &Store{
-		db:        db,
-		log:       log,
-		packsDir:  filepath.Join(dir, packsDirName),
-		sync:      opts.Sync,
-		verify:    opts.VerifyReads,
-		wo:        &opt.WriteOptions{Sync: opts.Sync},
-		packBytes: opts.packBytes,
-		quota:     opts.QuotaBytes,
-		nextPack:  1,
-		wake:      make(chan struct{}, 1),
-		stop:      make(chan struct{}),
+		db:           db,
+		log:          log,
+		packsDir:     filepath.Join(dir, packsDirName),
+		sync:         opts.Sync,
+		verify:       opts.VerifyReads,
+		wo:           &opt.WriteOptions{Sync: opts.Sync},
+		packBytes:    opts.packBytes,
+		firstReserve: opts.firstReserve,
+		quota:        opts.QuotaBytes,
+		nextPack:     1,
+		wake:         make(chan struct{}, 1),
+		stop:         make(chan struct{}),
 	}
 	if s.packBytes == 0 {
 		s.packBytes = defaultPackBytes
+	}
+	if s.firstReserve == 0 {
+		s.firstReserve = defaultFirstReserve
 	}
 	s.packs.Store(&packSet{})
 	if err := s.load(dir, recovered); err != nil {
