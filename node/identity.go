@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"golang.org/x/sys/unix"
+
+	"github.com/meshfs/meshfs/exchange/p2p"
 )
 
 // loadOrCreateKey returns the node's private key, creating it on first start.
@@ -46,4 +49,23 @@ func loadOrCreateKey(path string) (crypto.PrivKey, error) {
 		return nil, fmt.Errorf("write identity key: %w", err)
 	}
 	return k, nil
+}
+
+// SignedPeerRecord is the node's addresses signed with its key, as text
+// (see p2p.Host.SignedPeerRecord): what Codex calls its SPR.
+func (n *Node) SignedPeerRecord() (string, error) { return n.host.SignedPeerRecord() }
+
+// RoutingTable is this node and the peers of its DHT's routing table.
+func (n *Node) RoutingTable() (self p2p.TableEntry, peers []p2p.TableEntry) {
+	return n.host.RoutingTable()
+}
+
+// DiskFree is the room left on the file system of the node's data
+// directory, for those who must show a capacity when no quota is set.
+func (n *Node) DiskFree() (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(n.cfg.DataDir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", n.cfg.DataDir, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
 }

@@ -352,6 +352,14 @@ func (n *Node) List(ctx context.Context) ([]Entry, error) {
 // fetch first, so that its removal frees all the fetch stored (see
 // retention.Keeper.Remove). Blocks and leaves other datasets need stay.
 func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
+	if c.Type() != store.CodecManifest {
+		// A block alone: the store keeps one that leaves name (a held
+		// dataset's), which goes only with its dataset.
+		if err := n.store.Delete(ctx, c); err != nil {
+			return fmt.Errorf("delete block %s: %w", store.CIDText(c), err)
+		}
+		return nil
+	}
 	if err := n.fetch.Stop(ctx, c); err != nil {
 		return fmt.Errorf("delete %s: %w", store.CIDText(c), err)
 	}

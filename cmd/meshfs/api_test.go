@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/node"
 	"github.com/meshfs/meshfs/node/httpapi"
 	"github.com/meshfs/meshfs/node/httpapi/api"
@@ -133,6 +134,14 @@ func (n *stubNode) Connect(context.Context, peer.ID, []string) error {
 	return nil
 }
 func (n *stubNode) Gatherer() prometheus.Gatherer { return prometheus.NewRegistry() }
+func (n *stubNode) DiskFree() (uint64, error)     { return 1 << 40, nil }
+func (n *stubNode) SignedPeerRecord() (string, error) {
+	return "spr:CiUIAhIhA-stub", nil
+}
+func (n *stubNode) RoutingTable() (p2p.TableEntry, []p2p.TableEntry) {
+	return p2p.TableEntry{Peer: n.id, Key: "00ff", Addr: "/ip4/192.0.2.7/tcp/8070", Connected: true},
+		[]p2p.TableEntry{{Peer: n.otherPeer, Key: "ff00", Addr: "/ip4/192.0.2.8/tcp/8070", Connected: true}}
+}
 
 // serveStub runs the real API handler over a stub node.
 func serveStub(t *testing.T) (*stubNode, string) {
@@ -340,7 +349,7 @@ func TestCLIOverRealHandler(t *testing.T) {
 
 	// The server's one-line reason is the CLI's.
 	cli(t, noEnv, nil, "rm", "--api", base, text(n.protected)).
-		wantErr(t, 1, "404 Not Found: dataset not held here: block not found")
+		wantErr(t, 1, "dataset "+text(n.protected)+" is not held here")
 	cli(t, noEnv, nil, "stat", "--api", base, text(n.running)).
 		wantErr(t, 1, "404 Not Found: dataset not held here: block not found")
 }

@@ -406,7 +406,7 @@ func TestRm(t *testing.T) {
 		t.Fatalf("stdout %q, dataset still there: %v", r.stdout, f.get(cid) != nil)
 	}
 	cli(t, noEnv, nil, "rm", "--api", f.url(), cid).
-		wantErr(t, 1, "404 Not Found: dataset not found no provider answered within 30s")
+		wantErr(t, 1, "dataset "+cid+" is not held here")
 }
 
 // A Codex daemon sends no "pinned": ls shows "-" rather than guessing.

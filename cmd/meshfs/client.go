@@ -231,8 +231,17 @@ func (c *client) Manifest(ctx context.Context, cid string) (api.Content, []byte,
 	return d, raw, err
 }
 
-// Delete drops a dataset from the daemon's local store.
+// Delete drops a dataset from the daemon's local store. The API answers
+// 204 whether or not it was held, as Codex's does, so it asks first: a
+// user who names a dataset not held is told so.
 func (c *client) Delete(ctx context.Context, cid string) error {
+	var held map[string]bool
+	if _, err := c.getJSON(ctx, "/data/"+url.PathEscape(cid)+"/exists", &held); err != nil {
+		return err
+	}
+	if !held[cid] {
+		return fmt.Errorf("dataset %s is not held here", cid)
+	}
 	return c.delete(ctx, "/data/"+url.PathEscape(cid))
 }
 

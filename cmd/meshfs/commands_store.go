@@ -244,8 +244,11 @@ func (a *app) newSpaceCmd() *cobra.Command {
 		fmt.Fprintf(tw, "blocks:\t%d\n", s.TotalBlocks)
 		fmt.Fprintf(tw, "used:\t%s\n", formatSize(used))
 		fmt.Fprintf(tw, "reserved:\t%s\n", formatSize(reserved))
-		if maxB == 0 {
+		if s.NoQuota || maxB == 0 {
 			fmt.Fprintf(tw, "quota:\tunlimited\n")
+			if maxB > used {
+				fmt.Fprintf(tw, "disk free:\t%s\n", formatSize(maxB-used))
+			}
 		} else {
 			fmt.Fprintf(tw, "quota:\t%s (%.1f%% used)\n", formatSize(maxB), 100*float64(used+reserved)/float64(maxB))
 			var free uint64
@@ -283,7 +286,7 @@ func (a *app) newStatusCmd() *cobra.Command {
 			fmt.Fprintf(tw, "\t%s\n", p)
 		}
 		quota := "unlimited"
-		if q := s.QuotaMaxBytes; q > 0 {
+		if q := s.QuotaMaxBytes; q > 0 && !s.NoQuota {
 			quota = formatSize(q)
 		}
 		fmt.Fprintf(tw, "store:\t%s used of %s, %d blocks\n", formatSize(s.QuotaUsedBytes), quota, s.TotalBlocks)

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,7 @@ type daemonConfig struct {
 	AllowOther   bool
 	CacheTTL     time.Duration // 0: cached datasets never expire
 	GCInterval   time.Duration // 0: only on demand and when the store is full
+	CORSOrigins  []string      // web origins whose pages may call the API
 }
 
 // Limits on --block-size. The lower bound keeps per-block overhead (a
@@ -61,6 +63,7 @@ type daemonFlags struct {
 	allowOther   bool
 	cacheTTL     time.Duration
 	gcInterval   time.Duration
+	corsOrigins  []string
 }
 
 func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
@@ -79,6 +82,7 @@ func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
 	f.BoolVar(&df.allowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf)")
 	f.DurationVar(&df.cacheTTL, "cache-ttl", 24*time.Hour, "garbage-collect datasets from the network (not pinned) that nobody read for this long (0: never by age)")
 	f.DurationVar(&df.gcInterval, "gc-interval", time.Minute, "how often to collect garbage: expired cached datasets, and least recently used ones above 90% of --quota (0: only on demand and when the store is full)")
+	f.StringSliceVar(&df.corsOrigins, "api-cors-origin", nil, "web origin (scheme://host[:port]) whose pages may call the API, for browser apps (repeatable; none by default)")
 	f.String(configFlag, "", "YAML file of daemon settings keyed by flag name (flags and environment override it)")
 	if withMount {
 		f.StringVar(&df.mount, "mount", "", "also mount the network at this directory (unmounted on exit)")
@@ -140,6 +144,12 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 	}
 	if cfg.EcK+cfg.EcM > maxShards {
 		return cfg, fmt.Errorf("--ec-k %d + --ec-m %d: at most %d blocks per codeword", cfg.EcK, cfg.EcM, maxShards)
+	}
+	for _, o := range df.corsOrigins {
+		if err := checkOrigin(o); err != nil {
+			return cfg, fmt.Errorf("--api-cors-origin %q: %w", o, err)
+		}
+		cfg.CORSOrigins = append(cfg.CORSOrigins, o)
 	}
 	if cfg.LogLevel, err = parseLogLevel(df.logLevel); err != nil {
 		return cfg, fmt.Errorf("--log-level: %w", err)
@@ -274,4 +284,26 @@ fetching it from peers as it is read. DIR is unmounted on exit.`,
 		return run(cmd, args)
 	}
 	return a.bindAll(cmd)
+}
+
+// checkOrigin accepts a web origin as browsers send it in Origin: a scheme,
+// a host and maybe a port, nothing else. Not "*": the API has no
+// authentication, so every origin allowed is one more site that can use
+// the node, and the operator names each.
+func checkOrigin(o string) error {
+	if o == "*" {
+		return errors.New("name each origin: * would let every web site use the API, which has no authentication")
+	}
+	u, err := url.Parse(o)
+	switch {
+	case err != nil:
+		return err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errors.New("want an http:// or https:// origin")
+	case u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return errors.New("want scheme://host[:port] and nothing more, as a browser sends it")
+	case u.Path == "/":
+		return errors.New("no trailing slash: browsers send the origin without one")
+	}
+	return nil
 }

@@ -27,7 +27,10 @@ const shutdownGrace = 10 * time.Second
 // order: readers of the mount get an error rather than a hang, and nothing
 // is written to the store after it is closed.
 func runDaemon(ctx context.Context, cfg daemonConfig) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// A LevelVar, so that the API's debug route can change it at run time.
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 	httpapi.Version = version
 
@@ -61,7 +64,10 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 		log.Warn("the API is reachable from other hosts: anyone who can connect can upload and delete data", "api", ln.Addr())
 	}
 	api := &http.Server{
-		Handler:           httpapi.New(n, httpapi.Options{FetchTimeout: cfg.FetchTimeout, LoopbackOnly: isLoopback(ln.Addr()), Logger: log}),
+		Handler: httpapi.New(n, httpapi.Options{
+			FetchTimeout: cfg.FetchTimeout, LoopbackOnly: isLoopback(ln.Addr()),
+			CORSOrigins: cfg.CORSOrigins, LogLevel: level, Logger: log,
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}

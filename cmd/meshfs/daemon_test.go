@@ -84,6 +84,7 @@ func TestDaemonFlags(t *testing.T) {
 		"--allow-other",
 		"--cache-ttl", "0",
 		"--gc-interval", "10m",
+		"--api-cors-origin", "https://app.example,http://localhost:3000",
 	)
 	r.wantOK(t)
 	want := daemonConfig{
@@ -98,6 +99,7 @@ func TestDaemonFlags(t *testing.T) {
 		LogLevel:     slog.LevelDebug,
 		Mount:        mnt,
 		FetchTimeout: 5 * time.Second,
+		CORSOrigins:  []string{"https://app.example", "http://localhost:3000"},
 		AllowOther:   true,
 		CacheTTL:     0,
 		GCInterval:   10 * time.Minute,
@@ -236,6 +238,10 @@ func TestDaemonValidation(t *testing.T) {
 		{[]string{"--fetch-timeout", "0s"}, "--fetch-timeout 0s: must be positive"},
 		{[]string{"--cache-ttl", "-1h"}, "--cache-ttl -1h0m0s: must be 0 (never expire) or positive"},
 		{[]string{"--gc-interval", "-1s"}, "--gc-interval -1s: must be 0 (only on demand) or positive"},
+		{[]string{"--api-cors-origin", "*"}, `--api-cors-origin "*": name each origin: * would let every web site use the API, which has no authentication`},
+		{[]string{"--api-cors-origin", "app.example"}, `--api-cors-origin "app.example": want an http:// or https:// origin`},
+		{[]string{"--api-cors-origin", "https://app.example/"}, `--api-cors-origin "https://app.example/": no trailing slash: browsers send the origin without one`},
+		{[]string{"--api-cors-origin", "https://app.example/ui"}, `--api-cors-origin "https://app.example/ui": want scheme://host[:port] and nothing more, as a browser sends it`},
 		{[]string{"--api", "8080"}, `--api: "8080": want host:port, e.g. 127.0.0.1:8080: address 8080: missing port in address`},
 		{[]string{"--listen", "tcp/8070"}, `--listen "tcp/8070": not a multiaddr: `},
 		{[]string{"--bootstrap", "/ip4/1.2.3.4/tcp/1"}, `--bootstrap "/ip4/1.2.3.4/tcp/1": no /p2p/<peer ID> at the end ("meshfs id" on that node prints full addresses)`},

@@ -61,6 +61,7 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 	mux.HandleFunc("GET /api/codex/v1/data/{cid}/network/stream", f.stream)
 	mux.HandleFunc("GET /api/codex/v1/data/{cid}/network/manifest", f.manifest)
 	mux.HandleFunc("DELETE /api/codex/v1/data/{cid}", f.delete)
+	mux.HandleFunc("GET /api/codex/v1/data/{cid}/exists", f.exists)
 	mux.HandleFunc("GET /api/codex/v1/space", f.space)
 	mux.HandleFunc("GET /api/codex/v1/debug/info", f.debugInfo)
 	mux.HandleFunc("POST /api/codex/v1/data/{cid}/pin", f.pin)
@@ -233,11 +234,14 @@ func (f *fakeDaemon) manifest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{"cid": cid, "manifest": d.manifest})
 }
 
+func (f *fakeDaemon) exists(w http.ResponseWriter, r *http.Request) {
+	cid := r.PathValue("cid")
+	json.NewEncoder(w).Encode(map[string]bool{cid: f.get(cid) != nil})
+}
+
+// delete answers 204 for a dataset not held too, as the real API does.
 func (f *fakeDaemon) delete(w http.ResponseWriter, r *http.Request) {
-	cid, d := f.lookup(w, r)
-	if d == nil {
-		return
-	}
+	cid := r.PathValue("cid")
 	f.mu.Lock()
 	delete(f.datasets, cid)
 	for i, c := range f.order {

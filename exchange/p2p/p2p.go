@@ -78,6 +78,10 @@ type Host struct {
 	log       *slog.Logger
 	closeOnce sync.Once
 	closeErr  error
+
+	sprMu    sync.Mutex
+	spr      string // the last signed peer record made (SignedPeerRecord)
+	sprAddrs string // the addresses it was made for
 }
 
 // New starts a libp2p host listening on cfg.Listen, starts a server-mode DHT

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meshfs/meshfs/node"
+	"github.com/meshfs/meshfs/node/httpapi/api"
 )
 
 // newAPI is the API over a real node, without a listener, and the node.
@@ -46,11 +47,11 @@ func held(t *testing.T, h http.Handler) (datasets int, used uint64) {
 	if err := json.Unmarshal([]byte(serve(h, "GET", "/api/codex/v1/data", nil, nil).body), &l); err != nil {
 		t.Fatal(err)
 	}
-	var s map[string]uint64
+	var s api.Space
 	if err := json.Unmarshal([]byte(serve(h, "GET", "/api/codex/v1/space", nil, nil).body), &s); err != nil {
 		t.Fatal(err)
 	}
-	return len(l.Content), s["quotaUsedBytes"]
+	return len(l.Content), s.QuotaUsedBytes
 }
 
 // failingReader gives its bytes, then err.

@@ -103,8 +103,10 @@ func (h dataHandlers) progress(w http.ResponseWriter, r *http.Request) {
 	h.writeJSON(w, fetchProgress(p))
 }
 
+// exists says whether a block is held here: a dataset's manifest, or any
+// block by its CID, as Codex answers.
 func (h dataHandlers) exists(w http.ResponseWriter, r *http.Request) {
-	c, ok := h.cidParam(w, r)
+	c, ok := h.cidParam(w, r, store.CodecManifest, store.CodecBlock)
 	if !ok {
 		return
 	}
@@ -116,12 +118,16 @@ func (h dataHandlers) exists(w http.ResponseWriter, r *http.Request) {
 	h.writeJSON(w, map[string]bool{store.CIDText(c): has})
 }
 
+// delete removes a dataset, or a single block by its CID, and answers 204
+// when it is gone, also when it was not here to begin with: Codex's
+// answer, which its clients require. A block that a held dataset names
+// stays: it goes with its dataset.
 func (h dataHandlers) delete(w http.ResponseWriter, r *http.Request) {
-	c, ok := h.cidParam(w, r)
+	c, ok := h.cidParam(w, r, store.CodecManifest, store.CodecBlock)
 	if !ok {
 		return
 	}
-	if err := h.n.Delete(r.Context(), c); err != nil {
+	if err := h.n.Delete(r.Context(), c); err != nil && !errors.Is(err, store.ErrNotFound) {
 		h.fail(w, r, status(err), err)
 		return
 	}

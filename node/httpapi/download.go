@@ -54,9 +54,15 @@ func (h downloadHandlers) download(w http.ResponseWriter, r *http.Request, open 
 		ct = "application/octet-stream"
 	}
 	w.Header().Set("Content-Type", ct)
+	// As Codex: always an attachment, with the dataset's name when it has
+	// one (mime encodes a name that a quoted string cannot hold).
+	disposition := "attachment"
 	if m.Filename != "" {
-		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": m.Filename}))
+		if d := mime.FormatMediaType("attachment", map[string]string{"filename": m.Filename}); d != "" {
+			disposition = d
+		}
 	}
+	w.Header().Set("Content-Disposition", disposition)
 	// Content is immutable under its CID: the CID is a perfect ETag.
 	w.Header().Set("ETag", `"`+store.CIDText(c)+`"`)
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/node"
 	"github.com/meshfs/meshfs/node/httpapi/api"
 )
@@ -20,6 +23,8 @@ type Peering interface {
 	Peers() []peer.ID
 	Fetches() []node.FetchProgress
 	Connect(ctx context.Context, p peer.ID, addrs []string) error
+	SignedPeerRecord() (string, error)
+	RoutingTable() (self p2p.TableEntry, peers []p2p.TableEntry)
 }
 
 type peerHandlers struct {
@@ -27,8 +32,28 @@ type peerHandlers struct {
 	n Peering
 }
 
+// peerID answers in JSON, {"id": …}, unless the client prefers text, as
+// Codex does.
 func (h peerHandlers) peerID(w http.ResponseWriter, r *http.Request) {
-	writeText(w, h.n.ID().String())
+	if prefersText(r) {
+		writeText(w, h.n.ID().String())
+		return
+	}
+	h.writeJSON(w, api.PeerID{ID: h.n.ID().String()})
+}
+
+// spr answers the node's signed peer record, in JSON or as text as peerID.
+func (h peerHandlers) spr(w http.ResponseWriter, r *http.Request) {
+	spr, err := h.n.SignedPeerRecord()
+	if err != nil {
+		h.fail(w, r, http.StatusInternalServerError, err)
+		return
+	}
+	if prefersText(r) {
+		writeText(w, spr)
+		return
+	}
+	h.writeJSON(w, api.SPR{SPR: spr})
 }
 
 func (h peerHandlers) debugInfo(w http.ResponseWriter, r *http.Request) {
@@ -51,6 +76,17 @@ func (h peerHandlers) debugInfo(w http.ResponseWriter, r *http.Request) {
 	for _, f := range h.n.Fetches() {
 		info.Fetches = append(info.Fetches, fetchProgress(f))
 	}
+	spr, err := h.n.SignedPeerRecord()
+	if err != nil {
+		h.log.Warn("debug/info: no signed peer record", "err", err)
+	}
+	info.SPR = spr
+	self, table := h.n.RoutingTable()
+	info.Table = api.Table{LocalNode: tableNode(self), Nodes: []api.TableNode{}}
+	info.Table.LocalNode.Record = spr
+	for _, e := range table {
+		info.Table.Nodes = append(info.Table.Nodes, tableNode(e))
+	}
 	h.writeJSON(w, info)
 }
 
@@ -67,4 +103,40 @@ func (h peerHandlers) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeText(w, "Successfully connected to peer")
+}
+
+func tableNode(e p2p.TableEntry) api.TableNode {
+	return api.TableNode{NodeID: e.Key, PeerID: e.Peer.String(), Address: e.Addr, Seen: e.Connected}
+}
+
+// prefersText reports whether the request's Accept puts text/plain above
+// application/json; without an Accept, or with */*, JSON is the answer.
+func prefersText(r *http.Request) bool {
+	text, js := acceptQ(r, "text/plain"), acceptQ(r, "application/json")
+	return text > js
+}
+
+// acceptQ is the quality the Accept header gives media type t: its own
+// entry's, else its type's wildcard's (text/*), else */*'s; 0 if none.
+func acceptQ(r *http.Request, t string) float64 {
+	best, rank := 0.0, 0
+	major, _, _ := strings.Cut(t, "/")
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		mt = strings.ToLower(strings.TrimSpace(mt))
+		r := map[string]int{t: 3, major + "/*": 2, "*/*": 1}[mt]
+		if r == 0 || r < rank {
+			continue
+		}
+		q := 1.0
+		for _, p := range strings.Split(params, ";") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(p), "q="); ok {
+				if f, err := strconv.ParseFloat(v, 64); err == nil {
+					q = f
+				}
+			}
+		}
+		best, rank = q, r
+	}
+	return best
 }

@@ -67,13 +67,18 @@ func status(err error) int {
 // being parsed or echoed back whole.
 const maxCIDText = 512
 
-func (rp *replies) cidParam(w http.ResponseWriter, r *http.Request) (cid.Cid, bool) {
+// cidParam is the CID of the request's path, which must be a manifest's
+// unless other codecs are named.
+func (rp *replies) cidParam(w http.ResponseWriter, r *http.Request, codecs ...uint64) (cid.Cid, bool) {
 	text := r.PathValue("cid")
 	if len(text) > maxCIDText {
 		rp.fail(w, r, http.StatusBadRequest, fmt.Errorf("malformed CID %q…: %d bytes long, longer than any CID", text[:32], len(text)))
 		return cid.Undef, false
 	}
-	c, err := store.ParseCID(text, store.CodecManifest)
+	if len(codecs) == 0 {
+		codecs = []uint64{store.CodecManifest}
+	}
+	c, err := store.ParseCID(text, codecs...)
 	if err != nil {
 		rp.fail(w, r, http.StatusBadRequest, err)
 		return cid.Undef, false

@@ -19,6 +19,7 @@ type Retention interface {
 	Unpin(ctx context.Context, c cid.Cid) error
 	GC(ctx context.Context) (node.GCResult, error)
 	Space(ctx context.Context) (store.Usage, error)
+	DiskFree() (uint64, error)
 }
 
 type retentionHandlers struct {
@@ -75,7 +76,19 @@ func (h retentionHandlers) space(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, status(err), err)
 		return
 	}
+	// Without a quota the store may fill its file system: what it holds
+	// and the room left there is its capacity, a real figure a UI can
+	// show (max - used) where Codex's 0 would break it.
+	max := u.QuotaBytes
+	if max == 0 {
+		free, err := h.n.DiskFree()
+		if err != nil {
+			h.fail(w, r, http.StatusInternalServerError, err)
+			return
+		}
+		max = u.UsedBytes + free
+	}
 	// quotaReservedBytes is Codex's room held for storage contracts,
 	// which meshfs has none of: always 0.
-	h.writeJSON(w, api.Space{TotalBlocks: u.Blocks, QuotaMaxBytes: u.QuotaBytes, QuotaUsedBytes: u.UsedBytes})
+	h.writeJSON(w, api.Space{TotalBlocks: u.Blocks, QuotaMaxBytes: max, QuotaUsedBytes: u.UsedBytes, NoQuota: u.QuotaBytes == 0})
 }

@@ -8,7 +8,6 @@
 package httpapi
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -62,7 +61,15 @@ type Options struct {
 	// then name a loopback host, which defeats DNS rebinding (a web page
 	// whose domain resolves to 127.0.0.1 still sends its own Host).
 	LoopbackOnly bool
-	Logger       *slog.Logger
+	// CORSOrigins are the web origins (scheme://host[:port], exactly as a
+	// browser sends them in Origin) whose pages may call the API: the
+	// browser apps an operator trusts, as Codex's --api-cors-origin. Every
+	// other site's requests are refused, as they are when it is empty.
+	CORSOrigins []string
+	// LogLevel, when set, is the level of the daemon's log, which the
+	// debug route changes at run time; without it the route answers 501.
+	LogLevel *slog.LevelVar
+	Logger   *slog.Logger
 }
 
 // Server is the REST API handler.
@@ -92,50 +99,61 @@ func New(n Node, opts Options) *Server {
 	data := dataHandlers{rp, n}
 	ret := retentionHandlers{rp, n}
 	peers := peerHandlers{rp, n}
-	const p = api.Prefix
-	s.mux.HandleFunc("POST "+p+"/data", up.upload)
-	s.mux.HandleFunc("GET "+p+"/data", data.list)
-	s.mux.HandleFunc("GET "+p+"/data/{cid}", down.local)
-	s.mux.HandleFunc("DELETE "+p+"/data/{cid}", data.delete)
-	s.mux.HandleFunc("GET "+p+"/data/{cid}/exists", data.exists)
-	s.mux.HandleFunc("GET "+p+"/data/{cid}/network/stream", down.network)
-	s.mux.HandleFunc("GET "+p+"/data/{cid}/network/manifest", data.manifest)
-	s.mux.HandleFunc("POST "+p+"/data/{cid}/network", data.fetch)
-	s.mux.HandleFunc("GET "+p+"/data/{cid}/network/progress", data.progress)
-	s.mux.HandleFunc("POST "+p+"/data/{cid}/pin", ret.pin)
-	s.mux.HandleFunc("DELETE "+p+"/data/{cid}/pin", ret.unpin)
-	s.mux.HandleFunc("POST "+p+"/gc", ret.gc)
-	s.mux.HandleFunc("GET "+p+"/space", ret.space)
-	s.mux.HandleFunc("GET "+p+"/peerid", peers.peerID)
-	s.mux.HandleFunc("GET "+p+"/debug/info", peers.debugInfo)
-	s.mux.HandleFunc("GET "+p+"/connect/{peerId}", peers.connect)
+	for _, p := range []string{api.Prefix, api.StoragePrefix} {
+		s.mux.HandleFunc("POST "+p+"/data", up.upload)
+		s.mux.HandleFunc("GET "+p+"/data", data.list)
+		s.mux.HandleFunc("GET "+p+"/data/{cid}", down.local)
+		s.mux.HandleFunc("DELETE "+p+"/data/{cid}", data.delete)
+		s.mux.HandleFunc("GET "+p+"/data/{cid}/exists", data.exists)
+		s.mux.HandleFunc("GET "+p+"/data/{cid}/network/stream", down.network)
+		s.mux.HandleFunc("GET "+p+"/data/{cid}/network/manifest", data.manifest)
+		s.mux.HandleFunc("POST "+p+"/data/{cid}/network", data.fetch)
+		s.mux.HandleFunc("GET "+p+"/data/{cid}/network/progress", data.progress)
+		s.mux.HandleFunc("POST "+p+"/data/{cid}/pin", ret.pin)
+		s.mux.HandleFunc("DELETE "+p+"/data/{cid}/pin", ret.unpin)
+		s.mux.HandleFunc("POST "+p+"/gc", ret.gc)
+		s.mux.HandleFunc("GET "+p+"/space", ret.space)
+		s.mux.HandleFunc("GET "+p+"/peerid", peers.peerID)
+		s.mux.HandleFunc("GET "+p+"/spr", peers.spr)
+		s.mux.HandleFunc("GET "+p+"/debug/info", peers.debugInfo)
+		s.mux.HandleFunc("POST "+p+"/debug/chronicles/loglevel", s.logLevel)
+		s.mux.HandleFunc("GET "+p+"/connect/{peerId}", peers.connect)
+	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(n.Gatherer(), promhttp.HandlerOpts{}))
 	return s
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := s.admit(r); err != nil {
+	allowed := s.allowOrigin(w, r)
+	if err := s.admit(r, allowed); err != nil {
 		s.fail(w, r, http.StatusForbidden, err)
+		return
+	}
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		preflight(w)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
 }
 
-// admit refuses what web browsers send on behalf of other sites. The API
-// has no authentication, so a page in a local browser must not be able to
+// admit refuses what web browsers send on behalf of other sites, but for
+// the origins the operator allowed (CORSOrigins). The API has no
+// authentication, so a page in a local browser must not be able to
 // upload, delete or dial through it: browsers mark cross-site requests
 // (Sec-Fetch-Site, Origin), and with LoopbackOnly a Host that is not a
-// loopback name is a rebinding attempt. The CLI, curl and Codex clients
-// send none of these and are not affected.
-func (s *Server) admit(r *http.Request) error {
+// loopback name is a rebinding attempt, whatever the origin. The CLI,
+// curl and Codex clients send none of these and are not affected.
+func (s *Server) admit(r *http.Request, allowedOrigin bool) error {
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "cross-site", "same-site":
-		return errors.New("cross-site browser requests are refused: the API has no authentication")
+		if !allowedOrigin {
+			return fmt.Errorf("cross-site browser requests are refused (origin %q is not among --api-cors-origin): the API has no authentication", r.Header.Get("Origin"))
+		}
 	}
-	if o := r.Header.Get("Origin"); o != "" {
+	if o := r.Header.Get("Origin"); o != "" && !allowedOrigin {
 		u, err := url.Parse(o)
 		if err != nil || !loopbackHost(u.Hostname()) {
-			return fmt.Errorf("requests from origin %q are refused: the API has no authentication", o)
+			return fmt.Errorf("requests from origin %q are refused (not among --api-cors-origin): the API has no authentication", o)
 		}
 	}
 	if s.opts.LoopbackOnly {

@@ -136,6 +136,11 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 // silently dropped, so the user learns why the name is missing.
 func uploadMeta(h http.Header) (filename, mimetype string, err error) {
 	if cd := h.Get("Content-Disposition"); cd != "" {
+		// Codex's Go client sends `filename="x"` alone, with no
+		// disposition type, and Codex takes the name: so does meshfs.
+		if t := strings.TrimSpace(cd); len(t) >= 9 && strings.EqualFold(t[:9], "filename=") || len(t) >= 10 && strings.EqualFold(t[:10], "filename*=") {
+			cd = "attachment; " + t
+		}
 		_, params, err := mime.ParseMediaType(cd)
 		if err != nil {
 			return "", "", fmt.Errorf("bad Content-Disposition %q: %w", cd, err)

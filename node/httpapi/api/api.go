@@ -10,8 +10,13 @@ package api
 
 import "time"
 
-// Prefix is the root of every route but /metrics.
-const Prefix = "/api/codex/v1"
+// Prefix is the root of every route but /metrics: Codex's. The server
+// answers every route under StoragePrefix too, where Codex's successor,
+// Logos Storage, moved its API.
+const (
+	Prefix        = "/api/codex/v1"
+	StoragePrefix = "/api/storage/v1"
+)
 
 // Manifest is Codex's REST shape of a manifest, plus the erasure fields a
 // protected dataset has.
@@ -60,10 +65,15 @@ type List struct {
 
 // Space is GET /space's answer.
 type Space struct {
-	TotalBlocks        uint64 `json:"totalBlocks"`
-	QuotaMaxBytes      uint64 `json:"quotaMaxBytes"` // 0: no quota
+	TotalBlocks uint64 `json:"totalBlocks"`
+	// QuotaMaxBytes is the quota, or without one (NoQuota) what the store
+	// holds plus the room left on its file system: never 0, so that a UI
+	// showing max - used shows what can still be stored.
+	QuotaMaxBytes      uint64 `json:"quotaMaxBytes"`
 	QuotaUsedBytes     uint64 `json:"quotaUsedBytes"`
 	QuotaReservedBytes uint64 `json:"quotaReservedBytes"`
+	// NoQuota says no quota is set (meshfs's addition).
+	NoQuota bool `json:"noQuota,omitempty"`
 }
 
 // FetchProgress is a background fetch of a whole dataset: GET
@@ -117,6 +127,40 @@ type DebugInfo struct {
 	Peers             []string        `json:"peers"`
 	Fetches           []FetchProgress `json:"fetches"`
 	Codex             Version         `json:"codex"`
+	// SPR is the node's signed peer record (see SPR).
+	SPR string `json:"spr"`
+	// Table is the DHT's routing table, in Codex's shape.
+	Table Table `json:"table"`
+}
+
+// SPR answers /spr: the node's addresses signed with its key, a libp2p
+// signed envelope of a peer record as "spr:" and unpadded URL-safe base64,
+// which is how Codex encodes its own.
+type SPR struct {
+	SPR string `json:"spr"`
+}
+
+// PeerID answers /peerid when JSON is asked for (the default).
+type PeerID struct {
+	ID string `json:"id"`
+}
+
+// Table is a DHT routing table: this node, and the peers it routes by.
+type Table struct {
+	LocalNode TableNode   `json:"localNode"`
+	Nodes     []TableNode `json:"nodes"`
+}
+
+// TableNode is one peer of a routing table. NodeID is its place in the
+// DHT's key space (hex), Address one it is known at, Seen whether it is
+// connected now; Record is its signed peer record, known for this node
+// only (libp2p's DHT does not keep its peers' records).
+type TableNode struct {
+	NodeID  string `json:"nodeId"`
+	PeerID  string `json:"peerId"`
+	Record  string `json:"record"`
+	Address string `json:"address"`
+	Seen    bool   `json:"seen"`
 }
 
 // Version is the server's build, in Codex's place for it.
