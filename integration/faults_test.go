@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -186,30 +187,43 @@ func TestProviderKilledMidTransfer(t *testing.T) {
 }
 
 // fetchWhole makes d fetch dataset id in the background and waits until it
-// reports done, through the API as a user would.
+// reports done, through the API as a user would: Logos Storage's routes,
+// which name the download by the ID its start answered, then Codex's
+// progress route for how it ended.
 func fetchWhole(t *testing.T, d *daemon, id string) {
 	t.Helper()
-	resp, err := http.Post(d.API+"/api/codex/v1/data/"+id+"/network", "", nil)
+	resp, err := http.Post(d.API+"/api/storage/v1/data/"+id+"/network", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var started struct {
+		CID        string `json:"cid"`
+		DownloadID uint64 `json:"downloadId"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&started)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /network: %s", resp.Status)
+	if resp.StatusCode != http.StatusOK || err != nil || started.CID != id || started.DownloadID == 0 {
+		t.Fatalf("POST /network: %s, %+v (%v); want the dataset and a download ID", resp.Status, started, err)
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for range tick.C {
-		resp, err := http.Get(d.API + "/api/codex/v1/data/" + id + "/network/progress")
+		resp, err := http.Get(fmt.Sprintf("%s/api/storage/v1/data/%s/network/progress/%d", d.API, id, started.DownloadID))
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if strings.Contains(string(body), `"done":true`) {
-			if strings.Contains(string(body), `"error"`) {
-				t.Fatalf("fetch failed: %s", body)
+		if strings.Contains(string(body), `"active":false`) {
+			resp, err := http.Get(d.API + "/api/codex/v1/data/" + id + "/network/progress")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), `"done":true`) || strings.Contains(string(body), `"error"`) {
+				t.Fatalf("download %d no longer active, but: %s", started.DownloadID, body)
 			}
 			return
 		}

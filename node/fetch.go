@@ -22,3 +22,21 @@ func (n *Node) Fetches() []FetchProgress { return n.fetch.All() }
 
 // FetchStatus reports the background fetch of c, if one was started.
 func (n *Node) FetchStatus(c cid.Cid) (FetchProgress, bool) { return n.fetch.Status(c) }
+
+// CancelFetch ends background fetch id of dataset c (FetchProgress.ID),
+// keeping what it fetched as a cached dataset; false when no such fetch
+// runs.
+func (n *Node) CancelFetch(ctx context.Context, c cid.Cid, id uint64) (bool, error) {
+	return n.fetch.Cancel(ctx, c, id)
+}
+
+// Advertise announces a held dataset to the network now, beside the
+// node's own announcements and their renewals.
+func (n *Node) Advertise(ctx context.Context, c cid.Cid) error {
+	m, err := n.Manifest(ctx, c)
+	if err != nil {
+		return err
+	}
+	n.offers.Announce(c, m.TreeCID)
+	return nil
+}

@@ -135,6 +135,10 @@ func (n *stubNode) Connect(context.Context, peer.ID, []string) error {
 }
 func (n *stubNode) Gatherer() prometheus.Gatherer { return prometheus.NewRegistry() }
 func (n *stubNode) DiskFree() (uint64, error)     { return 1 << 40, nil }
+func (n *stubNode) CancelFetch(context.Context, cid.Cid, uint64) (bool, error) {
+	return false, nil
+}
+func (n *stubNode) Advertise(context.Context, cid.Cid) error { return n.notHeld }
 func (n *stubNode) SignedPeerRecord() (string, error) {
 	return "spr:CiUIAhIhA-stub", nil
 }

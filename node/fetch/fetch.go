@@ -23,7 +23,10 @@ import (
 
 // Progress is the state of a background fetch of a whole dataset.
 type Progress struct {
-	CID     cid.Cid
+	CID cid.Cid
+	// ID names this fetch of CID among all fetches of the node's life: a
+	// fetch started again after one failed or was cancelled has a new one.
+	ID      uint64
 	Blocks  uint64 // all of the dataset's, parity included
 	Fetched uint64 // of Blocks, those the fetch is through with
 	// Done: the fetch ended, completely or with Error.
@@ -58,18 +61,24 @@ type Config struct {
 // spreads them over providers and keeps its own window per peer.
 const Parallel = 32
 
-// ErrRemoved ends the fetch of a dataset removed meanwhile.
-var ErrRemoved = errors.New("stopped: the dataset was removed")
+// ErrRemoved ends the fetch of a dataset removed meanwhile, and
+// ErrCancelled one cancelled by its ID.
+var (
+	ErrRemoved   = errors.New("stopped: the dataset was removed")
+	ErrCancelled = errors.New("cancelled")
+)
 
 // Fetches runs and remembers the background fetches of one node.
 type Fetches struct {
 	cfg Config
 	mu  sync.Mutex
 	m   map[cid.Cid]*state
+	ids uint64 // the last fetch's ID, under mu
 	wg  sync.WaitGroup
 }
 
 type state struct {
+	id             uint64
 	total, fetched atomic.Uint64
 	started        time.Time
 	cancel         context.CancelCauseFunc
@@ -105,7 +114,8 @@ func (f *Fetches) Start(ctx context.Context, c cid.Cid) (*dataset.Reader, error)
 		return d, nil
 	}
 	ctx, cancel := context.WithCancelCause(f.cfg.Life)
-	s := &state{started: time.Now(), cancel: cancel, ended: make(chan struct{})}
+	f.ids++
+	s := &state{id: f.ids, started: time.Now(), cancel: cancel, ended: make(chan struct{})}
 	s.total.Store(d.Manifest.Blocks())
 	f.m[c] = s
 	f.wg.Add(1)
@@ -189,10 +199,33 @@ func (f *Fetches) Stop(ctx context.Context, c cid.Cid) error {
 	f.mu.Lock()
 	s := f.m[c]
 	f.mu.Unlock()
+	return s.stop(ctx, ErrRemoved)
+}
+
+// Cancel ends fetch id of c and waits for it as Stop does. It reports
+// false when no fetch of c has that ID or it ended already: what it
+// fetched stays, cached, and fetching c again starts a new fetch.
+func (f *Fetches) Cancel(ctx context.Context, c cid.Cid, id uint64) (bool, error) {
+	f.mu.Lock()
+	s := f.m[c]
+	f.mu.Unlock()
+	if s == nil || s.id != id {
+		return false, nil
+	}
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done {
+		return false, nil
+	}
+	return true, s.stop(ctx, ErrCancelled)
+}
+
+func (s *state) stop(ctx context.Context, cause error) error {
 	if s == nil {
 		return nil
 	}
-	s.cancel(ErrRemoved)
+	s.cancel(cause)
 	select {
 	case <-s.ended:
 		return nil
@@ -235,7 +268,7 @@ func (f *Fetches) Status(c cid.Cid) (Progress, bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := Progress{CID: c, Blocks: s.total.Load(), Fetched: s.fetched.Load(),
+	p := Progress{CID: c, ID: s.id, Blocks: s.total.Load(), Fetched: s.fetched.Load(),
 		Done: s.done, Started: s.started, Finished: s.finished}
 	if s.err != nil {
 		p.Error = s.err.Error()

@@ -167,3 +167,41 @@ func TestFetchStopsAndStartsAfresh(t *testing.T) {
 		t.Fatalf("status of the fresh fetch %+v, %d holds; want done without error, a second hold", p, r.holds.Load())
 	}
 }
+
+// A fetch is cancelled by its ID only: another ID finds nothing; once
+// cancelled it says so, and the next Start is a new fetch with a new ID.
+func TestFetchCancelledByID(t *testing.T) {
+	net := &network{gate: 3, release: make(chan struct{})}
+	r := newRig(t, net, testkit.RandomBytes(3, 16*4096))
+	d, err := r.f.Start(t.Context(), r.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	p, ok := r.f.Status(r.c)
+	if !ok || p.ID == 0 {
+		t.Fatalf("status %+v; want a fetch with an ID", p)
+	}
+	if found, err := r.f.Cancel(t.Context(), r.c, p.ID+1); found || err != nil {
+		t.Fatalf("Cancel of another ID: %v, %v; want nothing found", found, err)
+	}
+	if found, err := r.f.Cancel(t.Context(), r.c, p.ID); !found || err != nil {
+		t.Fatalf("Cancel: %v, %v; want the fetch found and ended", found, err)
+	}
+	if q, _ := r.f.Status(r.c); !q.Done || q.Error != "cancelled" || q.ID != p.ID {
+		t.Fatalf("status after Cancel %+v; want done, cancelled", q)
+	}
+	if found, _ := r.f.Cancel(t.Context(), r.c, p.ID); found {
+		t.Fatal("a fetch that ended was cancelled again")
+	}
+	close(net.release)
+	d, err = r.f.Start(t.Context(), r.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	r.f.Wait()
+	if q, _ := r.f.Status(r.c); !q.Done || q.Error != "" || q.ID == p.ID {
+		t.Fatalf("the fetch after a cancelled one: %+v; want done, with a new ID", q)
+	}
+}

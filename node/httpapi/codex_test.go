@@ -226,3 +226,26 @@ func TestDownloadsAreAttachments(t *testing.T) {
 		}
 	}
 }
+
+// The download routes of Logos Storage answer for downloads that are not
+// running, and advertise announces only what is held.
+func TestDownloadRoutesAndAdvertise(t *testing.T) {
+	h, _ := newAPI(t, Options{})
+	c := uploadTo(t, h, api.StoragePrefix, payload(4096), nil)
+	unknown := store.CIDText(store.NewBlock(store.CodecManifest, []byte("nothing")).CID)
+	if r := serve(h, "GET", api.StoragePrefix+"/data/"+c+"/network/progress/7", nil, nil); r.status != 200 || strings.TrimSpace(r.body) != `{"active":false}` {
+		t.Errorf("progress of a download never started: %d %q", r.status, r.body)
+	}
+	if r := serve(h, "DELETE", api.StoragePrefix+"/data/"+c+"/network/7", nil, nil); r.status != 404 || !strings.Contains(r.body, "no download 7") {
+		t.Errorf("cancel of a download never started: %d %q", r.status, r.body)
+	}
+	if r := serve(h, "GET", api.StoragePrefix+"/data/"+c+"/network/progress/seven", nil, nil); r.status != 400 || !strings.Contains(r.body, "malformed download ID") {
+		t.Errorf("progress of a malformed ID: %d %q", r.status, r.body)
+	}
+	if r := serve(h, "POST", api.StoragePrefix+"/data/"+c+"/advertise", nil, nil); r.status != http.StatusNoContent {
+		t.Errorf("advertise of a held dataset: %d %q", r.status, r.body)
+	}
+	if r := serve(h, "POST", api.StoragePrefix+"/data/"+unknown+"/advertise", nil, nil); r.status != 404 {
+		t.Errorf("advertise of a dataset not held: %d %q; want 404", r.status, r.body)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/ipfs/go-cid"
 
@@ -26,6 +27,8 @@ type Datasets interface {
 	Delete(ctx context.Context, c cid.Cid) error
 	Fetch(ctx context.Context, c cid.Cid) (*node.Dataset, error)
 	FetchStatus(c cid.Cid) (node.FetchProgress, bool)
+	CancelFetch(ctx context.Context, c cid.Cid, id uint64) (bool, error)
+	Advertise(ctx context.Context, c cid.Cid) error
 }
 
 type dataHandlers struct {
@@ -85,7 +88,70 @@ func (h dataHandlers) fetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.Close() // the background fetch holds it on its own
-	h.writeJSON(w, content(c, d.Manifest))
+	p, _ := h.n.FetchStatus(c)
+	h.writeJSON(w, api.Fetched{Content: content(c, d.Manifest), DownloadID: p.ID})
+}
+
+// downloadID is the {downloadId} of the request's path.
+func (h dataHandlers) downloadID(w http.ResponseWriter, r *http.Request) (cid.Cid, uint64, bool) {
+	c, ok := h.cidParam(w, r)
+	if !ok {
+		return cid.Undef, 0, false
+	}
+	id, err := strconv.ParseUint(r.PathValue("downloadId"), 10, 64)
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, fmt.Errorf("malformed download ID %q: want the number POST …/network answered", r.PathValue("downloadId")))
+		return cid.Undef, 0, false
+	}
+	return c, id, true
+}
+
+// downloadProgress reports download id of a dataset, Logos Storage's way.
+func (h dataHandlers) downloadProgress(w http.ResponseWriter, r *http.Request) {
+	c, id, ok := h.downloadID(w, r)
+	if !ok {
+		return
+	}
+	p, ok := h.n.FetchStatus(c)
+	if !ok || p.ID != id || p.Done {
+		h.writeJSON(w, api.DownloadProgress{})
+		return
+	}
+	var bs uint64
+	if m, err := h.n.Manifest(r.Context(), c); err == nil {
+		bs = m.BlockSize
+	}
+	h.writeJSON(w, api.DownloadProgress{Active: true, Received: p.Fetched, Total: p.Blocks, Bytes: p.Fetched * bs})
+}
+
+// cancelDownload ends download id of a dataset; what it fetched stays.
+func (h dataHandlers) cancelDownload(w http.ResponseWriter, r *http.Request) {
+	c, id, ok := h.downloadID(w, r)
+	if !ok {
+		return
+	}
+	found, err := h.n.CancelFetch(r.Context(), c, id)
+	switch {
+	case err != nil:
+		h.fail(w, r, status(err), err)
+	case !found:
+		h.fail(w, r, http.StatusNotFound, fmt.Errorf("no download %d of %s is running: %w", id, store.CIDText(c), store.ErrNotFound))
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// advertise announces a held dataset to the network now.
+func (h dataHandlers) advertise(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.cidParam(w, r)
+	if !ok {
+		return
+	}
+	if err := h.n.Advertise(r.Context(), c); err != nil {
+		h.fail(w, r, status(err), err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // progress reports a background fetch started by POST .../network. Not in
@@ -151,7 +217,7 @@ func content(c cid.Cid, m *manifest.Manifest) api.Content {
 
 func fetchProgress(p node.FetchProgress) api.FetchProgress {
 	return api.FetchProgress{
-		CID: store.CIDText(p.CID), TotalBlocks: p.Blocks, FetchedBlocks: p.Fetched,
+		CID: store.CIDText(p.CID), DownloadID: p.ID, TotalBlocks: p.Blocks, FetchedBlocks: p.Fetched,
 		Done: p.Done, Error: p.Error, Started: p.Started, Finished: p.Finished,
 	}
 }

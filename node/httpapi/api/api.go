@@ -80,7 +80,9 @@ type Space struct {
 // …/network/progress's answer and an entry of DebugInfo.Fetches (meshfs's
 // addition).
 type FetchProgress struct {
-	CID           string    `json:"cid"`
+	CID string `json:"cid"`
+	// DownloadID names the fetch, as POST …/network's answer does.
+	DownloadID    uint64    `json:"downloadId"`
 	TotalBlocks   uint64    `json:"totalBlocks"`
 	FetchedBlocks uint64    `json:"fetchedBlocks"`
 	Done          bool      `json:"done"`            // ended, well or not
@@ -167,4 +169,23 @@ type TableNode struct {
 type Version struct {
 	Version  string `json:"version"`
 	Revision string `json:"revision"`
+}
+
+// Fetched is POST /data/{cid}/network's answer: the dataset, and the ID of
+// its background download (Logos Storage's downloadId), for the routes
+// that report and cancel it.
+type Fetched struct {
+	Content
+	DownloadID uint64 `json:"downloadId"`
+}
+
+// DownloadProgress is GET /data/{cid}/network/progress/{downloadId}'s
+// answer, in Logos Storage's shape: Active is false once the download
+// ended (or was never started), and the counts are then left out. Bytes
+// counts whole blocks fetched.
+type DownloadProgress struct {
+	Active   bool   `json:"active"`
+	Received uint64 `json:"received,omitempty"`
+	Total    uint64 `json:"total,omitempty"`
+	Bytes    uint64 `json:"bytes,omitempty"`
 }
