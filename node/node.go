@@ -370,6 +370,9 @@ func (n *Node) Delete(ctx context.Context, c cid.Cid) error {
 	return nil
 }
 
+// Block reads one block held here by its CID.
+func (n *Node) Block(ctx context.Context, c cid.Cid) (store.Block, error) { return n.store.Get(ctx, c) }
+
 // Space reports the store's usage.
 func (n *Node) Space(ctx context.Context) (store.Usage, error) { return n.store.Usage(ctx) }
 

@@ -139,6 +139,9 @@ func (n *stubNode) CancelFetch(context.Context, cid.Cid, uint64) (bool, error) {
 	return false, nil
 }
 func (n *stubNode) Advertise(context.Context, cid.Cid) error { return n.notHeld }
+func (n *stubNode) Block(context.Context, cid.Cid) (store.Block, error) {
+	return store.Block{}, n.notHeld
+}
 func (n *stubNode) SignedPeerRecord() (string, error) {
 	return "spr:CiUIAhIhA-stub", nil
 }

@@ -175,6 +175,17 @@ func TestDeleteAndExistsTakeBlocks(t *testing.T) {
 	if r := serve(h, "GET", api.Prefix+"/data/"+c, nil, nil); r.body != string(payload(2*4096)) {
 		t.Fatalf("the dataset after DELETE of its block: %d", r.status)
 	}
+	// A block CID streams that one block.
+	b, err := n.LocalStore().Get(ctx, leaf.Block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := serve(h, "GET", api.Prefix+"/data/"+named, nil, nil); r.status != 200 || r.body != string(b.Data) {
+		t.Fatalf("GET of block %s: %d, %d bytes; want its %d bytes", named, r.status, len(r.body), len(b.Data))
+	}
+	if r := serve(h, "GET", api.Prefix+"/data/"+store.CIDText(lone.CID), nil, nil); r.status != 404 {
+		t.Fatalf("GET of a block deleted: %d; want 404", r.status)
+	}
 }
 
 // Without a quota, /space reports what the store holds plus the room on

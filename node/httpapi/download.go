@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"mime"
 	"net/http"
@@ -21,6 +22,8 @@ type Downloader interface {
 	// go to the network.
 	OpenLocal(ctx context.Context, c cid.Cid) (*node.Dataset, error)
 	Open(ctx context.Context, c cid.Cid) (*node.Dataset, error)
+	// Block reads one block held here by its CID.
+	Block(ctx context.Context, c cid.Cid) (store.Block, error)
 }
 
 type downloadHandlers struct {
@@ -28,8 +31,26 @@ type downloadHandlers struct {
 	n Downloader
 }
 
+// local streams a dataset held here or, given a block's CID, that one block,
+// as Codex does.
 func (h downloadHandlers) local(w http.ResponseWriter, r *http.Request) {
+	if c, err := store.ParseCID(r.PathValue("cid"), store.CodecBlock); err == nil {
+		h.block(w, r, c)
+		return
+	}
 	h.download(w, r, h.n.OpenLocal)
+}
+
+func (h downloadHandlers) block(w http.ResponseWriter, r *http.Request, c cid.Cid) {
+	b, err := h.n.Block(r.Context(), c)
+	if err != nil {
+		h.fail(w, r, status(err), err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", "attachment")
+	w.Header().Set("ETag", `"`+store.CIDText(c)+`"`)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b.Data))
 }
 
 func (h downloadHandlers) network(w http.ResponseWriter, r *http.Request) {
