@@ -25,7 +25,7 @@ var blockCases = []testCase{
 		checkBlock(t, s, small)
 		checkUsage(t, s, usageOf(0, empty, small))
 	}},
-	{name: "PutIsIdempotent", quota: 2 * blockSize, run: func(t *testing.T, s store.BlockStore) {
+	{name: "PutIsIdempotent", quota: func() uint64 { return 2 * blockSize }, run: func(t *testing.T, s store.BlockStore) {
 		a, b := newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2)
 		mustPut(t, s, a, b)
 		// The store is now full: putting what it holds must still succeed.
@@ -57,8 +57,8 @@ var blockCases = []testCase{
 		checkAbsent(t, s, swapped.CID)
 		checkUsage(t, s, usageOf(0))
 	}},
-	{name: "QuotaExceeded", quota: 3 * blockSize, run: func(t *testing.T, s store.BlockStore) {
-		const quota = 3 * blockSize
+	{name: "QuotaExceeded", quota: func() uint64 { return 3 * blockSize }, run: func(t *testing.T, s store.BlockStore) {
+		quota := 3 * blockSize
 		held := []store.Block{newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2), newBlock(store.CodecBlock, 3)}
 		mustPut(t, s, held...)
 		extra := newBlock(store.CodecBlock, 4)
@@ -80,7 +80,7 @@ var blockCases = []testCase{
 		checkBlock(t, s, extra)
 		checkUsage(t, s, usageOf(quota, held[1], held[2], extra))
 	}},
-	{name: "ProofsCountAgainstQuota", quota: blockSize + 2048, run: func(t *testing.T, s store.BlockStore) {
+	{name: "ProofsCountAgainstQuota", quota: func() uint64 { return blockSize + 2048 }, run: func(t *testing.T, s store.BlockStore) {
 		b := newBlock(store.CodecBlock, 1)
 		mustPut(t, s, b)
 		// A leaf without a proof costs nothing; proofs cost their bytes.

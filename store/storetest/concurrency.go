@@ -52,7 +52,7 @@ var concurrencyCases = []testCase{
 		}
 		checkUsage(t, s, usageOf(0, blocks...))
 	}},
-	{name: "ConcurrentPutsRespectQuota", quota: 10 * blockSize, run: func(t *testing.T, s store.BlockStore) {
+	{name: "ConcurrentPutsRespectQuota", quota: func() uint64 { return 10 * blockSize }, run: func(t *testing.T, s store.BlockStore) {
 		const per = 4 // 32 distinct blocks compete for room for 10
 		var stored, refused atomic.Int64
 		var mu sync.Mutex

@@ -53,7 +53,7 @@ var datasetCases = []retentionCase{
 		checkUsage(t, s, usageOf(0))
 		noErr(t, "DeleteDataset", s.DeleteDataset(t.Context(), m.CID)) // neither held: not an error
 	}},
-	{name: "DatasetOverQuotaLeavesNothing", quota: blockSize / 2, run: func(t *testing.T, s RetentionStore) {
+	{name: "DatasetOverQuotaLeavesNothing", quota: func() uint64 { return blockSize / 2 }, run: func(t *testing.T, s RetentionStore) {
 		m := newBlock(store.CodecManifest, 1)
 		if err := s.PutDataset(t.Context(), m, store.Retention{Pinned: true, Tree: tree(1)}); !errors.Is(err, store.ErrQuotaExceeded) {
 			t.Fatalf("PutDataset over the quota: %v; want ErrQuotaExceeded", err)
@@ -75,7 +75,7 @@ var datasetCases = []retentionCase{
 			t.Fatalf("TreeNamed, cancelled: %v", err)
 		}
 	}},
-	{name: "DatasetOfHeldManifestGetsItsRecord", quota: blockSize, run: func(t *testing.T, s RetentionStore) {
+	{name: "DatasetOfHeldManifestGetsItsRecord", quota: func() uint64 { return blockSize }, run: func(t *testing.T, s RetentionStore) {
 		m := newBlock(store.CodecManifest, 1)
 		mustPut(t, s, m)
 		// The store is full, but the manifest is held already: no more

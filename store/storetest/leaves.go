@@ -73,15 +73,16 @@ var leafCases = []testCase{
 		b := newBlock(store.CodecBlock, 1)
 		mustPut(t, s, b)
 		mustPutLeaf(t, s, store.Leaf{Tree: tree(1), Index: 5, Block: b.CID, Proof: []byte("p")})
+		bs := int(blockSize)
 		for _, c := range []struct {
 			off     int64
 			len     int
 			wantLen int
 		}{
-			{0, blockSize, blockSize},
-			{1000, 5000, 5000},
-			{blockSize - 100, 4096, 100}, // only as far as the block goes
-			{blockSize, 10, 0},
+			{0, bs, bs},
+			{1000, 3000, 3000},
+			{int64(bs) - 100, 4096, 100}, // only as far as the block goes
+			{int64(bs), 10, 0},
 			{0, 0, 0},
 		} {
 			p := make([]byte, c.len)
@@ -93,7 +94,7 @@ var leafCases = []testCase{
 				t.Fatalf("ReadLeaf(%d bytes at %d): not the block's bytes", c.len, c.off)
 			}
 		}
-		for _, off := range []int64{-1, blockSize + 1} {
+		for _, off := range []int64{-1, int64(bs) + 1} {
 			if _, err := r.ReadLeaf(t.Context(), tree(1), 5, make([]byte, 10), off); err == nil {
 				t.Fatalf("ReadLeaf at %d: no error", off)
 			}
@@ -256,7 +257,7 @@ var leafCases = []testCase{
 		checkAbsent(t, s, b.CID)
 		checkUsage(t, s, usageOf(0))
 	}},
-	{name: "PutLeafBlockOverQuota", quota: 2 * blockSize, run: func(t *testing.T, s store.BlockStore) {
+	{name: "PutLeafBlockOverQuota", quota: func() uint64 { return 2 * blockSize }, run: func(t *testing.T, s store.BlockStore) {
 		a, b, c := newBlock(store.CodecBlock, 1), newBlock(store.CodecBlock, 2), newBlock(store.CodecBlock, 3)
 		mustPutLeafBlock(t, s, store.Leaf{Tree: tree(1), Index: 0, Block: a.CID}, a)
 		mustPutLeafBlock(t, s, store.Leaf{Tree: tree(1), Index: 1, Block: b.CID}, b)

@@ -29,8 +29,13 @@ type NetworkOpener func(t *testing.T) Network
 
 // RunNetwork runs the network store's own part of the contract: reads of
 // blocks only another node holds come back verified and are kept, what
-// nobody holds is not found, and a reader that gives up stores nothing.
+// nobody holds is not found, and a reader that gives up stores nothing;
+// at each of BlockSizes.
 func RunNetwork(t *testing.T, open NetworkOpener) {
+	forEachBlockSize(t, func(t *testing.T) { runNetworkCases(t, open) })
+}
+
+func runNetworkCases(t *testing.T, open NetworkOpener) {
 	for _, tc := range []struct {
 		name string
 		run  func(t *testing.T, n Network)

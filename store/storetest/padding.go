@@ -23,7 +23,7 @@ var paddingCases = []testCase{
 	{name: "PaddingIsNotCounted", run: func(t *testing.T, s store.BlockStore) {
 		b1000 := paddedBlock(1, 1000)
 		zeros := paddedBlock(2, 0) // all padding: a parity block over padding
-		short := paddedBlock(3, blockSize-store.MinPadding+1)
+		short := paddedBlock(3, int(blockSize)-store.MinPadding+1)
 		mustPut(t, s, b1000, zeros, short)
 		for _, b := range []store.Block{b1000, zeros, short} {
 			checkBlock(t, s, b) // read back whole, zeros and all
@@ -31,7 +31,7 @@ var paddingCases = []testCase{
 		// Too few zeros to be worth a count: kept whole.
 		checkUsage(t, s, store.Usage{Blocks: 3, UsedBytes: 1000 + 0 + blockSize})
 	}},
-	{name: "PaddingFitsTheQuota", quota: 3000, run: func(t *testing.T, s store.BlockStore) {
+	{name: "PaddingFitsTheQuota", quota: func() uint64 { return 3000 }, run: func(t *testing.T, s store.BlockStore) {
 		a, b := paddedBlock(1, 1000), paddedBlock(2, 1500)
 		mustPut(t, s, a, b)
 		if err := s.Put(t.Context(), paddedBlock(3, 600)); err == nil {
@@ -49,17 +49,18 @@ var paddingCases = []testCase{
 		if !ok {
 			return
 		}
+		bs := int(blockSize)
 		for _, c := range []struct {
 			off     int64
 			len     int
 			wantLen int
 		}{
 			{900, 300, 300},            // data, then padding
-			{2000, 4096, 4096},         // padding only
-			{blockSize - 10, 4096, 10}, // to the block's end, not the data's
-			{0, blockSize, blockSize},  // the whole block
+			{2000, 2000, 2000},         // padding only
+			{int64(bs) - 10, 4096, 10}, // to the block's end, not the data's
+			{0, bs, bs},                // the whole block
 			{1000, 0, 0},               // nothing, where the data ends
-			{blockSize, 16, 0},         // at the end
+			{int64(bs), 16, 0},         // at the end
 		} {
 			p := bytes.Repeat([]byte{0xFF}, c.len) // zeros must be written, not left
 			n, err := r.ReadLeaf(t.Context(), tree(1), 3, p, c.off)
@@ -70,7 +71,7 @@ var paddingCases = []testCase{
 				t.Fatalf("ReadLeaf(%d bytes at %d): not the padded block's bytes", c.len, c.off)
 			}
 		}
-		if _, err := r.ReadLeaf(t.Context(), tree(1), 3, make([]byte, 1), blockSize+1); err == nil {
+		if _, err := r.ReadLeaf(t.Context(), tree(1), 3, make([]byte, 1), int64(bs)+1); err == nil {
 			t.Fatal("ReadLeaf past the padded block's end: no error")
 		}
 	}},

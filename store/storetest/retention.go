@@ -22,18 +22,22 @@ type RetentionStore interface {
 type RetentionOpener func(t *testing.T, quotaBytes uint64) RetentionStore
 
 // RunRetention runs the conformance tests of retention records against
-// stores made by open.
+// stores made by open, at each of BlockSizes.
 func RunRetention(t *testing.T, open RetentionOpener) {
+	forEachBlockSize(t, func(t *testing.T) { runRetentionCases(t, open) })
+}
+
+func runRetentionCases(t *testing.T, open RetentionOpener) {
 	for _, tc := range append(retentionCases, datasetCases...) {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.run(t, open(t, tc.quota))
+			tc.run(t, open(t, quotaOf(tc.quota)))
 		})
 	}
 }
 
 type retentionCase struct {
 	name  string
-	quota uint64
+	quota func() uint64 // as testCase's
 	run   func(t *testing.T, s RetentionStore)
 }
 
@@ -131,7 +135,7 @@ var retentionCases = []retentionCase{
 			t.Fatalf("ForEachRetention after one delete listed %+v", got)
 		}
 	}},
-	{name: "RetentionIndependentOfBlocks", quota: 2 * blockSize, run: func(t *testing.T, s RetentionStore) {
+	{name: "RetentionIndependentOfBlocks", quota: func() uint64 { return 2 * blockSize }, run: func(t *testing.T, s RetentionStore) {
 		m := newBlock(store.CodecManifest, 7)
 		filler := newBlock(store.CodecBlock, 8)
 		mustPut(t, s, m, filler)

@@ -8,7 +8,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -22,13 +24,28 @@ import (
 type Opener func(t *testing.T, quotaBytes uint64) store.BlockStore
 
 type testCase struct {
-	name  string
-	quota uint64
+	name string
+	// quota is the store's, nil (or 0) for none; a function because
+	// quotas are counted in blocks of the size running (blockSize).
+	quota func() uint64
 	run   func(t *testing.T, s store.BlockStore)
 }
 
-// Run runs every conformance test against stores made by open.
+func quotaOf(q func() uint64) uint64 {
+	if q == nil {
+		return 0
+	}
+	return q()
+}
+
+// Run runs every conformance test against stores made by open, at each
+// of BlockSizes.
 func Run(t *testing.T, open Opener) {
+	forEachBlockSize(t, func(t *testing.T) { runCases(t, open) })
+}
+
+// runCases runs every conformance test at the block size set.
+func runCases(t *testing.T, open Opener) {
 	var cases []testCase
 	cases = append(cases, blockCases...)
 	cases = append(cases, leafCases...)
@@ -39,13 +56,41 @@ func Run(t *testing.T, open Opener) {
 	cases = append(cases, paddingCases...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.run(t, open(t, tc.quota))
+			tc.run(t, open(t, quotaOf(tc.quota)))
 		})
 	}
 }
 
-// blockSize is a Codex block; several tests size quotas in blocks.
-const blockSize = 64 << 10
+// BlockSizes are the block sizes the suite runs at, a subtest each: the
+// smallest an upload chooses for a small file, Codex's default, and a
+// large one. A store must not care which.
+var BlockSizes = []uint64{4 << 10, 64 << 10, 1 << 20}
+
+// blockSize is the size of the blocks the suite makes (newBlock) in the
+// subtest running now; several tests size quotas in blocks. One variable
+// serves every test because forEachBlockSize runs one suite at a time.
+var blockSize uint64 = 64 << 10
+
+// suiteMu keeps suites that their callers run in parallel from changing
+// blockSize under each other.
+var suiteMu sync.Mutex
+
+// forEachBlockSize runs run in a subtest per block size, with blockSize
+// set to it.
+func forEachBlockSize(t *testing.T, run func(t *testing.T)) {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	for _, bs := range BlockSizes {
+		name := fmt.Sprintf("%dKiB", bs>>10)
+		if bs%(1<<20) == 0 {
+			name = fmt.Sprintf("%dMiB", bs>>20)
+		}
+		t.Run(name, func(t *testing.T) {
+			blockSize = bs
+			run(t)
+		})
+	}
+}
 
 // newBlock returns a deterministic block of blockSize bytes of codec; equal
 // seeds give equal blocks.
