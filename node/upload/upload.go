@@ -31,8 +31,10 @@ import (
 
 // Config is what every upload of an Uploader shares.
 type Config struct {
-	Store     store.BlockStore
-	BlockSize uint64 // a positive multiple of 64
+	Store store.BlockStore
+	// BlockSize forces every upload's block size: a multiple of 64 up to
+	// manifest.MaxBlockSize. 0 chooses it per upload (BlockSizeFor).
+	BlockSize uint64
 	// EcK data and EcM parity blocks per codeword; EcM 0 (or less) stores
 	// datasets unprotected.
 	EcK, EcM int
@@ -58,8 +60,8 @@ func New(cfg Config) (*Uploader, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("upload: no store")
 	}
-	if cfg.BlockSize == 0 || cfg.BlockSize%64 != 0 {
-		return nil, fmt.Errorf("upload: block size %d is not a positive multiple of 64", cfg.BlockSize)
+	if err := checkBlockSize(cfg.BlockSize); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
 	}
 	if cfg.EcM > 0 {
 		if _, err := erasure.NewCoder(cfg.EcK, cfg.EcM); err != nil {
@@ -79,8 +81,9 @@ func New(cfg Config) (*Uploader, error) {
 
 // Options describe one upload into a bare store.
 type Options struct {
-	Filename  string
-	Mimetype  string
+	Filename string
+	Mimetype string
+	// BlockSize forces the block size; 0 chooses it (BlockSizeFor).
 	BlockSize uint64
 	EcK, EcM  int
 }
@@ -96,24 +99,40 @@ func Upload(ctx context.Context, st store.BlockStore, r io.Reader, opts Options)
 	return c, err
 }
 
-// Upload cuts r into blocks, protects them with Reed-Solomon parity in
+// Params are one upload's own settings.
+type Params struct {
+	Filename, Mimetype string
+	// BlockSize forces this upload's block size over the Uploader's; 0:
+	// the Uploader's, or the one BlockSizeFor chooses.
+	BlockSize uint64
+}
+
+// Upload is UploadWith with a file name and media type only.
+func (u *Uploader) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, *manifest.Manifest, error) {
+	return u.UploadWith(ctx, r, Params{Filename: filename, Mimetype: mimetype})
+}
+
+// UploadWith cuts r into blocks, protects them with Reed-Solomon parity in
 // Codex's stepped layout when EcM > 0, stores blocks, leaves and the
 // manifest, and returns the manifest and its CID. Memory stays bounded by
-// one block (or one codeword) plus 32 bytes of digest per block. The same
+// one codeword of blocks plus 32 bytes of digest per block. The same
 // bytes and settings always give the same CID. On any error — a read
 // error, a cancelled context, a full quota — everything this upload
 // stored is removed again, so no half dataset is left behind.
-func (u *Uploader) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, *manifest.Manifest, error) {
+func (u *Uploader) UploadWith(ctx context.Context, r io.Reader, p Params) (cid.Cid, *manifest.Manifest, error) {
+	if err := checkBlockSize(p.BlockSize); err != nil {
+		return cid.Undef, nil, fmt.Errorf("upload: %w", err)
+	}
 	staging, err := newStagingTree()
 	if err != nil {
 		return cid.Undef, nil, fmt.Errorf("upload: %w", err)
 	}
-	j := &job{Config: &u.cfg}
+	j := &job{Config: &u.cfg, forced: cmp.Or(p.BlockSize, u.cfg.BlockSize)}
 	if err := j.hold(ctx, staging); err != nil {
 		return cid.Undef, nil, fmt.Errorf("upload: %w", err)
 	}
 	j.staging = staging
-	c, m, err := j.run(ctx, r, filename, mimetype)
+	c, m, err := j.run(ctx, r, p.Filename, p.Mimetype)
 	j.finish(err != nil)
 	if err != nil {
 		return cid.Undef, nil, fmt.Errorf("upload: %w", err)
@@ -133,8 +152,12 @@ func (u *Uploader) Upload(ctx context.Context, r io.Reader, filename, mimetype s
 // else references; a crash leaves it for the store's owner to sweep.
 type job struct {
 	*Config
-	staging cid.Cid
-	staged  uint64
+	// forced is the block size the upload must have, 0 if none; bs the
+	// one it has, settled before its first block (chooseBlockSize). The
+	// Config's BlockSize is neither: use these.
+	forced, bs uint64
+	staging    cid.Cid
+	staged     uint64
 	// leaves lists, for an upload into a bare store, the real tree's
 	// leaves it added, which its rollback deletes.
 	leaves   []store.Leaf

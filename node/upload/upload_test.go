@@ -44,10 +44,18 @@ func readAll(t *testing.T, st store.BlockStore, c cid.Cid) []byte {
 
 // Codex's own test vector: the same bytes must give the same CIDs as on a
 // Codex node, and take only their own space: the block's padding to 64 KiB
-// is hashed, sent and read, but not stored.
+// is hashed, sent and read, but not stored. That holds with the block size
+// forced to Codex's default and left for the uploader to choose (an
+// unprotected upload keeps the default).
 func TestUploadCodexVector(t *testing.T) {
+	for name, opts := range map[string]upload.Options{"forced": {BlockSize: 65536}, "automatic": {EcK: 4}} {
+		t.Run(name, func(t *testing.T) { testCodexVector(t, opts) })
+	}
+}
+
+func testCodexVector(t *testing.T, opts upload.Options) {
 	st := store.NewMemory(0)
-	c, err := upload.Upload(context.Background(), st, bytes.NewReader([]byte("some file contents")), upload.Options{BlockSize: 65536})
+	c, err := upload.Upload(context.Background(), st, bytes.NewReader([]byte("some file contents")), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

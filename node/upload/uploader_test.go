@@ -19,8 +19,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	hold := func(context.Context, cid.Cid) (func(), error) { return func() {}, nil }
 	for name, cfg := range map[string]upload.Config{
 		"no store":             {BlockSize: testBS},
-		"zero block size":      {Store: st},
 		"block size not x64":   {Store: st, BlockSize: 100},
+		"block size too large": {Store: st, BlockSize: 16 << 20},
 		"no data shards":       {Store: st, BlockSize: testBS, EcK: 0, EcM: 2},
 		"hold without a sweep": {Store: st, BlockSize: testBS, HoldTree: hold},
 	} {

@@ -18,6 +18,10 @@ import (
 const manifestVersion = 2
 
 func (j *job) run(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, *manifest.Manifest, error) {
+	var err error
+	if j.bs, r, err = chooseBlockSize(sourceReader{r}, j.forced, j.EcK, j.EcM); err != nil {
+		return cid.Undef, nil, err
+	}
 	digests, size, err := j.chunk(ctx, r)
 	if err != nil {
 		return cid.Undef, nil, err
@@ -28,7 +32,7 @@ func (j *job) run(ctx context.Context, r io.Reader, filename, mimetype string) (
 	}
 	m := &manifest.Manifest{
 		TreeCID:     tree.CID(),
-		BlockSize:   j.BlockSize,
+		BlockSize:   j.bs,
 		DatasetSize: size,
 		Codec:       store.CodecBlock,
 		HCodec:      mh.SHA2_256,
@@ -52,7 +56,7 @@ func (j *job) run(ctx context.Context, r io.Reader, filename, mimetype string) (
 		m.Strategy = manifest.Stepped
 		m.OriginalTreeCID = m.TreeCID
 		m.OriginalDatasetSize = size
-		m.DatasetSize = layout.Total() * j.BlockSize
+		m.DatasetSize = layout.Total() * j.bs
 		digests = protected
 		if tree, err = merkle.New(digests); err != nil {
 			return cid.Undef, nil, fmt.Errorf("build protected tree: %w", err)
@@ -81,7 +85,7 @@ func (j *job) run(ctx context.Context, r io.Reader, filename, mimetype string) (
 	return mb.CID, m, nil
 }
 
-// chunk reads r block by block, stores each block and returns the digests
+// chunk reads r (a sourceReader's bytes) block by block, stores each block and returns the digests
 // of all blocks and the byte count. The last block is zero-padded (Codex's
 // rule). An empty input gives one all-zero block so that the dataset still
 // has a tree; its size of 0 tells readers there is nothing in it.
@@ -90,13 +94,12 @@ func (j *job) chunk(ctx context.Context, r io.Reader) ([]merkle.Digest, uint64, 
 		digests []merkle.Digest
 		size    uint64
 	)
-	r = sourceReader{r}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
 		}
 		// A fresh buffer per block: the store may keep the slice it is given.
-		buf := make([]byte, j.BlockSize)
+		buf := make([]byte, j.bs)
 		n, err := io.ReadFull(r, buf)
 		if n == 0 && len(digests) > 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
 			break
@@ -147,7 +150,7 @@ func (j *job) protect(ctx context.Context, layout erasure.Layout, data []merkle.
 	for i := layout.N; i < layout.Rounded(); i++ {
 		out[i] = erasure.PaddingDigest
 	}
-	zero := make([]byte, j.BlockSize)
+	zero := make([]byte, j.bs)
 	shards := make([][]byte, layout.K+layout.M)
 	for col := uint64(0); col < layout.Steps(); col++ {
 		idx := layout.Indices(col)
@@ -164,7 +167,7 @@ func (j *job) protect(ctx context.Context, layout erasure.Layout, data []merkle.
 			shards[row] = b.Data
 		}
 		for p := layout.K; p < len(shards); p++ {
-			shards[p] = make([]byte, j.BlockSize)
+			shards[p] = make([]byte, j.bs)
 		}
 		if err := coder.Encode(shards); err != nil {
 			return nil, fmt.Errorf("encode codeword %d: %w", col, err)
