@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -214,20 +215,34 @@ func TestNetworkManifestStoredOnlyWithRecord(t *testing.T) {
 }
 
 // What an upload is told it needs covers what it stores, proofs included,
-// so that an upload admitted by SpaceNeeded is not refused half way.
+// so that an upload admitted by SpaceNeeded is not refused half way:
+// with the node's block size forced, automatic, or forced by the upload.
 func TestSpaceNeededCoversWhatAnUploadStores(t *testing.T) {
 	for _, ec := range [][2]int{{2, 0}, {2, 1}, {4, 2}} {
-		n, _ := gcNode(t, t.TempDir(), Config{EcK: ec[0], EcM: ec[1]})
-		for _, size := range []int{0, 1, testBS, 3*testBS + 1, 70 * testBS} {
-			st := store.NewMemory(0)
-			if _, err := upload.Upload(t.Context(), st, bytes.NewReader(randomBytes(uint64(size), size)), upload.Options{
-				Filename: "a-long-enough-file-name.bin", BlockSize: n.cfg.BlockSize, EcK: ec[0], EcM: ec[1],
-			}); err != nil {
-				t.Fatal(err)
-			}
-			u, _ := st.Usage(t.Context())
-			if need := n.SpaceNeeded(uint64(size)); u.UsedBytes > need {
-				t.Errorf("K=%d M=%d, %d bytes: stores %d, SpaceNeeded says %d", ec[0], ec[1], size, u.UsedBytes, need)
+		forced, _ := gcNode(t, t.TempDir(), Config{EcK: ec[0], EcM: ec[1]})
+		auto, err := New(Config{DataDir: t.TempDir(), EcK: ec[0], EcM: ec[1], Logger: testkit.Quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { auto.Close() })
+		for _, c := range []struct {
+			name        string
+			n           *Node
+			node, param uint64 // the block sizes forced by the node and the upload
+		}{
+			{"forced", forced, testBS, 0}, {"automatic", auto, 0, 0}, {"by the upload", auto, 0, 2 * testBS},
+		} {
+			for _, size := range []int{0, 1, 1000, testBS, 3*testBS + 1, 65535, 70 * testBS, 4*64<<10 - 1} {
+				st := store.NewMemory(0)
+				if _, err := upload.Upload(t.Context(), st, bytes.NewReader(randomBytes(uint64(size), size)), upload.Options{
+					Filename: "a-long-enough-file-name.bin", BlockSize: cmp.Or(c.param, c.node), EcK: ec[0], EcM: ec[1],
+				}); err != nil {
+					t.Fatal(err)
+				}
+				u, _ := st.Usage(t.Context())
+				if need := c.n.SpaceNeeded(uint64(size), c.param); u.UsedBytes > need {
+					t.Errorf("%s, K=%d M=%d, %d bytes: stores %d, SpaceNeeded says %d", c.name, ec[0], ec[1], size, u.UsedBytes, need)
+				}
 			}
 		}
 	}

@@ -40,8 +40,11 @@ import (
 type Config struct {
 	DataDir    string
 	QuotaBytes uint64 // 0: unlimited
-	BlockSize  uint64
-	EcK, EcM   int // EcM 0 stores datasets unprotected
+	// BlockSize forces the block size of every upload; 0: automatic, each
+	// upload's chosen by upload.BlockSizeFor (64 KiB, less for a small
+	// protected file), unless the upload forces its own.
+	BlockSize uint64
+	EcK, EcM  int // EcM 0 stores datasets unprotected
 	// Listen are libp2p multiaddrs; empty listens on an ephemeral loopback
 	// TCP port (the CLI passes its own defaults).
 	Listen []string
@@ -70,9 +73,10 @@ type Config struct {
 
 // Defaults. K=4, M=2 survives the loss of any two blocks of a codeword for
 // 50% overhead; with the stepped layout that is any run of 2×steps lost
-// consecutive blocks.
+// consecutive blocks. DefaultBlockSize is what an automatic block size
+// (Config.BlockSize 0) is but for small protected files.
 const (
-	DefaultBlockSize = 64 * 1024
+	DefaultBlockSize = upload.DefaultBlockSize
 	DefaultEcK       = 4
 	DefaultEcM       = 2
 )
@@ -112,9 +116,6 @@ type Node struct {
 func New(cfg Config) (n *Node, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: no data dir")
-	}
-	if cfg.BlockSize == 0 {
-		cfg.BlockSize = DefaultBlockSize
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -272,15 +273,24 @@ func (n *Node) ID() peer.ID { return n.id }
 // DataDir is where the node keeps its state.
 func (n *Node) DataDir() string { return n.cfg.DataDir }
 
-// Upload stores r as a dataset with the node's block size and erasure
-// parameters, pins it, and returns the manifest CID. A full store makes
+// Upload stores r as a dataset with the node's erasure parameters and
+// block size (see Config.BlockSize), pins it, and returns the manifest CID. A full store makes
 // room by collecting cached datasets.
 func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error) {
-	c, m, err := n.up.Upload(ctx, r, filename, mimetype)
+	return n.UploadWith(ctx, r, UploadParams{Filename: filename, Mimetype: mimetype})
+}
+
+// UploadParams are one upload's settings: its file name, media type, and
+// the block size it forces (0: the node's, see Config.BlockSize).
+type UploadParams = upload.Params
+
+// UploadWith is Upload with the upload's own settings.
+func (n *Node) UploadWith(ctx context.Context, r io.Reader, p UploadParams) (cid.Cid, error) {
+	c, m, err := n.up.UploadWith(ctx, r, p)
 	if err != nil {
 		return cid.Undef, err
 	}
-	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", filename)
+	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", p.Filename, "blockSize", m.BlockSize)
 	n.offers.Announce(c, m.TreeCID)
 	return c, nil
 }
@@ -421,10 +431,11 @@ func (n *Node) Gatherer() prometheus.Gatherer { return n.metrics.Gatherer() }
 func (n *Node) Engine() *exchange.Engine { return n.engine }
 
 // SpaceNeeded is the quota an upload of size bytes takes with the node's
-// block size and erasure coding: its blocks, parity, their proofs and the
+// erasure coding and the block size it gets (blockSize if not 0, forced as
+// UploadParams.BlockSize is): its blocks, parity, their proofs and the
 // manifest.
-func (n *Node) SpaceNeeded(size uint64) uint64 {
-	bs := n.cfg.BlockSize
+func (n *Node) SpaceNeeded(size, blockSize uint64) uint64 {
+	bs := n.up.BlockSize(size, blockSize)
 	blocks := max((size+bs-1)/bs, 1)
 	leaves := blocks
 	if n.cfg.EcM > 0 {

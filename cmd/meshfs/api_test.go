@@ -68,10 +68,10 @@ func newStubNode(t *testing.T) *stubNode {
 	}
 }
 
-func (n *stubNode) Upload(context.Context, io.Reader, string, string) (cid.Cid, error) {
+func (n *stubNode) UploadWith(context.Context, io.Reader, node.UploadParams) (cid.Cid, error) {
 	return n.plain, nil
 }
-func (n *stubNode) SpaceNeeded(size uint64) uint64 { return size }
+func (n *stubNode) SpaceNeeded(size, _ uint64) uint64 { return size }
 func (n *stubNode) Space(context.Context) (store.Usage, error) {
 	return store.Usage{Blocks: 1234, UsedBytes: 3 << 29, QuotaBytes: 10 << 30}, nil
 }

@@ -21,9 +21,10 @@ import (
 
 // Uploader is what POST /data needs of a node.
 type Uploader interface {
-	Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error)
-	// SpaceNeeded is how many bytes of quota an upload of size bytes takes.
-	SpaceNeeded(size uint64) uint64
+	UploadWith(ctx context.Context, r io.Reader, p node.UploadParams) (cid.Cid, error)
+	// SpaceNeeded is how many bytes of quota an upload of size bytes
+	// takes, at blockSize if not 0 (else the one the node would choose).
+	SpaceNeeded(size, blockSize uint64) uint64
 	Space(ctx context.Context) (store.Usage, error)
 	// MakeRoom collects cached datasets so that need more bytes fit.
 	MakeRoom(ctx context.Context, need uint64) (node.GCResult, error)
@@ -46,7 +47,7 @@ func (h uploadHandlers) upload(w http.ResponseWriter, r *http.Request) {
 			h.fail(w, r, http.StatusInternalServerError, err)
 			return
 		}
-		need := h.n.SpaceNeeded(uint64(r.ContentLength))
+		need := h.n.SpaceNeeded(uint64(r.ContentLength), 0)
 		if u.QuotaBytes > 0 && u.UsedBytes+need > u.QuotaBytes {
 			// Cached datasets give way to uploads.
 			if _, err := h.n.MakeRoom(r.Context(), need); err != nil {
@@ -65,7 +66,7 @@ func (h uploadHandlers) upload(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	body := &uploadBody{r: r.Body, rc: http.NewResponseController(w), idle: h.opts.UploadIdleTimeout}
-	c, err := h.n.Upload(r.Context(), body, filename, mimetype)
+	c, err := h.n.UploadWith(r.Context(), body, node.UploadParams{Filename: filename, Mimetype: mimetype})
 	if err != nil {
 		if body.err != nil {
 			// The client's side failed: its body ended before its
