@@ -7,7 +7,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -41,13 +43,18 @@ func (h uploadHandlers) upload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusUnprocessableEntity, err)
 		return
 	}
+	blockSize, err := uploadBlockSize(r.URL.Query())
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, err)
+		return
+	}
 	if r.ContentLength > 0 {
 		u, err := h.n.Space(r.Context())
 		if err != nil {
 			h.fail(w, r, http.StatusInternalServerError, err)
 			return
 		}
-		need := h.n.SpaceNeeded(uint64(r.ContentLength), 0)
+		need := h.n.SpaceNeeded(uint64(r.ContentLength), blockSize)
 		if u.QuotaBytes > 0 && u.UsedBytes+need > u.QuotaBytes {
 			// Cached datasets give way to uploads.
 			if _, err := h.n.MakeRoom(r.Context(), need); err != nil {
@@ -66,7 +73,7 @@ func (h uploadHandlers) upload(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	body := &uploadBody{r: r.Body, rc: http.NewResponseController(w), idle: h.opts.UploadIdleTimeout}
-	c, err := h.n.UploadWith(r.Context(), body, node.UploadParams{Filename: filename, Mimetype: mimetype})
+	c, err := h.n.UploadWith(r.Context(), body, node.UploadParams{Filename: filename, Mimetype: mimetype, BlockSize: blockSize})
 	if err != nil {
 		if body.err != nil {
 			// The client's side failed: its body ended before its
@@ -130,6 +137,37 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// The block sizes an upload may ask for with ?blockSize=: Logos Storage's
+// bounds, so that a client of one works with the other. The daemon's own
+// --block-size reaches further (up to manifest.MaxBlockSize).
+const (
+	minUploadBlockSize = 4 << 10
+	maxUploadBlockSize = 512 << 10
+)
+
+// uploadBlockSize is the block size ?blockSize= forces, in bytes; 0 when
+// absent or empty (as Logos Storage takes it): the node chooses.
+func uploadBlockSize(q url.Values) (uint64, error) {
+	vs := q["blockSize"]
+	if len(vs) > 1 {
+		return 0, fmt.Errorf("blockSize is given %d times; give it once", len(vs))
+	}
+	if len(vs) == 0 || vs[0] == "" {
+		return 0, nil
+	}
+	bs, err := strconv.ParseUint(vs[0], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("blockSize %q is not a number of bytes", vs[0])
+	}
+	if bs < minUploadBlockSize || bs > maxUploadBlockSize {
+		return 0, fmt.Errorf("blockSize %d is out of range: from %d (4 KiB) to %d (512 KiB) bytes", bs, minUploadBlockSize, maxUploadBlockSize)
+	}
+	if bs%64 != 0 {
+		return 0, fmt.Errorf("blockSize %d is not a multiple of 64", bs)
+	}
+	return bs, nil
 }
 
 // uploadMeta takes the filename and media type of an upload from its
