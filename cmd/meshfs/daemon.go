@@ -27,7 +27,7 @@ type daemonConfig struct {
 	API          string   // REST API listen address, host:port
 	Bootstrap    []string // multiaddrs with /p2p/<peer ID>
 	QuotaBytes   uint64   // 0: unlimited
-	BlockSize    uint64
+	BlockSize    uint64   // 0: automatic, chosen per upload
 	EcK, EcM     int
 	LogLevel     slog.Level
 	Mount        string // absolute path of an existing directory, or ""
@@ -55,7 +55,7 @@ type daemonFlags struct {
 	api          string
 	bootstrap    []string
 	quota        sizeValue
-	blockSize    sizeValue
+	blockSize    blockSizeValue
 	ecK, ecM     int
 	logLevel     string
 	mount        string
@@ -67,14 +67,13 @@ type daemonFlags struct {
 }
 
 func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
-	df.blockSize = 64 << 10
 	f := cmd.Flags()
 	f.StringVar(&df.dataDir, "data-dir", "~/.meshfs", "directory for the node's key, blocks and metadata")
 	f.StringSliceVar(&df.listen, "listen", []string{"/ip4/0.0.0.0/tcp/8070", "/ip4/0.0.0.0/udp/8070/quic-v1"}, "libp2p listen multiaddr (repeatable, or comma-separated)")
 	f.StringVar(&df.api, "api", "127.0.0.1:8080", "listen address (host:port) of the REST API")
 	f.StringSliceVar(&df.bootstrap, "bootstrap", nil, "peer to join the network through, a multiaddr ending in /p2p/<peer ID> (repeatable)")
 	f.Var(&df.quota, "quota", "most bytes the local store may hold, e.g. 10GiB or 500MB (0: unlimited)")
-	f.Var(&df.blockSize, "block-size", "block size of new uploads, e.g. 64KiB (a multiple of 64 from 4KiB to 8MiB)")
+	f.Var(&df.blockSize, "block-size", "block size of new uploads: auto (64KiB, or less for a protected file under --ec-k × 64KiB) or a size forced on every upload, e.g. 64KiB (a multiple of 64 from 4KiB to 8MiB)")
 	f.IntVar(&df.ecK, "ec-k", 4, "erasure coding: data blocks per codeword")
 	f.IntVar(&df.ecM, "ec-m", 2, "erasure coding: parity blocks per codeword (0: no erasure coding)")
 	f.StringVar(&df.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -131,6 +130,7 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 		}
 	}
 	switch bs := cfg.BlockSize; {
+	case bs == 0: // auto
 	case bs < minBlockSize || bs > maxBlockSize:
 		return cfg, fmt.Errorf("--block-size %d: must be from %d (4KiB) to %d (8MiB)", bs, minBlockSize, maxBlockSize)
 	case bs%blockSizeAlign != 0:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -53,7 +54,7 @@ func TestDaemonDefaults(t *testing.T) {
 		Listen:       []string{"/ip4/0.0.0.0/tcp/8070", "/ip4/0.0.0.0/udp/8070/quic-v1"},
 		API:          "127.0.0.1:8080",
 		QuotaBytes:   0,
-		BlockSize:    65536,
+		BlockSize:    0, // auto: chosen per upload
 		EcK:          4,
 		EcM:          2,
 		LogLevel:     slog.LevelInfo,
@@ -231,6 +232,7 @@ func TestDaemonValidation(t *testing.T) {
 		{[]string{"--block-size", "100000"}, "--block-size 100000: must be a multiple of 64"},
 		{[]string{"--block-size", "128MiB"}, "--block-size 134217728: must be from 4096 (4KiB) to 8388608 (8MiB)"},
 		{[]string{"--block-size", "lots"}, `invalid argument "lots" for "--block-size" flag: size "lots": no number (want e.g. 65536, 64KiB, 500MB)`},
+		{[]string{"--block-size", "0"}, `invalid argument "0" for "--block-size" flag: a block size of 0 bytes: give a size, or auto`},
 		{[]string{"--ec-k", "0"}, "--ec-k 0: must be at least 1"},
 		{[]string{"--ec-m", "-1"}, "--ec-m -1: must be 0 or more"},
 		{[]string{"--ec-k", "200", "--ec-m", "57"}, "--ec-k 200 + --ec-m 57: at most 256 blocks per codeword"},
@@ -290,5 +292,49 @@ func TestDaemonRetentionSettings(t *testing.T) {
 	r.wantOK(t)
 	if cfg.CacheTTL != 168*time.Hour || cfg.GCInterval != 0 {
 		t.Fatalf("from the file, --gc-interval 0 on the command line: cache TTL %s, GC interval %s", cfg.CacheTTL, cfg.GCInterval)
+	}
+}
+
+// --block-size is automatic unless given, from the command line, the
+// environment or the config file; a size given is forced, the default's
+// 64KiB included, and the help says which is which.
+func TestDaemonBlockSize(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "meshfs.yaml")
+	if err := os.WriteFile(file, []byte("block-size: 32KiB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	autoFile := filepath.Join(t.TempDir(), "meshfs.yaml")
+	if err := os.WriteFile(autoFile, []byte("block-size: auto\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		env  map[string]string
+		args []string
+		want uint64
+	}{
+		{nil, nil, 0},
+		{nil, []string{"--block-size", "auto"}, 0},
+		{nil, []string{"--block-size", "AUTO"}, 0},
+		{nil, []string{"--block-size", "64KiB"}, 64 << 10},
+		{nil, []string{"--block-size", "4096"}, 4 << 10},
+		{map[string]string{"MESHFS_BLOCK_SIZE": "16KiB"}, nil, 16 << 10},
+		{map[string]string{"MESHFS_BLOCK_SIZE": "auto"}, nil, 0},
+		{map[string]string{"MESHFS_BLOCK_SIZE": "16KiB"}, []string{"--block-size", "auto"}, 0},
+		{nil, []string{"--config", file}, 32 << 10},
+		{nil, []string{"--config", autoFile}, 0},
+		{nil, []string{"--config", file, "--block-size", "auto"}, 0},
+	} {
+		env := map[string]string{"HOME": "/h"}
+		maps.Copy(env, c.env)
+		cfg, r := daemonCLI(t, env, append([]string{"daemon"}, c.args...)...)
+		r.wantOK(t)
+		if cfg.BlockSize != c.want {
+			t.Errorf("env %v, %q: block size %d, want %d", c.env, c.args, cfg.BlockSize, c.want)
+		}
+	}
+	r := cli(t, noEnv, nil, "daemon", "--help")
+	if !strings.Contains(r.stdout, "auto (64KiB, or less for a protected file") || !strings.Contains(r.stdout, "(default auto)") {
+		t.Errorf("daemon --help does not say that the block size is automatic by default:\n%s", r.stdout)
 	}
 }

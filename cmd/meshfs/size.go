@@ -95,3 +95,34 @@ func (v *sizeValue) Set(s string) error {
 	*v = sizeValue(n)
 	return nil
 }
+
+// autoBlockSize is how --block-size says "not forced": each upload's block
+// size is then chosen to fit it (64KiB, less for a small protected file).
+const autoBlockSize = "auto"
+
+// blockSizeValue is --block-size: "auto" (0) or a byte count. A count of 0
+// is refused rather than taken for "auto", so that a typo is not a setting.
+type blockSizeValue uint64
+
+func (v *blockSizeValue) String() string {
+	if *v == 0 {
+		return autoBlockSize
+	}
+	return fmt.Sprint(uint64(*v))
+}
+func (v *blockSizeValue) Type() string { return "size" }
+func (v *blockSizeValue) Set(s string) error {
+	if strings.EqualFold(strings.TrimSpace(s), autoBlockSize) {
+		*v = 0
+		return nil
+	}
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("a block size of 0 bytes: give a size, or %s", autoBlockSize)
+	}
+	*v = blockSizeValue(n)
+	return nil
+}
