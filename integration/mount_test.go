@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/meshfs/meshfs/node/upload"
 )
 
 const blockSize = 64 * 1024
@@ -77,16 +79,25 @@ func TestMountReadsUploadsWithFileTools(t *testing.T) {
 		}
 	})
 	t.Run("xattrs", func(t *testing.T) {
+		// Each file's block size is the one the daemon's defaults (K=4,
+		// M=2) choose for its size: small protected files get small blocks.
+		buf := make([]byte, 64)
+		for c, path := range files {
+			info, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := upload.BlockSizeFor(uint64(info.Size()), 4, 2)
+			n, err := syscall.Getxattr(filepath.Join(mnt, c), "user.meshfs.blocksize", buf)
+			if err != nil || string(buf[:n]) != fmt.Sprint(want) {
+				t.Errorf("%d bytes: xattr user.meshfs.blocksize = %q, %v; want %d", info.Size(), buf[:max(n, 0)], err, want)
+			}
+		}
 		var c string
 		for c = range files {
 			break
 		}
-		buf := make([]byte, 64)
-		n, err := syscall.Getxattr(filepath.Join(mnt, c), "user.meshfs.blocksize", buf)
-		if err != nil || string(buf[:n]) != fmt.Sprint(blockSize) {
-			t.Errorf("xattr user.meshfs.blocksize = %q, %v; want %d", buf[:max(n, 0)], err, blockSize)
-		}
-		n, err = syscall.Getxattr(filepath.Join(mnt, c), "user.meshfs.filename", buf)
+		n, err := syscall.Getxattr(filepath.Join(mnt, c), "user.meshfs.filename", buf)
 		if err != nil || string(buf[:n]) != filepath.Base(files[c]) {
 			t.Errorf("xattr user.meshfs.filename = %q, %v; want %q", buf[:max(n, 0)], err, filepath.Base(files[c]))
 		}
