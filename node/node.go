@@ -49,8 +49,11 @@ type Config struct {
 	// TCP port (the CLI passes its own defaults).
 	Listen []string
 	// Bootstrap are the peers (multiaddrs ending in /p2p/<id>) the node
-	// joins the network through; nobody else is dialled on our initiative.
+	// joins the network through; nobody else is dialled on our initiative,
+	// but for the nodes MDNS finds on the LAN.
 	Bootstrap []string
+	// MDNS: find and be found by meshfs nodes on the LAN (p2p.Config.MDNS).
+	MDNS bool
 	// FetchTimeout bounds finding a block nobody local has (default 30s).
 	FetchTimeout time.Duration
 	// Exchange tunes the block exchange (tests shorten its timeouts).
@@ -159,7 +162,7 @@ func New(cfg Config) (n *Node, err error) {
 			n.Close()
 		}
 	}()
-	n.host, err = p2p.New(n.ctx, p2p.Config{Key: key, Listen: cfg.Listen, Bootstrap: bootstrap, Logger: cfg.Logger})
+	n.host, err = p2p.New(n.ctx, p2p.Config{Key: key, Listen: cfg.Listen, Bootstrap: bootstrap, MDNS: cfg.MDNS, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

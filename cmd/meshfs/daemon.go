@@ -36,6 +36,7 @@ type daemonConfig struct {
 	CacheTTL     time.Duration // 0: cached datasets never expire
 	GCInterval   time.Duration // 0: only on demand and when the store is full
 	CORSOrigins  []string      // web origins whose pages may call the API
+	MDNS         bool          // find and be found by nodes on the LAN
 }
 
 // Limits on --block-size. The lower bound keeps per-block overhead (a
@@ -64,6 +65,7 @@ type daemonFlags struct {
 	cacheTTL     time.Duration
 	gcInterval   time.Duration
 	corsOrigins  []string
+	mdns         bool
 }
 
 func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
@@ -81,6 +83,7 @@ func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
 	f.BoolVar(&df.allowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf)")
 	f.DurationVar(&df.cacheTTL, "cache-ttl", 24*time.Hour, "garbage-collect datasets from the network (not pinned) that nobody read for this long (0: never by age)")
 	f.DurationVar(&df.gcInterval, "gc-interval", time.Minute, "how often to collect garbage: expired cached datasets, and least recently used ones above 90% of --quota (0: only on demand and when the store is full)")
+	f.BoolVar(&df.mdns, "mdns", false, "find meshfs nodes on the LAN, and be found by them, by multicast DNS (no --bootstrap needed there)")
 	f.StringSliceVar(&df.corsOrigins, "api-cors-origin", nil, "web origin (scheme://host[:port]) whose pages may call the API, for browser apps (repeatable; none by default)")
 	f.String(configFlag, "", "YAML file of daemon settings keyed by flag name (flags and environment override it)")
 	if withMount {
@@ -100,6 +103,7 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 		EcM:          df.ecM,
 		FetchTimeout: df.fetchTimeout,
 		AllowOther:   df.allowOther,
+		MDNS:         df.mdns,
 		CacheTTL:     df.cacheTTL,
 		GCInterval:   df.gcInterval,
 	}

@@ -45,7 +45,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 		DataDir: cfg.DataDir, QuotaBytes: cfg.QuotaBytes, BlockSize: cfg.BlockSize,
 		EcK: cfg.EcK, EcM: cfg.EcM, Logger: log,
 		Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, FetchTimeout: cfg.FetchTimeout,
-		CacheTTL: cfg.CacheTTL, GCInterval: cfg.GCInterval,
+		CacheTTL: cfg.CacheTTL, GCInterval: cfg.GCInterval, MDNS: cfg.MDNS,
 	})
 	if err != nil {
 		return err

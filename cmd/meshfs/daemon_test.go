@@ -86,6 +86,7 @@ func TestDaemonFlags(t *testing.T) {
 		"--cache-ttl", "0",
 		"--gc-interval", "10m",
 		"--api-cors-origin", "https://app.example,http://localhost:3000",
+		"--mdns",
 	)
 	r.wantOK(t)
 	want := daemonConfig{
@@ -101,6 +102,7 @@ func TestDaemonFlags(t *testing.T) {
 		Mount:        mnt,
 		FetchTimeout: 5 * time.Second,
 		CORSOrigins:  []string{"https://app.example", "http://localhost:3000"},
+		MDNS:         true,
 		AllowOther:   true,
 		CacheTTL:     0,
 		GCInterval:   10 * time.Minute,

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -68,7 +69,12 @@ type Config struct {
 	// ConnectTimeout bounds each bootstrap dial at start; 0 means
 	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	Logger         *slog.Logger
+	// MDNS announces the node on its LANs by multicast DNS and dials the
+	// meshfs nodes it hears of there, so that nodes on one LAN find each
+	// other with no Bootstrap. Off unless asked: it tells every host on
+	// the LAN that a node runs here, and where.
+	MDNS   bool
+	Logger *slog.Logger
 }
 
 // Host is a meshfs libp2p host with its DHT.
@@ -76,6 +82,7 @@ type Host struct {
 	h         host.Host
 	dht       *dht.IpfsDHT
 	log       *slog.Logger
+	mdns      io.Closer // nil unless Config.MDNS
 	closeOnce sync.Once
 	closeErr  error
 
@@ -187,6 +194,13 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	n := &Host{h: h, dht: kad, log: log}
 	log.Info("libp2p host started", "peer", h.ID(), "addrs", n.Addrs())
 
+	if cfg.MDNS {
+		// The service's resolver lives until Close; its dials end with ctx.
+		if err := n.startMDNS(ctx); err != nil {
+			_ = n.Close()
+			return nil, fmt.Errorf("p2p: mdns: %w", err)
+		}
+	}
 	n.connectBootstrap(ctx, cfg.Bootstrap, cfg.ConnectTimeout)
 	// Bootstrap only nudges the DHT (fill the routing table from connected
 	// peers, start a refresh) and returns at once; WaitRouting waits.
@@ -362,6 +376,11 @@ func (n *Host) WaitRouting(ctx context.Context) error {
 func (n *Host) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		if n.mdns != nil {
+			if err := n.mdns.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("mdns: %w", err))
+			}
+		}
 		if err := n.dht.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("dht: %w", err))
 		}
