@@ -170,7 +170,7 @@ func New(cfg Config) (n *Node, err error) {
 	dopts.Logger = cfg.Logger
 	n.disc = discovery.New(n.host.DHT(), n.host.Host(), dopts)
 	n.disc.Start(n.ctx)
-	n.offers = offer.New(offer.Config{Discovery: n.disc, Store: st, Use: n.keep.Use, Life: n.ctx, Logger: cfg.Logger})
+	n.offers = offer.New(offer.Config{Discovery: n.disc, Store: st, Life: n.ctx, Logger: cfg.Logger})
 	n.metrics = metrics.New()
 	xopts := cfg.Exchange
 	xopts.Logger = cfg.Logger

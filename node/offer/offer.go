@@ -43,9 +43,6 @@ type Holder interface {
 type Config struct {
 	Discovery Announcer
 	Store     Holder
-	// Use keeps dataset c from garbage collection until release, so that
-	// it is not removed half-way through a look at it.
-	Use func(ctx context.Context, c cid.Cid) (release func(), err error)
 	// Life bounds every announcement; offers stop when it ends.
 	Life   context.Context
 	Logger *slog.Logger
@@ -100,13 +97,16 @@ func (o *Offers) IfWhole(c cid.Cid, m *manifest.Manifest) {
 		defer o.bg.Done()
 		ctx, cancel := context.WithTimeout(life, time.Minute)
 		defer cancel()
-		if !o.whole(ctx, c, m) {
+		// Not held against collection while it is looked at: a hold would
+		// make a full store fail the write that wanted room, for a look
+		// that can simply be wrong. A dataset collected during the look is
+		// missing blocks (not announced) or its manifest (forgotten below).
+		if Whole(ctx, o.cfg.Store, c, m) != nil {
 			return // partly read: not a provider of it
 		}
 		o.Announce(c, m.TreeCID)
-		// Not held while announcing, which may take a while: a collection
-		// may have removed it meanwhile, and forgotten the announcement
-		// before it was made. Then it is forgotten here.
+		// A collection may have removed it meanwhile, and forgotten the
+		// announcement before it was made. Then it is forgotten here.
 		if held, err := o.cfg.Store.Has(ctx, c); err == nil && !held {
 			o.cfg.Discovery.Forget(c, m.TreeCID)
 			return
@@ -125,15 +125,6 @@ func (o *Offers) Close() {
 	o.out = true
 	o.mu.Unlock()
 	o.bg.Wait()
-}
-
-func (o *Offers) whole(ctx context.Context, c cid.Cid, m *manifest.Manifest) bool {
-	release, err := o.cfg.Use(ctx, c)
-	if err != nil {
-		return false
-	}
-	defer release()
-	return Whole(ctx, o.cfg.Store, c, m) == nil
 }
 
 // Whole reports, as an error naming the first block missing, whether st

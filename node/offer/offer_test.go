@@ -64,10 +64,7 @@ func dataset(t *testing.T, n int) (store.BlockStore, cid.Cid, *manifest.Manifest
 }
 
 func newOffers(t *testing.T, st store.BlockStore, d *discovery) *offer.Offers {
-	o := offer.New(offer.Config{
-		Discovery: d, Store: st, Life: t.Context(), Logger: testkit.Quiet(),
-		Use: func(context.Context, cid.Cid) (func(), error) { return func() {}, nil },
-	})
+	o := offer.New(offer.Config{Discovery: d, Store: st, Life: t.Context(), Logger: testkit.Quiet()})
 	t.Cleanup(o.Close)
 	return o
 }
@@ -145,21 +142,6 @@ func TestIfWholeForgetsADatasetRemovedMeanwhile(t *testing.T) {
 	}
 	if d.Announces(c) {
 		t.Fatal("still announced after its removal")
-	}
-}
-
-// A dataset that cannot be held (a collection has it) is not announced.
-func TestIfWholeSkipsWhatCannotBeHeld(t *testing.T) {
-	st, c, m := dataset(t, 4096)
-	d := &discovery{}
-	o := offer.New(offer.Config{
-		Discovery: d, Store: st, Life: t.Context(), Logger: testkit.Quiet(),
-		Use: func(context.Context, cid.Cid) (func(), error) { return nil, store.ErrNotFound },
-	})
-	o.IfWhole(c, m)
-	o.Wait()
-	if len(d.announced) != 0 {
-		t.Fatalf("announced %v; want nothing", d.announced)
 	}
 }
 
