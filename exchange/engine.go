@@ -87,6 +87,10 @@ func (e *Engine) ServerStats() server.Stats { return e.server.Stats() }
 // were reached (see xnet.Network.Limits).
 func (e *Engine) NetworkLimits() map[string]uint64 { return e.net.Limits() }
 
+// Bandwidth is the caps on the exchange's traffic, bytes per second (0:
+// none).
+func (e *Engine) Bandwidth() (up, down int64) { return e.net.Bandwidth() }
+
 // HandleMessage implements network.Handler.
 func (e *Engine) HandleMessage(from peer.ID, m *message.Message) {
 	if e.client.Banned(from) {

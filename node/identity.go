@@ -69,3 +69,7 @@ func (n *Node) DiskFree() (uint64, error) {
 	}
 	return st.Bavail * uint64(st.Bsize), nil
 }
+
+// Bandwidth is the caps on the block exchange's traffic, bytes per second
+// (0: none).
+func (n *Node) Bandwidth() (up, down int64) { return n.engine.Bandwidth() }

@@ -58,6 +58,9 @@ type Config struct {
 	FetchTimeout time.Duration
 	// Exchange tunes the block exchange (tests shorten its timeouts).
 	Exchange exchange.Options
+	// BandwidthUp and BandwidthDown cap the block exchange's traffic to
+	// and from all peers, bytes per second (0: no cap).
+	BandwidthUp, BandwidthDown int64
 	// Discovery tunes provider announcements and lookups.
 	Discovery discovery.Options
 	// CacheTTL: a cached dataset (one that came from the network, not
@@ -174,6 +177,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.metrics = metrics.New()
 	xopts := cfg.Exchange
 	xopts.Logger = cfg.Logger
+	xopts.Network.UpBytesPerSec, xopts.Network.DownBytesPerSec = cfg.BandwidthUp, cfg.BandwidthDown
 	xopts.Client.ObserveLatency = n.metrics.ObserveLatency
 	// Blocks from peers, blocks rebuilt by decoding and uploads are all
 	// written through n.full, so a full store makes room by collecting.

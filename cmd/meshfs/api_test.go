@@ -135,6 +135,7 @@ func (n *stubNode) Connect(context.Context, peer.ID, []string) error {
 }
 func (n *stubNode) Gatherer() prometheus.Gatherer { return prometheus.NewRegistry() }
 func (n *stubNode) DiskFree() (uint64, error)     { return 1 << 40, nil }
+func (n *stubNode) Bandwidth() (int64, int64)     { return 1 << 20, 4 << 20 }
 func (n *stubNode) CancelFetch(context.Context, cid.Cid, uint64) (bool, error) {
 	return false, nil
 }
@@ -334,6 +335,7 @@ func TestCLIOverRealHandler(t *testing.T) {
 		"peers:     1\n"+
 		"           "+n.otherPeer.String()+"\n"+
 		"store:     1.5 GiB used of 10.0 GiB, 1234 blocks\n"+
+		"bandwidth: up 1.0 MiB/s, down 4.0 MiB/s\n"+
 		"fetches:   2\n"+
 		"           "+text(n.running)+" 3/10 blocks running\n"+
 		"           "+text(n.failed)+" 2/8 blocks  failed: no provider has block 2\n"; got != want {

@@ -290,6 +290,13 @@ func (a *app) newStatusCmd() *cobra.Command {
 			quota = formatSize(q)
 		}
 		fmt.Fprintf(tw, "store:\t%s used of %s, %d blocks\n", formatSize(s.QuotaUsedBytes), quota, s.TotalBlocks)
+		rate := func(v int64) string {
+			if v <= 0 {
+				return "unlimited"
+			}
+			return formatSize(uint64(v)) + "/s"
+		}
+		fmt.Fprintf(tw, "bandwidth:\tup %s, down %s\n", rate(info.Bandwidth.Up), rate(info.Bandwidth.Down))
 		fmt.Fprintf(tw, "fetches:\t%d\n", len(info.Fetches))
 		for _, f := range info.Fetches {
 			state := "running"

@@ -37,6 +37,8 @@ type daemonConfig struct {
 	GCInterval   time.Duration // 0: only on demand and when the store is full
 	CORSOrigins  []string      // web origins whose pages may call the API
 	MDNS         bool          // find and be found by nodes on the LAN
+	BwLimitUp    uint64        // bytes per second to all peers; 0: none
+	BwLimitDown  uint64        // bytes per second from all peers; 0: none
 }
 
 // Limits on --block-size. The lower bound keeps per-block overhead (a
@@ -66,6 +68,7 @@ type daemonFlags struct {
 	gcInterval   time.Duration
 	corsOrigins  []string
 	mdns         bool
+	bwUp, bwDown sizeValue
 }
 
 func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
@@ -83,6 +86,8 @@ func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
 	f.BoolVar(&df.allowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf)")
 	f.DurationVar(&df.cacheTTL, "cache-ttl", 24*time.Hour, "garbage-collect datasets from the network (not pinned) that nobody read for this long (0: never by age)")
 	f.DurationVar(&df.gcInterval, "gc-interval", time.Minute, "how often to collect garbage: expired cached datasets, and least recently used ones above 90% of --quota (0: only on demand and when the store is full)")
+	f.Var(&df.bwUp, "bwlimit-up", "most bytes per second the block exchange sends to all peers together, e.g. 1MiB (0: no limit)")
+	f.Var(&df.bwDown, "bwlimit-down", "most bytes per second the block exchange takes from all peers together, e.g. 4MiB (0: no limit)")
 	f.BoolVar(&df.mdns, "mdns", false, "find meshfs nodes on the LAN, and be found by them, by multicast DNS (no --bootstrap needed there)")
 	f.StringSliceVar(&df.corsOrigins, "api-cors-origin", nil, "web origin (scheme://host[:port]) whose pages may call the API, for browser apps (repeatable; none by default)")
 	f.String(configFlag, "", "YAML file of daemon settings keyed by flag name (flags and environment override it)")
@@ -104,6 +109,8 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 		FetchTimeout: df.fetchTimeout,
 		AllowOther:   df.allowOther,
 		MDNS:         df.mdns,
+		BwLimitUp:    uint64(df.bwUp),
+		BwLimitDown:  uint64(df.bwDown),
 		CacheTTL:     df.cacheTTL,
 		GCInterval:   df.gcInterval,
 	}

@@ -46,6 +46,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 		EcK: cfg.EcK, EcM: cfg.EcM, Logger: log,
 		Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, FetchTimeout: cfg.FetchTimeout,
 		CacheTTL: cfg.CacheTTL, GCInterval: cfg.GCInterval, MDNS: cfg.MDNS,
+		BandwidthUp: int64(cfg.BwLimitUp), BandwidthDown: int64(cfg.BwLimitDown),
 	})
 	if err != nil {
 		return err

@@ -87,6 +87,7 @@ func TestDaemonFlags(t *testing.T) {
 		"--gc-interval", "10m",
 		"--api-cors-origin", "https://app.example,http://localhost:3000",
 		"--mdns",
+		"--bwlimit-up", "1MiB", "--bwlimit-down", "500KB",
 	)
 	r.wantOK(t)
 	want := daemonConfig{
@@ -103,6 +104,8 @@ func TestDaemonFlags(t *testing.T) {
 		FetchTimeout: 5 * time.Second,
 		CORSOrigins:  []string{"https://app.example", "http://localhost:3000"},
 		MDNS:         true,
+		BwLimitUp:    1 << 20,
+		BwLimitDown:  500_000,
 		AllowOther:   true,
 		CacheTTL:     0,
 		GCInterval:   10 * time.Minute,

@@ -38,7 +38,9 @@ func (w progressWriter) Write(p []byte) (int, error) {
 		if stopped {
 			return n, ErrClosed
 		}
-		k, err := w.st.Write(p[:min(len(p), progressChunk)])
+		chunk := w.s.n.up.chunk(min(len(p), progressChunk))
+		w.s.n.up.spend(chunk)
+		k, err := w.st.Write(p[:chunk])
 		n += k
 		if err != nil {
 			return n, err
@@ -58,6 +60,7 @@ type progressReader struct {
 	timeout time.Duration
 	armed   bool
 	heard   *atomic.Int64 // the peer's last bytes, for Network.LastHeard
+	shape   *shaper       // the node's cap on what comes in; nil: none
 }
 
 // inFrame is the message reader's hook: a message has begun, or ended.
@@ -72,9 +75,12 @@ func (r *progressReader) Read(p []byte) (int, error) {
 	if r.armed {
 		_ = r.st.SetReadDeadline(time.Now().Add(r.timeout))
 	}
-	n, err := r.st.Read(p)
+	n, err := r.st.Read(p[:r.shape.chunk(len(p))])
 	if n > 0 && r.heard != nil {
 		r.heard.Store(time.Now().UnixNano())
 	}
+	// After the read, for what came: the next read waits meanwhile, and
+	// the peer's window fills instead.
+	r.shape.spend(n)
 	return n, err
 }

@@ -63,7 +63,10 @@ type Options struct {
 	MaxInboundStreams int
 	// DialTimeout bounds opening a stream to a peer (default 10s).
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// UpBytesPerSec and DownBytesPerSec cap the exchange's traffic out to
+	// and in from all peers together (0: no cap); see shaper.
+	UpBytesPerSec, DownBytesPerSec int64
+	Logger                         *slog.Logger
 }
 
 // Network sends and receives exchange messages over a libp2p host.
@@ -79,7 +82,8 @@ type Network struct {
 	heard   map[peer.ID]*atomic.Int64 // unix nanoseconds of the last bytes read; see LastHeard
 	closed  bool
 
-	limits netLimits
+	limits   netLimits
+	up, down *shaper // nil: no cap
 }
 
 // netLimits are the network's bounds on what a peer may cost (see Limits).
@@ -100,6 +104,10 @@ func (n *Network) Limits() map[string]uint64 {
 		"message_memory_wait":    n.limits.memory.Count(),
 	}
 }
+
+// Bandwidth is the caps on the exchange's traffic, in bytes per second
+// (0: none).
+func (n *Network) Bandwidth() (up, down int64) { return n.up.rate(), n.down.rate() }
 
 // ErrClosed is returned by Send after Close.
 var ErrClosed = errors.New("exchange network closed")
@@ -149,7 +157,7 @@ func New(h host.Host, opts Options) *Network {
 		readStall:  limit.New(l, "message_stalled", fmt.Sprintf("time an inbound message may stall (%s)", opts.ReadTimeout)),
 		writeStall: limit.New(l, "peer_not_reading", fmt.Sprintf("time a peer may take nothing we send (%s)", opts.WriteTimeout)),
 		memory:     limit.New(l, "message_memory_wait", "memory for inbound exchange messages (the resource manager's exchange protocol limits)"),
-	}}
+	}, up: newShaper(opts.UpBytesPerSec), down: newShaper(opts.DownBytesPerSec)}
 }
 
 // Start registers the protocol handler and connection notifications.
@@ -307,7 +315,7 @@ func (n *Network) handleStream(st network.Stream) {
 
 	// Idle between messages for as long as it likes; inside one, cut off
 	// once nothing of it has come for ReadTimeout (deadline.go).
-	pr := &progressReader{st: st, timeout: n.opts.ReadTimeout, heard: heard}
+	pr := &progressReader{st: st, timeout: n.opts.ReadTimeout, heard: heard, shape: n.down}
 	r := message.NewReader(pr, n.opts.MaxMessageSize)
 	r.OnFrame(pr.inFrame)
 	r.SetBudget(&streamBudget{st: st, wait: n.opts.ReadTimeout, waiting: func() { n.limits.memory.Hit("peer", p) }})

@@ -25,6 +25,7 @@ type Peering interface {
 	Connect(ctx context.Context, p peer.ID, addrs []string) error
 	SignedPeerRecord() (string, error)
 	RoutingTable() (self p2p.TableEntry, peers []p2p.TableEntry)
+	Bandwidth() (up, down int64)
 }
 
 type peerHandlers struct {
@@ -81,6 +82,7 @@ func (h peerHandlers) debugInfo(w http.ResponseWriter, r *http.Request) {
 		h.log.Warn("debug/info: no signed peer record", "err", err)
 	}
 	info.SPR = spr
+	info.Bandwidth.Up, info.Bandwidth.Down = h.n.Bandwidth()
 	self, table := h.n.RoutingTable()
 	info.Table = api.Table{LocalNode: tableNode(self), Nodes: []api.TableNode{}}
 	info.Table.LocalNode.Record = spr

@@ -61,6 +61,8 @@ type Exchange interface {
 	ClientStats() client.Stats
 	ServerStats() server.Stats
 	NetworkLimits() map[string]uint64
+	// Bandwidth is the caps on its traffic, bytes per second (0: none).
+	Bandwidth() (up, down int64)
 }
 
 // GC are the garbage collector's totals since the node started.
@@ -92,10 +94,12 @@ var (
 	descGCRuns    = prometheus.NewDesc("meshfs_gc_runs_total", "Garbage collections run: periodic, on demand, and when the store was full.", nil, nil)
 	descGCSets    = prometheus.NewDesc("meshfs_gc_datasets_collected_total", "Cached datasets removed by garbage collection.", nil, nil)
 	descGCBytes   = prometheus.NewDesc("meshfs_gc_bytes_freed_total", "Bytes of store usage freed by garbage collection.", nil, nil)
+	descBwLimit   = prometheus.NewDesc("meshfs_exchange_bandwidth_limit_bytes_per_second",
+		"The cap on block-exchange traffic by direction (--bwlimit-up, --bwlimit-down); 0: none.", []string{"direction"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descExchange, descPeers, descInFlight, descQueued, descStore, descBlocks, descCache, descDecodes, descRecovered, descHedges, descGCRuns, descGCSets, descGCBytes} {
+	for _, d := range []*prometheus.Desc{descExchange, descPeers, descInFlight, descQueued, descStore, descBlocks, descCache, descDecodes, descRecovered, descHedges, descGCRuns, descGCSets, descGCBytes, descBwLimit} {
 		ch <- d
 	}
 }
@@ -126,6 +130,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descExchange, v, event)
 	}
 	gauge(descPeers, float64(s.Peers()))
+	up, down := s.Exchange.Bandwidth()
+	gauge(descBwLimit, float64(up), "up")
+	gauge(descBwLimit, float64(down), "down")
 	gauge(descInFlight, float64(cs.InFlight))
 	gauge(descQueued, float64(ss.Queued))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -20,6 +20,7 @@ type fakeExchange struct {
 
 func (f fakeExchange) ClientStats() client.Stats { return f.cs }
 func (f fakeExchange) ServerStats() server.Stats { return f.ss }
+func (f fakeExchange) Bandwidth() (int64, int64) { return 1 << 20, 0 }
 func (f fakeExchange) NetworkLimits() map[string]uint64 {
 	return map[string]uint64{"peer_limit_reached": 7}
 }
@@ -47,20 +48,22 @@ func TestScrapeReadsTheParts(t *testing.T) {
 	r.ObserveLatency(time.Second)
 
 	want := map[string]float64{
-		`meshfs_exchange_total{event="block_received"}`:     11,
-		`meshfs_exchange_total{event="block_sent"}`:         13,
-		`meshfs_exchange_total{event="peer_limit_reached"}`: 7,
-		`meshfs_exchange_wants_in_flight`:                   5,
-		`meshfs_peers`:                                      2,
-		`meshfs_store_bytes{kind="used"}`:                   100,
-		`meshfs_store_bytes{kind="quota"}`:                  1 << 20,
-		`meshfs_store_blocks`:                               1,
-		`meshfs_read_cache_total{result="hit"}`:             3,
-		`meshfs_erasure_recovered_blocks_total`:             2,
-		`meshfs_gc_runs_total`:                              4,
-		`meshfs_gc_datasets_collected_total`:                1,
-		`meshfs_gc_bytes_freed_total`:                       500,
-		`meshfs_exchange_want_latency_seconds_count`:        2,
+		`meshfs_exchange_total{event="block_received"}`:                      11,
+		`meshfs_exchange_total{event="block_sent"}`:                          13,
+		`meshfs_exchange_total{event="peer_limit_reached"}`:                  7,
+		`meshfs_exchange_wants_in_flight`:                                    5,
+		`meshfs_peers`:                                                       2,
+		`meshfs_exchange_bandwidth_limit_bytes_per_second{direction="up"}`:   1 << 20,
+		`meshfs_exchange_bandwidth_limit_bytes_per_second{direction="down"}`: 0,
+		`meshfs_store_bytes{kind="used"}`:                                    100,
+		`meshfs_store_bytes{kind="quota"}`:                                   1 << 20,
+		`meshfs_store_blocks`:                                                1,
+		`meshfs_read_cache_total{result="hit"}`:                              3,
+		`meshfs_erasure_recovered_blocks_total`:                              2,
+		`meshfs_gc_runs_total`:                                               4,
+		`meshfs_gc_datasets_collected_total`:                                 1,
+		`meshfs_gc_bytes_freed_total`:                                        500,
+		`meshfs_exchange_want_latency_seconds_count`:                         2,
 	}
 	got := scrape(t, r)
 	for name, v := range want {

@@ -133,6 +133,15 @@ type DebugInfo struct {
 	SPR string `json:"spr"`
 	// Table is the DHT's routing table, in Codex's shape.
 	Table Table `json:"table"`
+	// Bandwidth is the caps on the exchange's traffic (meshfs's addition).
+	Bandwidth Bandwidth `json:"bandwidth"`
+}
+
+// Bandwidth is the caps on the block exchange's traffic, bytes per second;
+// 0 is no cap.
+type Bandwidth struct {
+	Up   int64 `json:"upBytesPerSecond"`
+	Down int64 `json:"downBytesPerSecond"`
 }
 
 // SPR answers /spr: the node's addresses signed with its key, a libp2p
