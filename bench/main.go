@@ -8,7 +8,9 @@
 // It reports the transport ceiling (raw libp2p stream throughput between two
 // local hosts), a cold two-node download through the API and through the
 // mount as a fraction of it, the time to the first byte of `head -c 1` on a
-// cold mount, and upload throughput against sha256sum of the same file.
+// cold mount, and upload throughput against sha256sum of the same file;
+// then many 1,000-byte files uploaded through the API and read back
+// through another node's mount, with the quota and disk each one costs.
 // Where it may make network namespaces (root, iproute2, /dev/net/tun) it
 // also fills a long link (200 Mbit/s, 50 ms RTT) against raw TCP over the
 // same link, and swarms from 4 providers of 100 Mbit/s each against one;
@@ -38,10 +40,11 @@ import (
 )
 
 func main() {
-	short := flag.Bool("short", false, "quick smoke run with 16 MiB (and -rss-size 32)")
+	short := flag.Bool("short", false, "quick smoke run with 16 MiB (and -rss-size 32, -small-files 200)")
 	sizeMiB := flag.Int64("size", 256, "dataset size in MiB")
 	rssMiB := flag.Int64("rss-size", 2048, "MiB streamed through a mount for the peak-RSS figure")
-	sections := flag.String("sections", "base,link,swarm,slow,stall,rss", "sections to run, comma-separated: base (local figures), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), slow (home lines, one reader and a crowd), stall (mixed reads hunting for one that stalls), rss")
+	smallFiles := flag.Int("small-files", 10000, "files of 1,000 bytes uploaded and read back by the small section")
+	sections := flag.String("sections", "base,small,link,swarm,slow,stall,rss", "sections to run, comma-separated: base (local figures), small (many 1,000-byte files), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), slow (home lines, one reader and a crowd), stall (mixed reads hunting for one that stalls), rss")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.Parse()
 	set := map[string]bool{}
@@ -50,6 +53,9 @@ func main() {
 		*sizeMiB = 16
 		if !set["rss-size"] {
 			*rssMiB = 32
+		}
+		if !set["small-files"] {
+			*smallFiles = 200
 		}
 	}
 	// On SIGINT or SIGTERM, end the daemons and remove the namespaces and
@@ -62,7 +68,7 @@ func main() {
 		cleanups.runTo(0)
 		os.Exit(1)
 	}()
-	err := run(*sizeMiB<<20, *rssMiB<<20, strings.Split(*sections, ","), *keep, *short)
+	err := run(*sizeMiB<<20, *rssMiB<<20, *smallFiles, strings.Split(*sections, ","), *keep, *short)
 	cleanups.runTo(0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -123,7 +129,7 @@ func progressf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-func run(size, rssSize int64, sections []string, keep, short bool) error {
+func run(size, rssSize int64, smallFiles int, sections []string, keep, short bool) error {
 	work, err := os.MkdirTemp("", "meshfs-bench-")
 	if err != nil {
 		return err
@@ -164,6 +170,14 @@ func run(size, rssSize int64, sections []string, keep, short bool) error {
 		rows = append(rows, base...)
 		if err != nil {
 			return err
+		}
+	}
+	if slices.Contains(sections, "small") {
+		progressf("small: %d files of %d bytes", smallFiles, smallFileBytes)
+		r, err := smallSection(bin, work, smallFiles)
+		rows = append(rows, r...)
+		if err != nil {
+			return fmt.Errorf("small files: %w", err)
 		}
 	}
 	if slices.Contains(sections, "link") {
