@@ -113,6 +113,7 @@ type Discovery struct {
 
 	mu      sync.Mutex
 	entries map[cid.Cid]*entry  // CIDs this node announces
+	sched   schedule            // those not in flight, earliest due first
 	calls   map[cid.Cid]*lookup // lookups in flight, shared by their waiters
 	wake    chan struct{}       // schedule changed: the loop recomputes its timer
 	started bool
@@ -123,11 +124,14 @@ type Discovery struct {
 	testJoined func(waiters int)
 }
 
-// entry is the announcement schedule of one CID.
+// entry is the announcement schedule of one CID. It is in sched while
+// no announcement of it is in flight.
 type entry struct {
+	c        cid.Cid
 	due      time.Time // next announcement
 	failures int       // consecutive failed announcements
 	inflight int       // announcements running now
+	at       int       // index in sched, or -1
 }
 
 // lookup is one DHT provider query and the callers waiting on it.
@@ -215,9 +219,10 @@ func (d *Discovery) Announce(ctx context.Context, cids ...cid.Cid) error {
 		}
 		e := d.entries[c]
 		if e == nil {
-			e = &entry{}
+			e = &entry{c: c, at: -1}
 			d.entries[c] = e
 		}
+		d.sched.remove(e)
 		e.inflight++
 		todo = append(todo, job{c, e})
 	}
@@ -233,7 +238,10 @@ func (d *Discovery) Announce(ctx context.Context, cids ...cid.Cid) error {
 func (d *Discovery) Forget(cids ...cid.Cid) {
 	d.mu.Lock()
 	for _, c := range cids {
-		delete(d.entries, c)
+		if e := d.entries[c]; e != nil {
+			d.sched.remove(e)
+			delete(d.entries, c)
+		}
 	}
 	d.mu.Unlock()
 	d.nudge()
@@ -295,14 +303,10 @@ func (d *Discovery) loop(ctx context.Context) {
 func (d *Discovery) nextDue() (time.Time, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var next time.Time
-	found := false
-	for _, e := range d.entries {
-		if e.inflight == 0 && (!found || e.due.Before(next)) {
-			next, found = e.due, true
-		}
+	if len(d.sched) == 0 {
+		return time.Time{}, false
 	}
-	return next, found
+	return d.sched[0].due, true
 }
 
 // job is one announcement to make: the CID and the schedule entry it was
@@ -319,11 +323,11 @@ func (d *Discovery) takeDue(now time.Time) []job {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var due []job
-	for c, e := range d.entries {
-		if e.inflight == 0 && !e.due.After(now) {
-			e.inflight++
-			due = append(due, job{c, e})
-		}
+	for len(d.sched) > 0 && !d.sched[0].due.After(now) {
+		e := d.sched[0]
+		d.sched.remove(e)
+		e.inflight++
+		due = append(due, job{e.c, e})
 	}
 	return due
 }
@@ -370,6 +374,9 @@ func (d *Discovery) finish(j job, err error) error {
 		} else {
 			e.failures++
 			e.due = now.Add(d.backoff(e.failures))
+		}
+		if e.inflight == 0 {
+			d.sched.add(e)
 		}
 	}
 	d.mu.Unlock()
