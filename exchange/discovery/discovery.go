@@ -276,6 +276,8 @@ func (d *Discovery) nudge() {
 
 func (d *Discovery) loop(ctx context.Context) {
 	defer close(d.stopped)
+	var rounds sync.WaitGroup // the rounds started, until they end
+	defer rounds.Wait()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -293,10 +295,38 @@ func (d *Discovery) loop(ctx context.Context) {
 			continue
 		case <-fire:
 		}
-		if err := d.provideAll(ctx, d.takeDue(time.Now())); err != nil && ctx.Err() == nil {
-			d.log.Warn("re-announce", "err", err)
+		// The loop goes on once the round has started, not ended: a
+		// provide stuck on an unresponsive peer holds one of the
+		// Concurrency slots, not every CID scheduled after it. Rounds in
+		// flight are bounded too: each holds a slot until it ends.
+		due := d.takeDue(time.Now())
+		if len(due) == 0 {
+			continue
 		}
+		wait := d.startAll(ctx, due)
+		rounds.Go(func() {
+			if err := wait(); err != nil && ctx.Err() == nil {
+				d.logFailures(err)
+			}
+		})
 	}
+}
+
+// logFailures logs the announcements of one round of the loop that
+// failed: how many, and the first error, not thousands of lines for a
+// node holding thousands of datasets. A node with no DHT peers yet (alone,
+// or before its bootstrap peers answer) fails every announcement, as
+// expected, and says so only at debug level.
+func (d *Discovery) logFailures(err error) {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	level := slog.LevelWarn
+	if rt, ok := d.r.(routingTabler); ok && rt.RoutingTable().Size() == 0 {
+		level = slog.LevelDebug
+	}
+	d.log.Log(context.Background(), level, "announce: not provided, will retry", "cids", len(errs), "first", errs[0])
 }
 
 // nextDue is the earliest time a CID not being announced right now is due.
@@ -333,10 +363,23 @@ func (d *Discovery) takeDue(now time.Time) []job {
 }
 
 // provideAll announces jobs (already marked in flight), at most
-// Concurrency at a time across the whole Discovery.
+// Concurrency at a time across the whole Discovery, and returns once
+// every one has ended.
 func (d *Discovery) provideAll(ctx context.Context, jobs []job) error {
+	return d.startAll(ctx, jobs)()
+}
+
+// startAll starts announcing jobs (already marked in flight), at most
+// Concurrency at a time across the whole Discovery: it returns once the
+// last has started, and wait returns once every one has ended, with
+// their errors joined.
+func (d *Discovery) startAll(ctx context.Context, jobs []job) (wait func() error) {
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
+	wait = func() error {
+		wg.Wait()
+		return errors.Join(errs...)
+	}
 	for i, j := range jobs {
 		select {
 		case d.sem <- struct{}{}:
@@ -346,8 +389,7 @@ func (d *Discovery) provideAll(ctx context.Context, jobs []job) error {
 			for k := i; k < len(jobs); k++ {
 				errs[k] = d.finish(jobs[k], ctx.Err())
 			}
-			wg.Wait()
-			return errors.Join(errs...)
+			return wait
 		}
 		wg.Go(func() {
 			defer func() { <-d.sem }()
@@ -356,8 +398,7 @@ func (d *Discovery) provideAll(ctx context.Context, jobs []job) error {
 			errs[i] = d.finish(j, d.r.Provide(pctx, j.c, true))
 		})
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return wait
 }
 
 // finish records the outcome of one announcement and schedules the next:
