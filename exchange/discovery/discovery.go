@@ -231,6 +231,36 @@ func (d *Discovery) Announce(ctx context.Context, cids ...cid.Cid) error {
 	return errors.Join(errs...)
 }
 
+// Schedule remembers cids for announcement as Announce does, without
+// waiting for it: they are due at once, and the loop run by Start
+// announces them with whatever else is due, at most Concurrency at a
+// time, retrying failures with backoff. For a caller that must not wait
+// on the DHT, such as an upload: its peers may be slow or gone. A CID
+// being announced right now is left to that announcement.
+func (d *Discovery) Schedule(cids ...cid.Cid) {
+	now := time.Now()
+	d.mu.Lock()
+	for _, c := range cids {
+		if !c.Defined() {
+			continue
+		}
+		e := d.entries[c]
+		if e == nil {
+			e = &entry{c: c, at: -1}
+			d.entries[c] = e
+		}
+		if e.inflight > 0 {
+			continue
+		}
+		if e.due.After(now) {
+			e.due = now
+		}
+		d.sched.add(e)
+	}
+	d.mu.Unlock()
+	d.nudge()
+}
+
 // Forget stops re-announcing cids, for a dataset that was deleted. Records
 // already in the DHT are not withdrawn (Kademlia has no way to); they lapse
 // after their validity (48 h), and a peer that asks meanwhile is told the

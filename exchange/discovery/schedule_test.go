@@ -51,3 +51,43 @@ func TestScheduleTakesWhatIsDue(t *testing.T) {
 		t.Errorf("%d CIDs scheduled after their announcements ended, want 50", n)
 	}
 }
+
+// Schedule returns without waiting on the DHT; the loop announces what was
+// scheduled, all but what was forgotten before its turn came.
+func TestScheduleAnnouncesInTheBackground(t *testing.T) {
+	started := make(chan cid.Cid, 4)
+	release := make(chan struct{})
+	r := &fakeRouter{provide: func(ctx context.Context, c cid.Cid) error {
+		started <- c
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	d := New(r, newHost(t).Host(), Options{ReannounceInterval: time.Hour, Logger: testLogger(t)})
+	kept, gone := testCID("kept"), testCID("forgotten before its turn")
+	// Not started yet: nothing can be provided, and Schedule returns.
+	d.Schedule(kept, gone)
+	if !d.Announces(kept) || !d.Announces(gone) {
+		t.Fatal("scheduled CIDs are not among those announced")
+	}
+	d.Forget(gone)
+	d.Start(t.Context())
+	if got := recv(t, started, "the scheduled announcement"); got != kept {
+		t.Fatalf("announced %s, want %s", got, kept)
+	}
+	// The DHT is stuck on it; Schedule still returns at once.
+	other := testCID("scheduled while the DHT is stuck")
+	d.Schedule(other)
+	if got := recv(t, started, "the second announcement"); got != other {
+		t.Fatalf("announced %s, want %s", got, other)
+	}
+	close(release)
+	select {
+	case c := <-started:
+		t.Fatalf("%s announced again (a forgotten CID, or twice)", c)
+	default:
+	}
+}
