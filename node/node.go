@@ -281,8 +281,10 @@ func (n *Node) ID() peer.ID { return n.id }
 func (n *Node) DataDir() string { return n.cfg.DataDir }
 
 // Upload stores r as a dataset with the node's erasure parameters and
-// block size (see Config.BlockSize), pins it, and returns the manifest CID. A full store makes
-// room by collecting cached datasets.
+// block size (see Config.BlockSize), pins it, and returns the manifest
+// CID. A full store makes room by collecting cached datasets. It returns
+// once the dataset is committed; its announcement follows in the
+// background (see offer.Offers.Soon), so an upload never waits on the DHT.
 func (n *Node) Upload(ctx context.Context, r io.Reader, filename, mimetype string) (cid.Cid, error) {
 	return n.UploadWith(ctx, r, UploadParams{Filename: filename, Mimetype: mimetype})
 }
@@ -298,7 +300,7 @@ func (n *Node) UploadWith(ctx context.Context, r io.Reader, p UploadParams) (cid
 		return cid.Undef, err
 	}
 	n.log.Info("uploaded", "cid", store.CIDText(c), "filename", p.Filename, "blockSize", m.BlockSize)
-	n.offers.Announce(c, m.TreeCID)
+	n.offers.Soon(c, m.TreeCID)
 	return c, nil
 }
 

@@ -27,6 +27,9 @@ import (
 type Announcer interface {
 	// Announce provides cids, remembering failures to retry them.
 	Announce(ctx context.Context, cids ...cid.Cid) error
+	// Schedule has cids provided in the background, failures retried,
+	// and returns at once.
+	Schedule(cids ...cid.Cid)
 	// Announces reports whether c is provided already.
 	Announces(c cid.Cid) bool
 	// Forget stops providing cids.
@@ -74,6 +77,20 @@ func (o *Offers) Announce(cids ...cid.Cid) {
 	if err := o.cfg.Discovery.Announce(o.cfg.Life, cids...); err != nil && o.cfg.Life.Err() == nil {
 		o.cfg.Logger.Debug("announce: not yet provided, will retry", "cids", len(cids), "err", err)
 	}
+}
+
+// Soon has datasets provided in the background (each one's manifest CID
+// and tree CID), failures retried, and returns at once: for an upload,
+// which is whole and safe once committed, and whose caller must not wait
+// on the DHT, where a provide takes round trips to peers that may be slow
+// or gone. A reader that looks the dataset up in the DHT within those
+// round trips may not find it yet; one connected to this node asks it
+// directly.
+func (o *Offers) Soon(cids ...cid.Cid) {
+	if len(cids) == 0 || o.cfg.Life.Err() != nil {
+		return
+	}
+	o.cfg.Discovery.Schedule(cids...)
 }
 
 // IfWhole announces dataset c, read from the network, if every data block

@@ -36,6 +36,8 @@ func (d *discovery) Announce(_ context.Context, cids ...cid.Cid) error {
 	return nil
 }
 
+func (d *discovery) Schedule(cids ...cid.Cid) { d.Announce(context.Background(), cids...) }
+
 func (d *discovery) Announces(c cid.Cid) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
