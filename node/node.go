@@ -224,13 +224,15 @@ func New(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	// One call for all: Announce provides them concurrently, where one call
-	// per dataset made start-up take a provide round per dataset.
+	// Announced in the background, Concurrency at a time: start-up waited
+	// for every provide, two per dataset, so a node holding thousands of
+	// small files took seconds per thousand to start, and one whose peers
+	// did not answer took a ProvideTimeout per round of them.
 	var held []cid.Cid
 	for _, e := range entries {
 		held = append(held, e.CID, e.Manifest.TreeCID)
 	}
-	n.offers.Announce(held...)
+	n.offers.Soon(held...)
 	if cfg.GCInterval > 0 {
 		n.bg.Add(1)
 		go func() {
