@@ -120,13 +120,21 @@ func prefersText(r *http.Request) bool {
 
 // acceptQ is the quality the Accept header gives media type t: its own
 // entry's, else its type's wildcard's (text/*), else */*'s; 0 if none.
-func acceptQ(r *http.Request, t string) float64 {
+func acceptQ(req *http.Request, t string) float64 {
 	best, rank := 0.0, 0
 	major, _, _ := strings.Cut(t, "/")
-	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+	for _, part := range strings.Split(req.Header.Get("Accept"), ",") {
 		mt, params, _ := strings.Cut(strings.TrimSpace(part), ";")
 		mt = strings.ToLower(strings.TrimSpace(mt))
-		r := map[string]int{t: 3, major + "/*": 2, "*/*": 1}[mt]
+		var r int // how closely the entry names t
+		switch mt {
+		case t:
+			r = 3
+		case major + "/*":
+			r = 2
+		case "*/*":
+			r = 1
+		}
 		if r == 0 || r < rank {
 			continue
 		}

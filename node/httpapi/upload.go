@@ -18,6 +18,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/meshfs/meshfs/node"
+	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
 )
 
@@ -143,7 +144,7 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 // bounds, so that a client of one works with the other. The daemon's own
 // --block-size reaches further (up to manifest.MaxBlockSize).
 const (
-	minUploadBlockSize = 4 << 10
+	minUploadBlockSize = upload.MinBlockSize
 	maxUploadBlockSize = 512 << 10
 )
 
@@ -177,8 +178,8 @@ func uploadMeta(h http.Header) (filename, mimetype string, err error) {
 	if cd := h.Get("Content-Disposition"); cd != "" {
 		// Codex's Go client sends `filename="x"` alone, with no
 		// disposition type, and Codex takes the name: so does meshfs.
-		if t := strings.TrimSpace(cd); len(t) >= 9 && strings.EqualFold(t[:9], "filename=") || len(t) >= 10 && strings.EqualFold(t[:10], "filename*=") {
-			cd = "attachment; " + t
+		if l := strings.ToLower(strings.TrimSpace(cd)); strings.HasPrefix(l, "filename=") || strings.HasPrefix(l, "filename*=") {
+			cd = "attachment; " + cd
 		}
 		_, params, err := mime.ParseMediaType(cd)
 		if err != nil {

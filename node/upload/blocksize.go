@@ -80,15 +80,15 @@ func chooseBlockSize(r io.Reader, forced uint64, ecK, ecM int) (uint64, io.Reade
 	if ecM <= 0 || ecK < 1 {
 		return DefaultBlockSize, r, nil
 	}
-	ahead := make([]byte, uint64(ecK)*DefaultBlockSize)
-	n, err := io.ReadFull(r, ahead)
+	// ReadAll grows its buffer with what comes, so that the many small
+	// uploads this is for allocate what they hold, not K default blocks.
+	limit := int64(ecK) * DefaultBlockSize
+	ahead, err := io.ReadAll(io.LimitReader(r, limit))
 	switch {
-	case err == nil:
+	case err != nil:
+		return 0, nil, fmt.Errorf("read input after %d bytes: %w", len(ahead), err)
+	case int64(len(ahead)) == limit: // perhaps more to come
 		return DefaultBlockSize, io.MultiReader(bytes.NewReader(ahead), r), nil
-	// Compared, not errors.Is: the input's own io.ErrUnexpectedEOF (a body
-	// cut short) comes wrapped by sourceReader and is an error.
-	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		return BlockSizeFor(uint64(n), ecK, ecM), bytes.NewReader(ahead[:n]), nil
 	}
-	return 0, nil, fmt.Errorf("read input after %d bytes: %w", n, err)
+	return BlockSizeFor(uint64(len(ahead)), ecK, ecM), bytes.NewReader(ahead), nil
 }

@@ -59,12 +59,13 @@ func (s *Store) readAt(c cid.Cid, x blockIndex, p []byte, off uint64) (int, erro
 			return 0, fmt.Errorf("%w: offset %d past the end of a block of %d bytes", store.ErrInvalidBlock, off, x.length())
 		}
 		p := p[:min(uint64(len(p)), x.length()-off)]
-		var err error
+		var stored uint64 // of p, the bytes in the pack; zeros follow
 		if off < x.size {
-			err = s.readData(x, p[:min(uint64(len(p)), x.size-off)], off)
+			stored = min(uint64(len(p)), x.size-off)
 		}
+		err := s.readData(x, p[:stored], off)
 		if err == nil {
-			clear(p[min(uint64(len(p)), x.size-min(off, x.size)):])
+			clear(p[stored:])
 			return len(p), nil
 		}
 		y, ierr := s.index(c)
