@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/meshfs/meshfs/node/httpapi/api"
 )
 
 // UploadBytes uploads data through the daemon's REST API (POST /data) with
@@ -35,16 +37,9 @@ func (d *Daemon) UploadBytes(client *http.Client, data []byte) (string, error) {
 	return c, nil
 }
 
-// Space is GET /space: the store's usage as the daemon reports it.
-type Space struct {
-	TotalBlocks    uint64 `json:"totalBlocks"`
-	QuotaMaxBytes  uint64 `json:"quotaMaxBytes"`
-	QuotaUsedBytes uint64 `json:"quotaUsedBytes"`
-}
-
 // Space asks the daemon for its store's usage.
-func (d *Daemon) Space(client *http.Client) (Space, error) {
-	var s Space
+func (d *Daemon) Space(client *http.Client) (api.Space, error) {
+	var s api.Space
 	resp, err := client.Get(d.API + "/api/codex/v1/space")
 	if err != nil {
 		return s, err
