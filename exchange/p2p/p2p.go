@@ -1,9 +1,11 @@
 // Package p2p builds a meshfs node's libp2p host and Kademlia DHT.
 //
 // meshfs networks are closed: a node dials only the peers it is given with
-// --bootstrap and the peers the DHT learns from them. Nothing here ever
-// contacts public IPFS/libp2p infrastructure: no default bootstrap peers, no
-// relays, no UPnP/NAT-PMP port mapping, no AutoNAT probes, no hole punching.
+// --bootstrap (and --relay), the peers the DHT learns from them, and with
+// --mdns the meshfs nodes on its LAN. Nothing here ever contacts public
+// IPFS/libp2p infrastructure: no default bootstrap peers or relays, no
+// port mapping unless asked for. NAT traversal (nat.go) works among the
+// network's own nodes.
 package p2p
 
 import (
@@ -73,7 +75,9 @@ type Config struct {
 	// meshfs nodes it hears of there, so that nodes on one LAN find each
 	// other with no Bootstrap. Off unless asked: it tells every host on
 	// the LAN that a node runs here, and where.
-	MDNS   bool
+	MDNS bool
+	// NAT configures relays, hole punching and reachability (nat.go).
+	NAT    NATConfig
 	Logger *slog.Logger
 }
 
@@ -83,6 +87,7 @@ type Host struct {
 	dht       *dht.IpfsDHT
 	log       *slog.Logger
 	mdns      io.Closer // nil unless Config.MDNS
+	reach     reachability
 	closeOnce sync.Once
 	closeErr  error
 
@@ -120,7 +125,13 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
 
-	h, err := libp2p.New(
+	natOpts, err := natOptions(cfg.NAT, cfg.Bootstrap)
+	if err != nil {
+		_ = cm.Close()
+		_ = rm.Close()
+		return nil, fmt.Errorf("p2p: %w", err)
+	}
+	opts := append([]libp2p.Option{
 		libp2p.Identity(cfg.Key),
 		libp2p.ListenAddrStrings(cfg.Listen...),
 		// Giving transports explicitly replaces libp2p's default set
@@ -135,17 +146,6 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
-		// Closed network: no circuit relay (neither using nor serving).
-		// NAT port mapping (libp2p.NATPortMap), hole punching
-		// (libp2p.EnableHolePunching), the AutoNAT dial-back service
-		// (libp2p.EnableNATService) and AutoNAT v2 are off unless asked
-		// for, and are deliberately not asked for.
-		libp2p.DisableRelay(),
-		// Without this the AutoNAT v1 client asks connected peers to dial
-		// it back to learn its reachability. A meshfs node is reachable by
-		// its peers by construction (they dial its listen addresses), so
-		// say so: this makes AutoNAT static and silent.
-		libp2p.ForceReachabilityPublic(),
 		// meshfs networks live on private and test ranges (loopback,
 		// 10/8, 198.18.0.0/15): those addresses must be advertised. This
 		// is go-libp2p's default today; it is pinned here because the
@@ -156,7 +156,8 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		// (tests) would share and confuse those collectors.
 		libp2p.DisableMetrics(),
 		libp2p.UserAgent("meshfs"),
-	)
+	}, natOpts...)
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		// libp2p.New closes what it was given only on some error paths;
 		// closing twice is harmless for both.
@@ -192,6 +193,15 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	}
 
 	n := &Host{h: h, dht: kad, log: log}
+	// A buffered subscription replays the current state, so a forced
+	// reachability is seen too.
+	sub, err := h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
+	if err != nil {
+		_ = kad.Close()
+		_ = h.Close()
+		return nil, fmt.Errorf("p2p: subscribe reachability: %w", err)
+	}
+	n.reach.follow(sub, log)
 	log.Info("libp2p host started", "peer", h.ID(), "addrs", n.Addrs())
 
 	if cfg.MDNS {
@@ -381,6 +391,7 @@ func (n *Host) Close() error {
 				errs = append(errs, fmt.Errorf("mdns: %w", err))
 			}
 		}
+		_ = n.reach.sub.Close()
 		if err := n.dht.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("dht: %w", err))
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -291,5 +292,29 @@ func TestExchangeMemoryBudget(t *testing.T) {
 	}
 	if sys := c.System.Memory.Build(0); total <= perPeer || total >= sys {
 		t.Errorf("exchange memory in total %d MiB; want above one peer's %d MiB and below the system's %d MiB", total>>20, perPeer>>20, sys>>20)
+	}
+}
+
+// TreatAsPublic's range arithmetic: a named range takes the listed ranges
+// within it off the lists, and refuses to split one.
+func TestDropWithin(t *testing.T) {
+	parse := func(s string) *net.IPNet {
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	listed := []*net.IPNet{parse("10.0.0.0/8"), parse("198.18.0.0/15"), parse("fc00::/7")}
+	kept, err := dropWithin(listed, parse("198.18.0.0/15"))
+	if err != nil || len(kept) != 2 || kept[0].String() != "10.0.0.0/8" || kept[1].String() != "fc00::/7" {
+		t.Errorf("198.18.0.0/15: kept %v, %v; want 10.0.0.0/8 and fc00::/7", kept, err)
+	}
+	if kept, err = dropWithin(listed, parse("0.0.0.0/0")); err != nil || len(kept) != 1 {
+		t.Errorf("0.0.0.0/0: kept %v, %v; want only the IPv6 range", kept, err)
+	}
+	_, err = dropWithin(listed, parse("10.1.0.0/16"))
+	if err == nil || err.Error() != "10.1.0.0/16 is part of 10.0.0.0/8, which libp2p counts as not public: name all of it" {
+		t.Errorf("10.1.0.0/16: %v; want a refusal naming 10.0.0.0/8", err)
 	}
 }

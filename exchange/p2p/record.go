@@ -70,7 +70,7 @@ type TableEntry struct {
 // node as one of them.
 func (n *Host) RoutingTable() (self TableEntry, peers []TableEntry) {
 	entry := func(p peer.ID) TableEntry {
-		e := TableEntry{Peer: p, Key: hex.EncodeToString(kbucket.ConvertPeerID(p)), Connected: n.h.Network().Connectedness(p) == network.Connected}
+		e := TableEntry{Peer: p, Key: hex.EncodeToString(kbucket.ConvertPeerID(p)), Connected: n.h.Network().Connectedness(p) != network.NotConnected}
 		if addrs := n.h.Peerstore().Addrs(p); len(addrs) > 0 {
 			e.Addr = addrs[0].String()
 		}
