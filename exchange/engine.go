@@ -91,6 +91,9 @@ func (e *Engine) NetworkLimits() map[string]uint64 { return e.net.Limits() }
 // none).
 func (e *Engine) Bandwidth() (up, down int64) { return e.net.Bandwidth() }
 
+// Relayed are the peers the exchange reaches only through a relay.
+func (e *Engine) Relayed() []peer.ID { return e.net.Relayed() }
+
 // HandleMessage implements network.Handler.
 func (e *Engine) HandleMessage(from peer.ID, m *message.Message) {
 	if e.client.Banned(from) {
@@ -128,11 +131,13 @@ func (hp hostPeers) Connect(ctx context.Context, ai peer.AddrInfo) error {
 }
 
 // Connected lists connected peers that speak the exchange protocol (as far
-// as identify has told us), so WantHaves do not go to DHT-only peers.
+// as identify has told us), so WantHaves do not go to DHT-only peers. A
+// peer reached only through a relay (Limited) counts: the exchange sends
+// to it there, within the relay's limits (exchange/network).
 func (hp hostPeers) Connected() []peer.ID {
 	var out []peer.ID
 	for _, p := range hp.h.Network().Peers() {
-		if hp.h.Network().Connectedness(p) != network.Connected {
+		if c := hp.h.Network().Connectedness(p); c != network.Connected && c != network.Limited {
 			continue
 		}
 		// Skip only peers known not to speak it: one whose identify has not

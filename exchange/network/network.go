@@ -80,6 +80,7 @@ type Network struct {
 	senders map[peer.ID]*sender
 	inbound map[peer.ID]int
 	heard   map[peer.ID]*atomic.Int64 // unix nanoseconds of the last bytes read; see LastHeard
+	relayed map[peer.ID]bool          // peers reached only through a relay (relayed.go)
 	closed  bool
 
 	limits   netLimits
@@ -151,7 +152,7 @@ func New(h host.Host, opts Options) *Network {
 		opts.Logger = slog.Default()
 	}
 	l := opts.Logger
-	return &Network{h: h, opts: opts, log: l, senders: map[peer.ID]*sender{}, inbound: map[peer.ID]int{}, heard: map[peer.ID]*atomic.Int64{}, limits: netLimits{
+	return &Network{h: h, opts: opts, log: l, senders: map[peer.ID]*sender{}, inbound: map[peer.ID]int{}, heard: map[peer.ID]*atomic.Int64{}, relayed: map[peer.ID]bool{}, limits: netLimits{
 		inbound:    limit.New(l, "inbound_stream_refused", fmt.Sprintf("inbound exchange streams per peer (%d)", opts.MaxInboundStreams)),
 		message:    limit.New(l, "message_refused", fmt.Sprintf("inbound message size (%d bytes) and form", opts.MaxMessageSize)),
 		readStall:  limit.New(l, "message_stalled", fmt.Sprintf("time an inbound message may stall (%s)", opts.ReadTimeout)),
@@ -346,7 +347,9 @@ type notifee struct{ n *Network }
 
 func (nf *notifee) Disconnected(net network.Network, c network.Conn) {
 	p := c.RemotePeer()
-	if net.Connectedness(p) == network.Connected {
+	// Limited: a relayed connection is left (or the direct one that
+	// replaced it closed first); the exchange goes on over it.
+	if cs := net.Connectedness(p); cs == network.Connected || cs == network.Limited {
 		return
 	}
 	nf.n.dropSender(p)

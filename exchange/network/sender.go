@@ -11,7 +11,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/meshfs/meshfs/exchange/message"
 )
@@ -213,6 +212,13 @@ func (s *sender) lane(q chan item, first bool) {
 		// us (the peer restarted) while the connection is fine. Not after
 		// a timeout: a peer that did not read in WriteTimeout would not
 		// read on a new stream either.
+		if st != nil && s.n.directAfterRelay(st) {
+			// Between messages, so nothing is lost: the next stream takes
+			// the direct connection, and the relay is left to its limits.
+			st.Close()
+			s.track(nil, st)
+			st = nil
+		}
 		for attempt := 0; ; attempt++ {
 			if st == nil {
 				var err error
@@ -304,7 +310,7 @@ func (s *sender) openStream() (network.Stream, error) {
 		case <-ctx.Done():
 		}
 	}()
-	st, err := s.n.h.NewStream(ctx, s.p, protocol.ID(message.ProtocolID))
+	st, err := s.n.newStream(ctx, s.p)
 	if err != nil {
 		return nil, fmt.Errorf("open exchange stream to %s: %w", s.p, err)
 	}
