@@ -54,6 +54,14 @@ type Config struct {
 	Bootstrap []string
 	// MDNS: find and be found by meshfs nodes on the LAN (p2p.Config.MDNS).
 	MDNS bool
+	// Relays (multiaddrs ending in /p2p/<id>) are the circuit relays the
+	// node reserves a slot on when it is behind a NAT; empty: those of the
+	// Bootstrap peers that serve as relays.
+	Relays []string
+	// RelayService, PortMap and Reachability: see p2p.NATConfig.
+	RelayService bool
+	PortMap      bool
+	Reachability string
 	// FetchTimeout bounds finding a block nobody local has (default 30s).
 	FetchTimeout time.Duration
 	// Exchange tunes the block exchange (tests shorten its timeouts).
@@ -132,7 +140,11 @@ func New(cfg Config) (n *Node, err error) {
 	if len(cfg.Listen) == 0 {
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	}
-	bootstrap, err := parseBootstrap(cfg.Bootstrap)
+	bootstrap, err := parsePeers("bootstrap", cfg.Bootstrap)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	relays, err := parsePeers("relay", cfg.Relays)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -165,7 +177,9 @@ func New(cfg Config) (n *Node, err error) {
 			n.Close()
 		}
 	}()
-	n.host, err = p2p.New(n.ctx, p2p.Config{Key: key, Listen: cfg.Listen, Bootstrap: bootstrap, MDNS: cfg.MDNS, Logger: cfg.Logger})
+	n.host, err = p2p.New(n.ctx, p2p.Config{Key: key, Listen: cfg.Listen, Bootstrap: bootstrap, MDNS: cfg.MDNS, NAT: p2p.NATConfig{
+		Relays: relays, RelayService: cfg.RelayService, PortMap: cfg.PortMap, Reachability: cfg.Reachability,
+	}, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -264,12 +278,12 @@ func (n *Node) Close() error {
 	return n.store.Close()
 }
 
-func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+func parsePeers(what string, addrs []string) ([]peer.AddrInfo, error) {
 	var out []peer.AddrInfo
 	for _, a := range addrs {
 		ai, err := peer.AddrInfoFromString(a)
 		if err != nil {
-			return nil, fmt.Errorf("bootstrap address %q: %w", a, err)
+			return nil, fmt.Errorf("%s address %q: %w", what, a, err)
 		}
 		out = append(out, *ai)
 	}

@@ -136,6 +136,12 @@ func (n *stubNode) Connect(context.Context, peer.ID, []string) error {
 func (n *stubNode) Gatherer() prometheus.Gatherer { return prometheus.NewRegistry() }
 func (n *stubNode) DiskFree() (uint64, error)     { return 1 << 40, nil }
 func (n *stubNode) Bandwidth() (int64, int64)     { return 1 << 20, 4 << 20 }
+func (n *stubNode) NAT() node.NATStatus {
+	return node.NATStatus{Reachability: "private", RelayAddrs: []string{"/ip4/192.0.2.9/tcp/8070/p2p/" + n.otherPeer.String() + "/p2p-circuit/p2p/" + n.id.String()}}
+}
+func (n *stubNode) PeerLinks() []node.PeerLink {
+	return []node.PeerLink{{ID: n.otherPeer, Relayed: true, ExchangeRelayed: true}}
+}
 func (n *stubNode) CancelFetch(context.Context, cid.Cid, uint64) (bool, error) {
 	return false, nil
 }
@@ -330,15 +336,17 @@ func TestCLIOverRealHandler(t *testing.T) {
 		t.Errorf("space:\n%s\nwant:\n%s", got, want)
 	}
 
-	if got, want := run("status"), "id:        "+n.id.String()+"\n"+
-		"addresses: 1\n"+
-		"peers:     1\n"+
-		"           "+n.otherPeer.String()+"\n"+
-		"store:     1.5 GiB used of 10.0 GiB, 1234 blocks\n"+
-		"bandwidth: up 1.0 MiB/s, down 4.0 MiB/s\n"+
-		"fetches:   2\n"+
-		"           "+text(n.running)+" 3/10 blocks running\n"+
-		"           "+text(n.failed)+" 2/8 blocks  failed: no provider has block 2\n"; got != want {
+	if got, want := run("status"), "id:           "+n.id.String()+"\n"+
+		"addresses:    1\n"+
+		"reachability: private\n"+
+		"              via relay /ip4/192.0.2.9/tcp/8070/p2p/"+n.otherPeer.String()+"/p2p-circuit/p2p/"+n.id.String()+"\n"+
+		"peers:        1\n"+
+		"              "+n.otherPeer.String()+" relayed, blocks within the relay's limit (128.0 KiB per connection): no direct connection\n"+
+		"store:        1.5 GiB used of 10.0 GiB, 1234 blocks\n"+
+		"bandwidth:    up 1.0 MiB/s, down 4.0 MiB/s\n"+
+		"fetches:      2\n"+
+		"              "+text(n.running)+" 3/10 blocks running\n"+
+		"              "+text(n.failed)+" 2/8 blocks  failed: no provider has block 2\n"; got != want {
 		t.Errorf("status:\n%s\nwant:\n%s", got, want)
 	}
 

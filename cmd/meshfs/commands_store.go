@@ -281,9 +281,31 @@ func (a *app) newStatusCmd() *cobra.Command {
 		tw := tabwriter.NewWriter(a.stdout, 0, 8, 1, ' ', 0)
 		fmt.Fprintf(tw, "id:\t%s\n", info.ID)
 		fmt.Fprintf(tw, "addresses:\t%d\n", len(info.Addrs))
+		reach := info.NAT.Reachability
+		if reach == "" {
+			reach = "unknown" // a daemon from before NAT traversal
+		}
+		if info.NAT.RelayService {
+			reach += ", serving as a relay"
+		}
+		fmt.Fprintf(tw, "reachability:\t%s\n", reach)
+		for _, a := range info.NAT.RelayAddrs {
+			fmt.Fprintf(tw, "\tvia relay %s\n", a)
+		}
 		fmt.Fprintf(tw, "peers:\t%d\n", len(info.Peers))
+		how := map[string]string{}
+		for _, l := range info.Links {
+			how[l.ID] = l.Connection
+			if l.ExchangeRelayed {
+				how[l.ID] += fmt.Sprintf(", blocks within the relay's limit (%s per connection): no direct connection", formatSize(info.NAT.RelayLimitBytes))
+			}
+		}
 		for _, p := range info.Peers {
-			fmt.Fprintf(tw, "\t%s\n", p)
+			if h := how[p]; h != "" {
+				fmt.Fprintf(tw, "\t%s %s\n", p, h)
+			} else {
+				fmt.Fprintf(tw, "\t%s\n", p)
+			}
 		}
 		quota := "unlimited"
 		if q := s.QuotaMaxBytes; q > 0 && !s.NoQuota {

@@ -16,6 +16,7 @@ import (
 
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/fusefs"
 	"github.com/meshfs/meshfs/store/manifest"
 )
@@ -39,6 +40,11 @@ type daemonConfig struct {
 	MDNS         bool          // find and be found by nodes on the LAN
 	BwLimitUp    uint64        // bytes per second to all peers; 0: none
 	BwLimitDown  uint64        // bytes per second from all peers; 0: none
+	Relays       []string      // circuit relays to use behind a NAT; none: the bootstrap peers
+	RelayService bool          // serve as a relay once publicly reachable
+	PortMap      bool          // ask the router for a port mapping (UPnP, NAT-PMP)
+	Reachability string        // "" (AutoNAT decides), "public" or "private"
+	PublicNets   []string      // ranges NAT traversal counts as public (CIDRs)
 }
 
 // Limits on --block-size. The lower bound keeps per-block overhead (a
@@ -69,6 +75,11 @@ type daemonFlags struct {
 	corsOrigins  []string
 	mdns         bool
 	bwUp, bwDown sizeValue
+	relays       []string
+	relayService bool
+	portMap      bool
+	reachability string
+	publicNets   []string
 }
 
 func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
@@ -89,6 +100,11 @@ func (df *daemonFlags) add(cmd *cobra.Command, withMount bool) {
 	f.Var(&df.bwUp, "bwlimit-up", "most bytes per second the block exchange sends to all peers together, e.g. 1MiB (0: no limit)")
 	f.Var(&df.bwDown, "bwlimit-down", "most bytes per second the block exchange takes from all peers together, e.g. 4MiB (0: no limit)")
 	f.BoolVar(&df.mdns, "mdns", false, "find meshfs nodes on the LAN, and be found by them, by multicast DNS (no --bootstrap needed there)")
+	f.StringSliceVar(&df.relays, "relay", nil, "circuit relay to reserve a slot on when behind a NAT, a multiaddr ending in /p2p/<peer ID> (repeatable; default: the --bootstrap peers that serve as relays)")
+	f.BoolVar(&df.relayService, "relay-service", false, "serve as a relay for nodes behind NATs, within libp2p's limits (128KiB and 2 minutes per relayed connection), once publicly reachable")
+	f.BoolVar(&df.portMap, "nat-portmap", false, "ask the home router to forward a port to this node (UPnP or NAT-PMP)")
+	f.StringVar(&df.reachability, "reachability", "auto", "whether peers can dial this node: auto (found by asking peers: AutoNAT), public or private")
+	f.StringSliceVar(&df.publicNets, "public-net", nil, "address range (CIDR) that NAT traversal counts as public although libp2p files it as private, e.g. a company WAN between the NATs (repeatable)")
 	f.StringSliceVar(&df.corsOrigins, "api-cors-origin", nil, "web origin (scheme://host[:port]) whose pages may call the API, for browser apps (repeatable; none by default)")
 	f.String(configFlag, "", "YAML file of daemon settings keyed by flag name (flags and environment override it)")
 	if withMount {
@@ -109,6 +125,8 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 		FetchTimeout: df.fetchTimeout,
 		AllowOther:   df.allowOther,
 		MDNS:         df.mdns,
+		RelayService: df.relayService,
+		PortMap:      df.portMap,
 		BwLimitUp:    uint64(df.bwUp),
 		BwLimitDown:  uint64(df.bwDown),
 		CacheTTL:     df.cacheTTL,
@@ -130,15 +148,28 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 		}
 	}
 	for _, s := range cfg.Bootstrap {
-		m, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return cfg, fmt.Errorf("--bootstrap %q: not a multiaddr: %w", s, err)
+		if err := checkPeerAddr(s); err != nil {
+			return cfg, fmt.Errorf("--bootstrap %q: %w", s, err)
 		}
-		// libp2p authenticates the peer it dials, so it must know
-		// which peer to expect.
-		if _, err := m.ValueForProtocol(ma.P_P2P); err != nil {
-			return cfg, fmt.Errorf("--bootstrap %q: no /p2p/<peer ID> at the end (\"meshfs id\" on that node prints full addresses)", s)
+	}
+	for _, s := range df.relays {
+		if err := checkPeerAddr(s); err != nil {
+			return cfg, fmt.Errorf("--relay %q: %w", s, err)
 		}
+		cfg.Relays = append(cfg.Relays, s)
+	}
+	switch df.reachability {
+	case "auto", "":
+	case p2p.ReachabilityPublic, p2p.ReachabilityPrivate:
+		cfg.Reachability = df.reachability
+	default:
+		return cfg, fmt.Errorf("--reachability %q: want auto, public or private", df.reachability)
+	}
+	for _, s := range df.publicNets {
+		if _, err := p2p.ParseNets(s); err != nil {
+			return cfg, fmt.Errorf("--public-net: %w", err)
+		}
+		cfg.PublicNets = append(cfg.PublicNets, s)
 	}
 	switch bs := cfg.BlockSize; {
 	case bs == 0: // auto
@@ -192,6 +223,20 @@ func (df *daemonFlags) config(getenv func(string) string) (daemonConfig, error) 
 		}
 	}
 	return cfg, nil
+}
+
+// checkPeerAddr checks that s is a multiaddr naming its peer.
+func checkPeerAddr(s string) error {
+	m, err := ma.NewMultiaddr(s)
+	if err != nil {
+		return fmt.Errorf("not a multiaddr: %w", err)
+	}
+	// libp2p authenticates the peer it dials, so it must know which peer
+	// to expect.
+	if _, err := m.ValueForProtocol(ma.P_P2P); err != nil {
+		return errors.New("no /p2p/<peer ID> at the end (\"meshfs id\" on that node prints full addresses)")
+	}
+	return nil
 }
 
 // expandPath expands a leading "~" to the home directory and makes p

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/fusefs"
 	"github.com/meshfs/meshfs/node"
 	"github.com/meshfs/meshfs/node/httpapi"
@@ -41,12 +42,27 @@ func runDaemon(ctx context.Context, cfg daemonConfig) error {
 			return fmt.Errorf("mount point %s: %w", cfg.Mount, err)
 		}
 	}
+	if len(cfg.PublicNets) > 0 {
+		var nets []*net.IPNet
+		for _, s := range cfg.PublicNets {
+			ns, err := p2p.ParseNets(s)
+			if err != nil {
+				return fmt.Errorf("--public-net: %w", err)
+			}
+			nets = append(nets, ns...)
+		}
+		// Before the host starts: libp2p judges addresses process-wide.
+		if err := p2p.TreatAsPublic(nets); err != nil {
+			return fmt.Errorf("--public-net: %w", err)
+		}
+	}
 	n, err := node.New(node.Config{
 		DataDir: cfg.DataDir, QuotaBytes: cfg.QuotaBytes, BlockSize: cfg.BlockSize,
 		EcK: cfg.EcK, EcM: cfg.EcM, Logger: log,
 		Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, FetchTimeout: cfg.FetchTimeout,
 		CacheTTL: cfg.CacheTTL, GCInterval: cfg.GCInterval, MDNS: cfg.MDNS,
 		BandwidthUp: int64(cfg.BwLimitUp), BandwidthDown: int64(cfg.BwLimitDown),
+		Relays: cfg.Relays, RelayService: cfg.RelayService, PortMap: cfg.PortMap, Reachability: cfg.Reachability,
 	})
 	if err != nil {
 		return err

@@ -88,6 +88,8 @@ func TestDaemonFlags(t *testing.T) {
 		"--api-cors-origin", "https://app.example,http://localhost:3000",
 		"--mdns",
 		"--bwlimit-up", "1MiB", "--bwlimit-down", "500KB",
+		"--relay", boot, "--relay-service", "--nat-portmap", "--reachability", "private",
+		"--public-net", "198.18.0.0/15",
 	)
 	r.wantOK(t)
 	want := daemonConfig{
@@ -106,6 +108,11 @@ func TestDaemonFlags(t *testing.T) {
 		MDNS:         true,
 		BwLimitUp:    1 << 20,
 		BwLimitDown:  500_000,
+		Relays:       []string{boot},
+		RelayService: true,
+		PortMap:      true,
+		Reachability: "private",
+		PublicNets:   []string{"198.18.0.0/15"},
 		AllowOther:   true,
 		CacheTTL:     0,
 		GCInterval:   10 * time.Minute,
@@ -252,6 +259,9 @@ func TestDaemonValidation(t *testing.T) {
 		{[]string{"--api", "8080"}, `--api: "8080": want host:port, e.g. 127.0.0.1:8080: address 8080: missing port in address`},
 		{[]string{"--listen", "tcp/8070"}, `--listen "tcp/8070": not a multiaddr: `},
 		{[]string{"--bootstrap", "/ip4/1.2.3.4/tcp/1"}, `--bootstrap "/ip4/1.2.3.4/tcp/1": no /p2p/<peer ID> at the end ("meshfs id" on that node prints full addresses)`},
+		{[]string{"--relay", "/ip4/1.2.3.4/tcp/1"}, `--relay "/ip4/1.2.3.4/tcp/1": no /p2p/<peer ID> at the end ("meshfs id" on that node prints full addresses)`},
+		{[]string{"--reachability", "maybe"}, `--reachability "maybe": want auto, public or private`},
+		{[]string{"--public-net", "198.18.0.0"}, `--public-net: network "198.18.0.0": not a CIDR (address/prefix length, e.g. 198.18.0.0/15)`},
 		{[]string{"--mount", file}, "mount point " + file + " is not a directory"},
 		{[]string{"--mount", file + "/nope"}, "mount point: stat " + file + "/nope: not a directory"},
 		{[]string{"extra"}, "too many arguments: want no arguments (the mount point goes in --mount), got [\"extra\"]"},

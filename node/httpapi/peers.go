@@ -26,6 +26,8 @@ type Peering interface {
 	SignedPeerRecord() (string, error)
 	RoutingTable() (self p2p.TableEntry, peers []p2p.TableEntry)
 	Bandwidth() (up, down int64)
+	NAT() node.NATStatus
+	PeerLinks() []node.PeerLink
 }
 
 type peerHandlers struct {
@@ -83,6 +85,15 @@ func (h peerHandlers) debugInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	info.SPR = spr
 	info.Bandwidth.Up, info.Bandwidth.Down = h.n.Bandwidth()
+	info.NAT = natInfo(h.n.NAT())
+	info.Links = []api.PeerLink{}
+	for _, l := range h.n.PeerLinks() {
+		link := api.PeerLink{ID: l.ID.String(), Connection: "direct", ExchangeRelayed: l.ExchangeRelayed}
+		if l.Relayed {
+			link.Connection = "relayed"
+		}
+		info.Links = append(info.Links, link)
+	}
 	self, table := h.n.RoutingTable()
 	info.Table = api.Table{LocalNode: tableNode(self), Nodes: []api.TableNode{}}
 	info.Table.LocalNode.Record = spr
@@ -149,4 +160,13 @@ func acceptQ(req *http.Request, t string) float64 {
 		best, rank = q, r
 	}
 	return best
+}
+
+func natInfo(st node.NATStatus) api.NAT {
+	out := api.NAT{Reachability: st.Reachability, RelayAddrs: st.RelayAddrs, RelayService: st.RelayService}
+	if out.RelayAddrs == nil {
+		out.RelayAddrs = []string{}
+	}
+	out.RelayLimitBytes, out.RelayLimitSeconds = p2p.RelayLimit()
+	return out
 }

@@ -135,6 +135,35 @@ type DebugInfo struct {
 	Table Table `json:"table"`
 	// Bandwidth is the caps on the exchange's traffic (meshfs's addition).
 	Bandwidth Bandwidth `json:"bandwidth"`
+	// NAT is the node's reachability and relays (meshfs's addition).
+	NAT NAT `json:"nat"`
+	// Links says how each of Peers is reached (meshfs's addition).
+	Links []PeerLink `json:"links"`
+}
+
+// NAT is how a node stands with the NATs between it and its peers.
+type NAT struct {
+	// Reachability is "public", "private" (behind a NAT: peers reach it
+	// through its relays) or "unknown" (not judged, as on a LAN).
+	Reachability string `json:"reachability"`
+	// RelayAddrs are its addresses through the relays it holds a slot on.
+	RelayAddrs []string `json:"relayAddrs"`
+	// RelayService: it serves as a relay (once public).
+	RelayService bool `json:"relayService"`
+	// RelayLimitBytes and RelayLimitSeconds are what a meshfs relay lets
+	// through one relayed connection.
+	RelayLimitBytes   uint64 `json:"relayLimitBytes"`
+	RelayLimitSeconds int    `json:"relayLimitSeconds"`
+}
+
+// PeerLink is one connected peer and how it is reached.
+type PeerLink struct {
+	ID string `json:"id"`
+	// Connection is "direct" or "relayed".
+	Connection string `json:"connection"`
+	// ExchangeRelayed: blocks go to it through the relay, within the
+	// relay's limits, for want of a direct connection.
+	ExchangeRelayed bool `json:"exchangeRelayed,omitempty"`
 }
 
 // Bandwidth is the caps on the block exchange's traffic, bytes per second;
