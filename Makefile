@@ -17,12 +17,13 @@ run: build
 	$(BIN) daemon --mount $(MOUNT)
 
 # fuse3 for fusermount3 (mounts without root, and their tests); iproute2
-# for the network-namespace tests and bench sections (ip, tc), which skip
-# without it.
+# for the network-namespace tests and bench sections (ip, tc), and
+# nftables for the NAT tests' home routers; the tests skip without them.
 deps:
 	@missing=""; \
 	if [ -e /dev/fuse ] && ! command -v fusermount3 >/dev/null 2>&1; then missing="$$missing fuse3"; fi; \
 	if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then missing="$$missing iproute2"; fi; \
+	if ! command -v nft >/dev/null 2>&1; then missing="$$missing nftables"; fi; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
