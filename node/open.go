@@ -70,6 +70,10 @@ func (n *Node) open(ctx context.Context, c cid.Cid, release func(), cfg dataset.
 	}
 	o := &opened{n: n, c: c, m: m, mblock: mb, network: network, release: release}
 	cfg.Hold, cfg.Release = o.hold, o.close
+	if err := n.checkListing(ctx, c, m, cfg, arrived); err != nil {
+		release()
+		return nil, err
+	}
 	d, err := dataset.New(c, m, cfg)
 	if err != nil {
 		release()
