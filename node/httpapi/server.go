@@ -29,6 +29,7 @@ type Node interface {
 	Datasets
 	Retention
 	Peering
+	Trees
 	Gatherer() prometheus.Gatherer
 }
 
@@ -99,13 +100,15 @@ func New(n Node, opts Options) *Server {
 	data := dataHandlers{rp, n}
 	ret := retentionHandlers{rp, n}
 	peers := peerHandlers{rp, n}
+	trees := treeHandlers{rp, n}
 	for _, p := range []string{api.Prefix, api.StoragePrefix} {
-		s.mux.HandleFunc("POST "+p+"/data", up.upload)
+		s.mux.HandleFunc("POST "+p+"/data", trees.orUpload(up.upload))
 		s.mux.HandleFunc("GET "+p+"/data", data.list)
 		s.mux.HandleFunc("GET "+p+"/data/{cid}", down.local)
 		s.mux.HandleFunc("DELETE "+p+"/data/{cid}", data.delete)
 		s.mux.HandleFunc("GET "+p+"/data/{cid}/exists", data.exists)
-		s.mux.HandleFunc("GET "+p+"/data/{cid}/network/stream", down.network)
+		s.mux.HandleFunc("GET "+p+"/data/{cid}/network/stream", trees.orStream(down.network))
+		s.mux.HandleFunc("GET "+p+"/data/{cid}/list", trees.list)
 		s.mux.HandleFunc("GET "+p+"/data/{cid}/network/manifest", data.manifest)
 		s.mux.HandleFunc("POST "+p+"/data/{cid}/network", data.fetch)
 		s.mux.HandleFunc("GET "+p+"/data/{cid}/network/progress", data.progress)
