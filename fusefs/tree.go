@@ -134,8 +134,8 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	// is still in our tree; content under a CID never changes, so the
 	// node we have is still right and the source need not be asked.
 	if ch := r.GetChild(name); ch != nil {
-		if f, ok := ch.Operations().(*file); ok {
-			f.fillAttr(&out.Attr)
+		if a, ok := ch.Operations().(attrFiller); ok {
+			a.fillAttr(&out.Attr)
 			return ch, 0
 		}
 	}
@@ -160,6 +160,14 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		}
 	}
 
+	if isDir(ds) {
+		d, errno := openDir(ctx, r.cfg, c, keyOf(c), ds)
+		if errno != 0 {
+			return nil, errno
+		}
+		d.fillAttr(&out.Attr)
+		return r.NewInode(ctx, d, fs.StableAttr{Mode: fuse.S_IFDIR, Ino: d.key.ino()}), 0
+	}
 	f := newFile(r.cfg, c, ds)
 	f.fillAttr(&out.Attr)
 	return r.NewInode(ctx, f, fs.StableAttr{Mode: fuse.S_IFREG, Ino: f.ino}), 0

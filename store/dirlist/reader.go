@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"sort"
+	"strings"
 )
 
 // ReaderAt is the dataset a listing is read from; ctx is the caller's.
@@ -148,9 +149,24 @@ func (l *Listing) Page(ctx context.Context, i int) ([]Entry, error) {
 // ErrNotExist is Lookup's answer for a name the directory does not hold.
 var ErrNotExist = errors.New("no such entry")
 
+// PageOf is the page that would hold name, -1 if name sorts before
+// every entry.
+func (l *Listing) PageOf(name string) int {
+	return sort.Search(len(l.pages), func(i int) bool { return l.pages[i].first > name }) - 1
+}
+
+// Find looks name up in entries, one page as Page returns it.
+func Find(entries []Entry, name string) (Entry, bool) {
+	j, ok := sort.Find(len(entries), func(j int) int { return strings.Compare(name, entries[j].Name) })
+	if !ok {
+		return Entry{}, false
+	}
+	return entries[j], true
+}
+
 // Lookup finds name: a binary search of the index, then one page read.
 func (l *Listing) Lookup(ctx context.Context, name string) (Entry, error) {
-	i := sort.Search(len(l.pages), func(i int) bool { return l.pages[i].first > name }) - 1
+	i := l.PageOf(name)
 	if i < 0 {
 		return Entry{}, fmt.Errorf("%q: %w", name, ErrNotExist)
 	}
@@ -158,19 +174,11 @@ func (l *Listing) Lookup(ctx context.Context, name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	j, ok := sort.Find(len(entries), func(j int) int {
-		switch {
-		case name < entries[j].Name:
-			return -1
-		case name > entries[j].Name:
-			return 1
-		}
-		return 0
-	})
+	e, ok := Find(entries, name)
 	if !ok {
 		return Entry{}, fmt.Errorf("%q: %w", name, ErrNotExist)
 	}
-	return entries[j], nil
+	return e, nil
 }
 
 // All yields every entry in order, a page at a time; it stops at the
