@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/meshfs/meshfs/node/httpapi/api"
@@ -117,8 +118,12 @@ func TestUploadErrors(t *testing.T) {
 
 	cli(t, noEnv, nil, "upload", "--api", f.url(), filepath.Join(dir, "nope")).
 		wantErr(t, 1, "open "+filepath.Join(dir, "nope")+": no such file or directory")
-	cli(t, noEnv, nil, "upload", "--api", f.url(), dir).
-		wantErr(t, 1, dir+" is a directory")
+	tree := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(tree, "pipe"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, noEnv, nil, "upload", "--api", f.url(), tree).
+		wantErr(t, 1, filepath.Join(tree, "pipe")+" is a special file (named pipe): only files, directories and symlinks can be uploaded")
 	cli(t, noEnv, strings.NewReader("x"), "upload", "--api", f.url(), "--filename", "a\nb", "-").
 		wantErr(t, 1, `file name "a\nb" has control characters; choose another with --filename`)
 

@@ -86,15 +86,17 @@ func (a *app) newUploadCmd() *cobra.Command {
 		filename string
 	)
 	cmd := &cobra.Command{
-		Use:   "upload FILE",
-		Short: "Upload a file (or - for stdin); prints its CID",
+		Use:   "upload FILE|DIR",
+		Short: "Upload a file (or - for stdin), or a directory tree; prints its CID",
 		Long: `Upload FILE to the daemon, which stores it as a dataset and announces it.
 The manifest CID is printed alone on stdout, so that
 
     cid=$(meshfs upload report.pdf)
 
 works. FILE "-" reads stdin. The file name and media type are kept in the
-manifest; the media type is guessed from the name unless --mime is given.`,
+manifest; the media type is guessed from the name unless --mime is given.
+A directory is uploaded whole, recursively, as one tree with one CID
+(docs/directories.md); symlinks are kept as links, special files refused.`,
 		Args: exactArgs(1, "FILE argument (or - for stdin)"),
 	}
 	cmd.Flags().StringVar(&mimeType, "mime", "", "media type to record (default: guessed from the file name, else application/octet-stream)")
@@ -114,7 +116,12 @@ manifest; the media type is guessed from the name unless --mime is given.`,
 				return err
 			}
 			if st.IsDir() {
-				return fmt.Errorf("%s is a directory", args[0])
+				cid, err := a.uploadTree(ctx, c, args[0])
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(a.stdout, cid)
+				return err
 			}
 			// A pipe or device has no size; it is sent chunked.
 			if st.Mode().IsRegular() {
@@ -186,7 +193,9 @@ func (a *app) newDownloadCmd() *cobra.Command {
 		Short: "Download a dataset from the network, to stdout or -o FILE",
 		Long: `Download the dataset CID through the daemon, which fetches missing blocks
 from peers. The bytes go to stdout, or with -o to FILE, which appears only
-once it is complete (an interrupted download leaves no partial file).`,
+once it is complete (an interrupted download leaves no partial file).
+A directory's CID downloads the tree into the directory -o names; run
+again after an interruption, it skips the files already there whole.`,
 		Args: exactArgs(1, "CID argument"),
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to this file instead of stdout")
@@ -194,6 +203,9 @@ once it is complete (an interrupted download leaves no partial file).`,
 		cid, err := parseManifestCID(args[0])
 		if err != nil {
 			return err
+		}
+		if isTree(ctx, c, cid) {
+			return a.downloadTree(ctx, c, cid, out)
 		}
 		toStdout := out == "" || out == "-"
 		if !toStdout {
