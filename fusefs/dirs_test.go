@@ -100,6 +100,9 @@ func TestTreeNodes(t *testing.T) {
 		t.Errorf("run.sh mode %o, want 0555", out.Mode)
 	}
 	tf := fch.Operations().(*treeFile)
+	if _, errno := tf.Getxattr(context.Background(), "system.posix_acl_access", nil); errno != syscall.ENODATA || src.opens.Load() != opens {
+		t.Fatalf("ls -l's ACL query = %v, opens %d→%d; want ENODATA without opening the dataset", errno, opens, src.opens.Load())
+	}
 	if _, _, errno := tf.Open(context.Background(), syscall.O_RDONLY); errno != 0 {
 		t.Fatalf("Open: %v", errno)
 	}

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -98,6 +99,12 @@ func (t *treeFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 }
 
 func (t *treeFile) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	// ls -l asks every file for its ACL and security label: those are
+	// answered without opening the dataset, which would fetch a manifest
+	// per file listed.
+	if !strings.HasPrefix(attr, XattrPrefix) {
+		return 0, syscall.ENODATA
+	}
 	f, errno := t.dataset(ctx)
 	if errno != 0 {
 		return 0, errno
