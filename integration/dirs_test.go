@@ -101,10 +101,17 @@ func TestDirectoryTree(t *testing.T) {
 		t.Errorf("reading one file moved %v blocks; its own are %v, and only a few listing and manifest blocks may come with them", moved, fileBlocks)
 	}
 
-	// The tree through the mount, as ordinary tools see it.
+	// The tree through the mount, as ordinary tools see it. Listing it
+	// reads listings, no file's manifest or content.
+	before = scrape(t, b, received)
 	ls := run(t, nil, "ls", "-lR", filepath.Join(mnt, root))
 	if ls.code != 0 {
 		t.Fatalf("ls -lR: exit %d: %s", ls.code, ls.stderr)
+	}
+	moved = scrape(t, b, received) - before
+	t.Logf("ls -lR of the tree moved %v blocks", moved)
+	if moved > float64(n/10) {
+		t.Errorf("ls -lR of a tree of %d files moved %v blocks: it should read the listings only", n, moved)
 	}
 	for _, want := range []string{"up -> ../../outside", "passwd -> /etc/passwd", "-r-xr-xr-x", "名前 with spaces.txt", "deep-empty"} {
 		if !strings.Contains(ls.stdout, want) {
