@@ -80,12 +80,12 @@ func (s *memSource) Open(ctx context.Context, c cid.Cid) (Dataset, error) {
 	return d, nil
 }
 
-func (s *memSource) List(ctx context.Context) ([]cid.Cid, error) {
+func (s *memSource) List(ctx context.Context) ([]Held, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]cid.Cid, 0, len(s.sets))
-	for c := range s.sets {
-		out = append(out, c)
+	out := make([]Held, 0, len(s.sets))
+	for c, d := range s.sets {
+		out = append(out, Held{CID: c, Dir: isDir(d)})
 	}
 	return out, nil
 }
@@ -100,11 +100,11 @@ func manifestCID(name string, data []byte) cid.Cid {
 // funcSource and funcDataset let a test script failures.
 type funcSource struct {
 	open func(ctx context.Context, c cid.Cid) (Dataset, error)
-	list func(ctx context.Context) ([]cid.Cid, error)
+	list func(ctx context.Context) ([]Held, error)
 }
 
 func (s funcSource) Open(ctx context.Context, c cid.Cid) (Dataset, error) { return s.open(ctx, c) }
-func (s funcSource) List(ctx context.Context) ([]cid.Cid, error)          { return s.list(ctx) }
+func (s funcSource) List(ctx context.Context) ([]Held, error)            { return s.list(ctx) }
 
 type funcDataset struct {
 	size int64

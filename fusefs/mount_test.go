@@ -485,7 +485,7 @@ func TestMountNeverHangs(t *testing.T) {
 			<-ctx.Done() // no provider answers
 			return nil, ctx.Err()
 		},
-		list: func(context.Context) ([]cid.Cid, error) { return nil, nil },
+		list: func(context.Context) ([]Held, error) { return nil, nil },
 	}
 	s := mountWith(t, t.TempDir(), src, Options{LookupTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond})
 

@@ -302,11 +302,12 @@ func TestReaddir(t *testing.T) {
 	src := newMemSource()
 	a := src.add("a", []byte("a"))
 	b := src.add("b", []byte("b"))
+	tree := manifestCID("tree", []byte("tree"))
 	block := store.CIDFromDigest(store.CodecBlock, [32]byte{9})
-	list := []cid.Cid{b, block, a, b}
+	list := []Held{{CID: b}, {CID: block}, {CID: a}, {CID: tree, Dir: true}, {CID: b}}
 	r, _ := newTestTree(t, funcSource{
 		open: src.Open,
-		list: func(ctx context.Context) ([]cid.Cid, error) { return list, nil },
+		list: func(ctx context.Context) ([]Held, error) { return list, nil },
 	}, Options{})
 
 	ds, errno := r.Readdir(context.Background())
@@ -319,13 +320,17 @@ func TestReaddir(t *testing.T) {
 		if errno != 0 {
 			t.Fatalf("Next = %v", errno)
 		}
-		if e.Mode != fuse.S_IFREG {
-			t.Errorf("%s: mode %#o, want a regular file", e.Name, e.Mode)
+		want := uint32(fuse.S_IFREG)
+		if e.Name == store.CIDText(tree) {
+			want = fuse.S_IFDIR // a directory dataset, known from List alone
+		}
+		if e.Mode != want {
+			t.Errorf("%s: mode %#o, want %#o", e.Name, e.Mode, want)
 		}
 		got = append(got, e.Name)
 	}
 	ds.Close()
-	if want := sortedNames([]cid.Cid{a, b}); !slices.Equal(got, want) {
+	if want := sortedNames([]cid.Cid{a, b, tree}); !slices.Equal(got, want) {
 		t.Errorf("Readdir = %q, want %q (manifests only, once each, sorted)", got, want)
 	}
 	for _, name := range got {
@@ -334,7 +339,7 @@ func TestReaddir(t *testing.T) {
 		}
 	}
 
-	r, _ = newTestTree(t, funcSource{list: func(context.Context) ([]cid.Cid, error) {
+	r, _ = newTestTree(t, funcSource{list: func(context.Context) ([]Held, error) {
 		return nil, errors.New("index unreadable")
 	}}, Options{})
 	if _, errno := r.Readdir(context.Background()); errno != syscall.EIO {

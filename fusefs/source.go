@@ -36,6 +36,14 @@ type Source interface {
 	// Open returns the dataset whose manifest has CID c. The error wraps
 	// store.ErrNotFound, or is ctx's deadline, when it cannot be found.
 	Open(ctx context.Context, c cid.Cid) (Dataset, error)
-	// List returns the manifest CIDs of the datasets held locally.
-	List(ctx context.Context) ([]cid.Cid, error)
+	// List returns the datasets held locally.
+	List(ctx context.Context) ([]Held, error)
+}
+
+// Held is a dataset held locally, as the mount's root lists it.
+type Held struct {
+	CID cid.Cid
+	// Dir: its content is a directory listing (its manifest's media type
+	// says so), so the root shows it as a directory without opening it.
+	Dir bool
 }

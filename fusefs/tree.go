@@ -178,7 +178,7 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 func (r *root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	lctx, cancel := context.WithTimeout(ctx, r.cfg.lookupTimeout)
 	defer cancel()
-	cids, err := r.cfg.src.List(lctx)
+	held, err := r.cfg.src.List(lctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, syscall.EINTR
@@ -186,9 +186,10 @@ func (r *root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		r.cfg.log.Error("fusefs: listing datasets failed", "err", err)
 		return nil, syscall.EIO
 	}
-	seen := make(map[string]bool, len(cids))
-	entries := make([]fuse.DirEntry, 0, len(cids))
-	for _, c := range cids {
+	seen := make(map[string]bool, len(held))
+	entries := make([]fuse.DirEntry, 0, len(held))
+	for _, h := range held {
+		c := h.CID
 		// Lookup accepts only manifest CIDs; listing anything else would
 		// show names that cannot be opened.
 		if c.Type() != store.CodecManifest {
@@ -200,7 +201,11 @@ func (r *root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			continue
 		}
 		seen[name] = true
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: fuse.S_IFREG, Ino: inoOf(c)})
+		mode := uint32(fuse.S_IFREG)
+		if h.Dir {
+			mode = fuse.S_IFDIR
+		}
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: inoOf(c)})
 	}
 	// A stable order keeps repeated listings (and tests) deterministic.
 	slices.SortFunc(entries, func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })

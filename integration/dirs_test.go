@@ -131,6 +131,11 @@ func TestDirectoryTree(t *testing.T) {
 		t.Fatalf("diff -r after cp -r from the mount: exit %d: %.2000s%s", r.code, r.stdout, r.stderr)
 	}
 
+	// Now held by B, the tree is a directory of B's mount root too.
+	if got := strings.TrimSpace(must(t, "find", mnt, "-maxdepth", "1", "-type", "d", "-name", root)); got != filepath.Join(mnt, root) {
+		t.Errorf("find %s -maxdepth 1 -type d -name %s = %q: the root does not list the held tree as a directory", mnt, root, got)
+	}
+
 	// Missing names, and writes, fail as a read-only file system's do.
 	if r := run(t, nil, "cat", filepath.Join(mnt, root, "2024", "nope.jpg")); r.code == 0 || !strings.Contains(r.stderr, "No such file or directory") {
 		t.Errorf("cat of a missing name: exit %d, %q", r.code, r.stderr)

@@ -17,6 +17,7 @@ import (
 	"github.com/meshfs/meshfs/fusefs"
 	"github.com/meshfs/meshfs/node"
 	"github.com/meshfs/meshfs/node/httpapi"
+	"github.com/meshfs/meshfs/store/dirlist"
 )
 
 // shutdownGrace bounds how long in-flight API requests may take to finish
@@ -147,14 +148,14 @@ func (s source) Open(ctx context.Context, c cid.Cid) (fusefs.Dataset, error) {
 	return d, nil
 }
 
-func (s source) List(ctx context.Context) ([]cid.Cid, error) {
+func (s source) List(ctx context.Context) ([]fusefs.Held, error) {
 	entries, err := s.n.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]cid.Cid, len(entries))
+	out := make([]fusefs.Held, len(entries))
 	for i, e := range entries {
-		out[i] = e.CID
+		out[i] = fusefs.Held{CID: e.CID, Dir: e.Manifest.Mimetype == dirlist.Mimetype}
 	}
 	return out, nil
 }
