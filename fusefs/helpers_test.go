@@ -104,7 +104,7 @@ type funcSource struct {
 }
 
 func (s funcSource) Open(ctx context.Context, c cid.Cid) (Dataset, error) { return s.open(ctx, c) }
-func (s funcSource) List(ctx context.Context) ([]Held, error)            { return s.list(ctx) }
+func (s funcSource) List(ctx context.Context) ([]Held, error)             { return s.list(ctx) }
 
 type funcDataset struct {
 	size int64
