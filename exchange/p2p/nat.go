@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
@@ -157,8 +158,10 @@ func IsRelayed(a ma.Multiaddr) bool {
 
 // Relayed reports whether every connection to p goes through a relay
 // (false when there is none).
-func (n *Host) Relayed(p peer.ID) bool {
-	conns := n.h.Network().ConnsToPeer(p)
+func (n *Host) Relayed(p peer.ID) bool { return onlyRelayed(n.h, p) }
+
+func onlyRelayed(h host.Host, p peer.ID) bool {
+	conns := h.Network().ConnsToPeer(p)
 	for _, c := range conns {
 		if !c.Stat().Limited && !IsRelayed(c.RemoteMultiaddr()) {
 			return false

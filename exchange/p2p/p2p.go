@@ -96,8 +96,8 @@ type Host struct {
 	sprAddrs string // the addresses it was made for
 }
 
-// New starts a libp2p host listening on cfg.Listen, starts a server-mode DHT
-// on it, dials the bootstrap peers (failures are logged, not fatal: the DHT
+// New starts a libp2p host listening on cfg.Listen, starts a DHT on it (a
+// server unless behind a NAT), dials the bootstrap peers (failures are logged, not fatal: the DHT
 // retries them while its routing table is empty) and bootstraps the DHT.
 // ctx bounds only the start-up dials; the host lives until Close.
 func New(ctx context.Context, cfg Config) (*Host, error) {
@@ -169,7 +169,11 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	// dht.New takes no context in v0.42 (older examples pass one); the DHT
 	// lives until Close.
 	kad, err := dht.New(h,
-		dht.Mode(dht.ModeServer),
+		// A server while reachable or not known to be unreachable (a LAN,
+		// loopback: AutoNAT stays unknown there); a client once behind a
+		// NAT, as IPFS nodes are, so that nobody routes queries or
+		// provider records through a node they can reach only by relay.
+		dht.Mode(dht.ModeAutoServer),
 		dht.ProtocolPrefix(DHTProtocolPrefix),
 		// Only our own peers, and always set: the DHT re-dials them every
 		// couple of minutes while its routing table is empty. It never
@@ -184,8 +188,14 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		// 198.18.0.0/15 (manet files it as "unroutable", neither public
 		// nor private), which is what our test networks use. Pin
 		// accept-all so an upgrade or a copied option cannot change that.
-		dht.QueryFilter(func(_ any, _ peer.AddrInfo) bool { return true }),
-		dht.RoutingTableFilter(func(_ any, _ peer.ID) bool { return true }),
+		//
+		// One exception: a peer connected only through a relay. The
+		// DHT's streams to it wait for a direct connection that may never
+		// come (a symmetric NAT), and a provide then waits out its whole
+		// deadline: announcements behind such NATs all failed. Its
+		// records live on the peers it is directly connected to.
+		dht.QueryFilter(func(_ any, ai peer.AddrInfo) bool { return !onlyRelayed(h, ai.ID) }),
+		dht.RoutingTableFilter(func(_ any, p peer.ID) bool { return !onlyRelayed(h, p) }),
 	)
 	if err != nil {
 		_ = h.Close()
@@ -316,7 +326,7 @@ func (n *Host) connectBootstrap(ctx context.Context, peers []peer.AddrInfo, time
 // Host is the underlying libp2p host.
 func (n *Host) Host() host.Host { return n.h }
 
-// DHT is the node's Kademlia DHT (server mode, /meshfs/kad/1.0.0).
+// DHT is the node's Kademlia DHT (/meshfs/kad/1.0.0).
 func (n *Host) DHT() *dht.IpfsDHT { return n.dht }
 
 // ID is the node's peer ID.
