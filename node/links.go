@@ -1,6 +1,12 @@
 package node
 
-import "github.com/libp2p/go-libp2p/core/peer"
+import (
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshfs/meshfs/exchange/p2p"
+)
 
 // NATStatus is how the node stands with the NATs between it and its peers.
 type NATStatus struct {
@@ -42,4 +48,15 @@ func (n *Node) PeerLinks() []PeerLink {
 		out = append(out, PeerLink{ID: p, Relayed: n.host.Relayed(p), ExchangeRelayed: stuck[p]})
 	}
 	return out
+}
+
+// relayHint names the relay's limit when some peers are reached only
+// through one: a read that stalls may well be waiting on them.
+func (n *Node) relayHint() string {
+	k := len(n.engine.Relayed())
+	if k == 0 {
+		return ""
+	}
+	data, secs := p2p.RelayLimit()
+	return fmt.Sprintf("%d peer(s) are reached only through a relay, which lets %d KiB and %d s through each connection: what only they hold cannot be read in full until a direct connection is made (forward a port to them, or --nat-portmap)", k, data>>10, secs)
 }

@@ -44,6 +44,7 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*Dataset, error) {
 	}
 	if n.engine != nil {
 		cfg.Progress = n.engine
+		cfg.FailHint = n.relayHint
 	}
 	return n.open(ctx, c, release, cfg, true, !held)
 }

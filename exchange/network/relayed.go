@@ -78,8 +78,10 @@ func (n *Network) markDirect(p peer.ID) {
 	}
 }
 
-// Relayed are the peers the exchange sends to through a relay, for want
-// of a direct connection.
+// Relayed are the peers the exchange last reached through a relay, for
+// want of a direct connection, and has no direct connection to now
+// (connected through the relay still, or not at all: a relay closes a
+// connection past its limits).
 func (n *Network) Relayed() []peer.ID {
 	n.mu.Lock()
 	marked := make([]peer.ID, 0, len(n.relayed))
@@ -89,7 +91,7 @@ func (n *Network) Relayed() []peer.ID {
 	n.mu.Unlock()
 	out := marked[:0]
 	for _, p := range marked {
-		if n.limitedOnly(p) {
+		if n.limitedOnly(p) || len(n.h.Network().ConnsToPeer(p)) == 0 {
 			out = append(out, p)
 		}
 	}

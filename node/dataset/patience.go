@@ -46,6 +46,19 @@ var (
 	errDecoded   = fmt.Errorf("decoded from its codeword first: %w", context.Canceled)
 )
 
+// hint is the node's FailHint for a read that failed, as a clause in
+// parentheses, ahead of the error's chain so that a shortened message
+// keeps it; none for a read its caller gave up.
+func (d *Reader) hint(ctx context.Context) string {
+	if d.cfg.FailHint == nil || ctx.Err() != nil {
+		return ""
+	}
+	if h := d.cfg.FailHint(); h != "" {
+		return " (" + h + ")"
+	}
+	return ""
+}
+
 // watch polls the exchange's progress on a tree from a timer, never from
 // a goroutine of its own: most fetches end before it first fires.
 type watch struct {

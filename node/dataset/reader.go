@@ -66,6 +66,10 @@ type Config struct {
 	// Progress, when set, is the exchange's: a wait for a block lasts
 	// while the peers serving it are heard from.
 	Progress Progress
+	// FailHint, when set, says what the node knows of why peers may not
+	// serve a dataset (some are behind a relay, say); it is added to the
+	// error of a read the network could not serve.
+	FailHint func() string
 	// Logger: nil is slog.Default().
 	Logger *slog.Logger
 	// Life ends the reader's background work (fetches ahead, storing
@@ -231,7 +235,7 @@ func (d *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if i <= last {
 		blocks, err := d.blocks(ctx, i, last)
 		if err != nil {
-			return 0, fmt.Errorf("read %s at %d: %w", store.CIDText(d.CID), off, err)
+			return 0, fmt.Errorf("read %s at %d%s: %w", store.CIDText(d.CID), off, d.hint(ctx), err)
 		}
 		for _, data := range blocks {
 			pos := off + int64(n)
