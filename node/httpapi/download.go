@@ -3,6 +3,8 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/textproto"
@@ -133,12 +135,29 @@ const sendChunk = 256 << 10
 // 32 KiB steps: a dataset read and a socket write each, which a cold read
 // over loopback, bound by CPU, pays for.
 func (h downloadHandlers) sendWhole(w http.ResponseWriter, r *http.Request, d *node.Dataset) {
+	buf := make([]byte, sendChunk)
+	// The first chunk is read before the status goes, so that a dataset
+	// none of whose blocks can be had is an error with its reason, not a
+	// 200 whose body ends at once.
+	first, err := d.ReadAt(r.Context(), buf, 0)
+	if first == 0 && err != nil && d.Size() > 0 {
+		code := status(err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			code = http.StatusGatewayTimeout // the manifest was found; its blocks were not
+		}
+		h.fail(w, r, code, fmt.Errorf("read %s: %w", store.CIDText(d.CID), err))
+		return
+	}
 	w.Header().Set("Accept-Ranges", "bytes")
 	w.Header().Set("Content-Length", strconv.FormatInt(d.Size(), 10))
 	w.WriteHeader(http.StatusOK)
-	buf := make([]byte, sendChunk)
 	for off := int64(0); off < d.Size(); {
-		n, err := d.ReadAt(r.Context(), buf, off)
+		n, err := first, error(nil)
+		if first > 0 {
+			first = 0
+		} else {
+			n, err = d.ReadAt(r.Context(), buf, off)
+		}
 		if n == 0 && err != nil {
 			// The status is sent: the client sees the body end short of
 			// its Content-Length.
