@@ -207,4 +207,22 @@ func TestHomesBehindSymmetricNATsUseTheRelay(t *testing.T) {
 	if !strings.Contains(st, "relayed, blocks within the relay's limit (128.0 KiB per connection): no direct connection") {
 		t.Errorf("B's status does not say A stays behind the relay:\n%s", st)
 	}
+
+	// More than the relay lets through one connection: read in full, or
+	// refused with the relay named, and within the download's deadline
+	// either way, never a hang.
+	big := writeRandomFile(t, tmp, 2<<20, 93)
+	cb := a.uploadAnnounced(t, big)
+	out := filepath.Join(tmp, "big.out")
+	start := time.Now()
+	r, err := b.CLI(nil, "download", cb, "-o", out, "--timeout", "2m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("download of 2 MiB through the relay: exit %d after %s: %s", r.Code, time.Since(start).Round(time.Millisecond), strings.TrimSpace(r.Stderr))
+	if r.Code == 0 {
+		must(t, "cmp", out, big)
+	} else if !strings.Contains(r.Stderr, "relay") {
+		t.Errorf("the download failed without naming the relay: %s", r.Stderr)
+	}
 }
