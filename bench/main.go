@@ -44,7 +44,7 @@ func main() {
 	sizeMiB := flag.Int64("size", 256, "dataset size in MiB")
 	rssMiB := flag.Int64("rss-size", 2048, "MiB streamed through a mount for the peak-RSS figure")
 	smallFiles := flag.Int("small-files", 10000, "files of 1,000 bytes uploaded and read back by the small section")
-	sections := flag.String("sections", "base,small,dirs,link,swarm,slow,stall,rss", "sections to run, comma-separated: base (local figures), small (many 1,000-byte files), dirs (a tree of -small-files files: upload, cold ls -lR, first byte), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), slow (home lines, one reader and a crowd), stall (mixed reads hunting for one that stalls), rss")
+	sections := flag.String("sections", "base,small,dirs,bwlimit,link,swarm,slow,stall,rss", "sections to run, comma-separated: base (local figures), small (many 1,000-byte files), dirs (a tree of -small-files files: upload, cold ls -lR, first byte), bwlimit (reads under --bwlimit-down and --bwlimit-up), link (200 Mbit/s, 50 ms RTT), swarm (4 providers), slow (home lines, one reader and a crowd), stall (mixed reads hunting for one that stalls), rss")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.Parse()
 	set := map[string]bool{}
@@ -186,6 +186,14 @@ func run(size, rssSize int64, smallFiles int, sections []string, keep, short boo
 		rows = append(rows, r...)
 		if err != nil {
 			return fmt.Errorf("directories: %w", err)
+		}
+	}
+	if slices.Contains(sections, "bwlimit") {
+		progressf("bwlimit: reads under a %d MiB/s cap", bwLimit>>20)
+		r, err := bwSection(bin, work, short)
+		rows = append(rows, r...)
+		if err != nil {
+			return fmt.Errorf("bandwidth limits: %w", err)
 		}
 	}
 	if slices.Contains(sections, "link") {
