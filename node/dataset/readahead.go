@@ -20,6 +20,10 @@ func (d *Reader) readAhead(off, n int64, last uint64, held bool) {
 		return
 	}
 	d.pmu.Lock()
+	if d.closing {
+		d.pmu.Unlock()
+		return
+	}
 	sequential := off == d.lastEnd
 	d.lastEnd = off + n
 	if held && last >= d.prefetched {
@@ -41,9 +45,11 @@ func (d *Reader) readAhead(off, n int64, last uint64, held bool) {
 			todo = append(todo, i)
 		}
 	}
+	if len(todo) > 0 {
+		d.ahead.Add(1) // under pmu: Close, past closing, waits for no more
+	}
 	d.pmu.Unlock()
 	if len(todo) > 0 {
-		d.ahead.Add(1)
 		go func() {
 			defer d.ahead.Done()
 			d.prefetch(todo)
@@ -54,9 +60,9 @@ func (d *Reader) readAhead(off, n int64, last uint64, held bool) {
 // prefetch looks up, in order, which of todo are held already and fetches
 // the others, each in a goroutine of its own. For a local dataset it is one
 // goroutine and an index lookup per block: the mount's warm reads pay no
-// more. It runs within Config.Life.
+// more. It runs until Close, within Config.Life.
 func (d *Reader) prefetch(todo []uint64) {
-	life := d.cfg.Life
+	life := d.aheadCtx
 	done := func(i uint64) {
 		d.pmu.Lock()
 		delete(d.inflight, i)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -72,5 +73,55 @@ func TestReadAheadStopsAtTheFilesEnd(t *testing.T) {
 	}
 	if uint64(len(f.fetched)) != n {
 		t.Errorf("%d blocks fetched; want the file's %d", len(f.fetched), n)
+	}
+}
+
+// stallFetcher serves the first block and holds every other fetch until
+// its context ends, counting the fetches still running.
+type stallFetcher struct {
+	sourceFetcher
+	running sync.WaitGroup
+	started chan struct{}
+	once    sync.Once
+}
+
+func (f *stallFetcher) GetLeaf(ctx context.Context, tree cid.Cid, i uint64, prio store.Priority) (store.Leaf, store.Block, error) {
+	if i == 0 {
+		return f.sourceFetcher.GetLeaf(ctx, tree, i, prio)
+	}
+	f.once.Do(func() { close(f.started) })
+	<-ctx.Done()
+	return store.Leaf{}, store.Block{}, ctx.Err()
+}
+
+// Close ends the fetches ahead of a reader and releases what they held,
+// before it returns: a dataset nobody reads any more is no longer kept
+// from garbage collection by fetches for nobody.
+func TestCloseEndsReadAhead(t *testing.T) {
+	src := store.NewMemory(0)
+	data := randomBytes(8, 8*testBS)
+	c := upload(t, src, data, 4, 0)
+	local := store.NewMemory(0)
+	f := &stallFetcher{sourceFetcher: sourceFetcher{src: src, local: local, fetched: map[uint64]bool{}}, started: make(chan struct{})}
+	var holds atomic.Int64 // holds not released
+	hold := func(context.Context) (func(), error) {
+		holds.Add(1)
+		return func() { holds.Add(-1) }, nil
+	}
+	ctx := context.Background()
+	d, err := Open(ctx, c, Config{Store: store.NewNetworkStore(local, f), Local: local, Prefetch: 4, Hold: hold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, testBS)
+	if n, err := d.ReadAt(ctx, p, 0); n != testBS || err != nil || !bytes.Equal(p, data[:testBS]) {
+		t.Fatalf("ReadAt 0: %d, %v; want the first block", n, err)
+	}
+	<-f.started // a fetch ahead is waiting on the network
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := holds.Load(); n != 0 {
+		t.Errorf("%d holds on the dataset after Close; want none", n)
 	}
 }

@@ -112,8 +112,13 @@ type Reader struct {
 	lastEnd    int64               // where the previous read ended
 	prefetched uint64              // prefetch has been started up to here
 	inflight   map[uint64]struct{} // blocks being prefetched
-	ahead      sync.WaitGroup      // the goroutines fetching them, for tests to wait on
-	closed     sync.Once
+	closing    bool                // Close has begun: no more fetches ahead
+	ahead      sync.WaitGroup      // the goroutines fetching them
+	// aheadCtx ends the fetches ahead: at Close (nobody reads on), or
+	// with Config.Life.
+	aheadCtx  context.Context
+	stopAhead context.CancelFunc
+	closed    sync.Once
 }
 
 // Open reads the manifest of c through cfg.Store and makes a reader of it.
@@ -141,6 +146,7 @@ func New(c cid.Cid, m *manifest.Manifest, cfg Config) (*Reader, error) {
 		cfg.Counters = new(Counters)
 	}
 	d := &Reader{CID: c, Manifest: m, cfg: cfg, cache: cfg.Cache.tree(m.TreeCID), inflight: map[uint64]struct{}{}}
+	d.aheadCtx, d.stopAhead = context.WithCancel(cfg.Life)
 	if m.Protected {
 		var err error
 		if d.layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
@@ -166,6 +172,14 @@ const ownCacheBytes = 2 << 20
 // Close (each holds the dataset while it runs). Close is idempotent.
 func (d *Reader) Close() error {
 	d.closed.Do(func() {
+		// Fetches ahead hold the dataset (Hold) while they run: stopped
+		// and waited for, so that once Close returns nothing of this
+		// reader keeps it from garbage collection.
+		d.pmu.Lock()
+		d.closing = true
+		d.pmu.Unlock()
+		d.stopAhead()
+		d.ahead.Wait()
 		if d.cfg.Release != nil {
 			d.cfg.Release()
 		}
