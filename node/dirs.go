@@ -85,9 +85,13 @@ func (n *Node) checkListing(ctx context.Context, c cid.Cid, m *manifest.Manifest
 	// A reader of its own, without the open's holds: their reads would
 	// record (and restore) the dataset.
 	cfg.Hold, cfg.Release = nil, nil
+	// Nor fetches ahead: one still running after the sweep below would
+	// store a block of the refused listing again.
+	cfg.Prefetch = 0
 	d, err := dataset.New(c, m, cfg)
 	if err == nil {
 		_, err = dirlist.Open(ctx, d, d.Size())
+		d.Close()
 	}
 	releaseTree()
 	if err == nil {
