@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"mime"
 	"net/http"
 	"net/textproto"
@@ -145,7 +144,7 @@ func (h downloadHandlers) sendWhole(w http.ResponseWriter, r *http.Request, d *n
 		if errors.Is(err, context.DeadlineExceeded) {
 			code = http.StatusGatewayTimeout // the manifest was found; its blocks were not
 		}
-		h.fail(w, r, code, fmt.Errorf("read %s: %w", store.CIDText(d.CID), err))
+		h.fail(w, r, code, err) // the reader's error names the dataset and where
 		return
 	}
 	w.Header().Set("Accept-Ranges", "bytes")
