@@ -62,13 +62,21 @@ func buildTree(t *testing.T, root string, n int) {
 	}
 }
 
+// uploaderAndReader starts A on loopback, and B joined to it with its
+// mount, under tmp.
+func uploaderAndReader(t *testing.T, tmp string) (a, b *daemon, mnt string) {
+	t.Helper()
+	listen := []string{"--listen", "/ip4/127.0.0.1/tcp/0"}
+	a = startDaemon(t, filepath.Join(tmp, "a"), "", listen...)
+	mnt = filepath.Join(tmp, "b-mnt")
+	b = startDaemon(t, filepath.Join(tmp, "b"), mnt, append(listen, "--bootstrap", a.p2pAddr(t))...)
+	return a, b, mnt
+}
+
 func TestDirectoryTree(t *testing.T) {
 	requireFUSE(t)
 	tmp := t.TempDir()
-	listen := []string{"--listen", "/ip4/127.0.0.1/tcp/0"}
-	a := startDaemon(t, filepath.Join(tmp, "a"), "", listen...)
-	mnt := filepath.Join(tmp, "b-mnt")
-	b := startDaemon(t, filepath.Join(tmp, "b"), mnt, append(listen, "--bootstrap", a.p2pAddr(t))...)
+	a, b, mnt := uploaderAndReader(t, tmp)
 
 	album := filepath.Join(tmp, "album")
 	n := treeFiles()
@@ -197,10 +205,7 @@ func TestDirectoryTree(t *testing.T) {
 func TestHostileDirectoryListing(t *testing.T) {
 	requireFUSE(t)
 	tmp := t.TempDir()
-	listen := []string{"--listen", "/ip4/127.0.0.1/tcp/0"}
-	a := startDaemon(t, filepath.Join(tmp, "a"), "", listen...)
-	mnt := filepath.Join(tmp, "b-mnt")
-	b := startDaemon(t, filepath.Join(tmp, "b"), mnt, append(listen, "--bootstrap", a.p2pAddr(t))...)
+	a, b, mnt := uploaderAndReader(t, tmp)
 
 	garbage := append([]byte("MFSD\x01"), []byte(strings.Repeat("\xff not a listing ", 20000))...)
 	req, err := http.NewRequest("POST", a.API+"/api/codex/v1/data", strings.NewReader(string(garbage)))
