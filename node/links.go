@@ -16,6 +16,9 @@ type NATStatus struct {
 	RelayAddrs []string
 	// RelayService says the node serves as a relay when public.
 	RelayService bool
+	// Reachable and Unreachable are its addresses that AutoNAT v2 had
+	// peers dial back, and whether they got through.
+	Reachable, Unreachable []string
 }
 
 // NAT is the node's reachability and relay addresses.
@@ -23,6 +26,13 @@ func (n *Node) NAT() NATStatus {
 	st := NATStatus{Reachability: n.host.Reachability(), RelayService: n.cfg.RelayService}
 	for _, a := range n.host.RelayAddrs() {
 		st.RelayAddrs = append(st.RelayAddrs, a.String())
+	}
+	reachable, unreachable := n.host.ConfirmedAddrs()
+	for _, a := range reachable {
+		st.Reachable = append(st.Reachable, a.String())
+	}
+	for _, a := range unreachable {
+		st.Unreachable = append(st.Unreachable, a.String())
 	}
 	return st
 }

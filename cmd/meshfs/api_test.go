@@ -137,7 +137,8 @@ func (n *stubNode) Gatherer() prometheus.Gatherer { return prometheus.NewRegistr
 func (n *stubNode) DiskFree() (uint64, error)     { return 1 << 40, nil }
 func (n *stubNode) Bandwidth() (int64, int64)     { return 1 << 20, 4 << 20 }
 func (n *stubNode) NAT() node.NATStatus {
-	return node.NATStatus{Reachability: "private", RelayAddrs: []string{"/ip4/192.0.2.9/tcp/8070/p2p/" + n.otherPeer.String() + "/p2p-circuit/p2p/" + n.id.String()}}
+	return node.NATStatus{Reachability: "private", RelayAddrs: []string{"/ip4/192.0.2.9/tcp/8070/p2p/" + n.otherPeer.String() + "/p2p-circuit/p2p/" + n.id.String()},
+		Unreachable: []string{"/ip4/192.0.2.7/tcp/8070"}}
 }
 func (n *stubNode) PeerLinks() []node.PeerLink {
 	return []node.PeerLink{{ID: n.otherPeer, Relayed: true, ExchangeRelayed: true}}
@@ -340,6 +341,7 @@ func TestCLIOverRealHandler(t *testing.T) {
 		"addresses:    1\n"+
 		"reachability: private\n"+
 		"              via relay /ip4/192.0.2.9/tcp/8070/p2p/"+n.otherPeer.String()+"/p2p-circuit/p2p/"+n.id.String()+"\n"+
+		"              not reachable at /ip4/192.0.2.7/tcp/8070\n"+
 		"peers:        1\n"+
 		"              "+n.otherPeer.String()+" relayed, blocks within the relay's limit (128.0 KiB per connection): no direct connection\n"+
 		"store:        1.5 GiB used of 10.0 GiB, 1234 blocks\n"+

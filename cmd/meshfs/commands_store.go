@@ -292,6 +292,12 @@ func (a *app) newStatusCmd() *cobra.Command {
 		for _, a := range info.NAT.RelayAddrs {
 			fmt.Fprintf(tw, "\tvia relay %s\n", a)
 		}
+		for _, a := range info.NAT.ReachableAddrs {
+			fmt.Fprintf(tw, "\tdialled back at %s\n", a)
+		}
+		for _, a := range info.NAT.UnreachableAddrs {
+			fmt.Fprintf(tw, "\tnot reachable at %s\n", a)
+		}
 		fmt.Fprintf(tw, "peers:\t%d\n", len(info.Peers))
 		how := map[string]string{}
 		for _, l := range info.Links {

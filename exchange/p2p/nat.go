@@ -150,6 +150,19 @@ func (n *Host) RelayAddrs() []ma.Multiaddr {
 	return out
 }
 
+// ConfirmedAddrs are the node's addresses that AutoNAT v2 has had peers
+// dial back, reachable and unreachable (none before any peer answered).
+func (n *Host) ConfirmedAddrs() (reachable, unreachable []ma.Multiaddr) {
+	c, ok := n.h.(interface {
+		ConfirmedAddrs() (reachable, unreachable, unknown []ma.Multiaddr)
+	})
+	if !ok {
+		return nil, nil
+	}
+	reachable, unreachable, _ = c.ConfirmedAddrs()
+	return reachable, unreachable
+}
+
 // IsRelayed reports whether a reaches its peer through a relay.
 func IsRelayed(a ma.Multiaddr) bool {
 	_, err := a.ValueForProtocol(ma.P_CIRCUIT)

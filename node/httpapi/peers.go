@@ -163,9 +163,12 @@ func acceptQ(req *http.Request, t string) float64 {
 }
 
 func natInfo(st node.NATStatus) api.NAT {
-	out := api.NAT{Reachability: st.Reachability, RelayAddrs: st.RelayAddrs, RelayService: st.RelayService}
-	if out.RelayAddrs == nil {
-		out.RelayAddrs = []string{}
+	out := api.NAT{Reachability: st.Reachability, RelayAddrs: st.RelayAddrs, RelayService: st.RelayService,
+		ReachableAddrs: st.Reachable, UnreachableAddrs: st.Unreachable}
+	for _, l := range []*[]string{&out.RelayAddrs, &out.ReachableAddrs, &out.UnreachableAddrs} {
+		if *l == nil {
+			*l = []string{} // JSON lists, never null
+		}
 	}
 	out.RelayLimitBytes, out.RelayLimitSeconds = p2p.RelayLimit()
 	return out

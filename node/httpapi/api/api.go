@@ -150,6 +150,10 @@ type NAT struct {
 	RelayAddrs []string `json:"relayAddrs"`
 	// RelayService: it serves as a relay (once public).
 	RelayService bool `json:"relayService"`
+	// ReachableAddrs and UnreachableAddrs are its addresses that peers
+	// dialled back (AutoNAT v2), and whether they got through.
+	ReachableAddrs   []string `json:"reachableAddrs"`
+	UnreachableAddrs []string `json:"unreachableAddrs"`
 	// RelayLimitBytes and RelayLimitSeconds are what a meshfs relay lets
 	// through one relayed connection.
 	RelayLimitBytes   uint64 `json:"relayLimitBytes"`
