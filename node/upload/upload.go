@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -115,7 +116,7 @@ func (u *Uploader) Upload(ctx context.Context, r io.Reader, filename, mimetype s
 // UploadWith cuts r into blocks, protects them with Reed-Solomon parity in
 // Codex's stepped layout when EcM > 0, stores blocks, leaves and the
 // manifest, and returns the manifest and its CID. Memory stays bounded by
-// one codeword of blocks plus 32 bytes of digest per block. The same
+// a few blocks per core plus 32 bytes of digest per block. The same
 // bytes and settings always give the same CID. On any error — a read
 // error, a cancelled context, a full quota — everything this upload
 // stored is removed again, so no half dataset is left behind.
@@ -157,7 +158,7 @@ type job struct {
 	// Config's BlockSize is neither: use these.
 	forced, bs uint64
 	staging    cid.Cid
-	staged     uint64
+	staged     atomic.Uint64 // the staging tree's next free index
 	// leaves lists, for an upload into a bare store, the real tree's
 	// leaves it added, which its rollback deletes.
 	leaves   []store.Leaf

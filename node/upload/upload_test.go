@@ -200,3 +200,24 @@ func TestUploadTruncatedInputIsAnError(t *testing.T) {
 type truncated struct{}
 
 func (truncated) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+// An upload whose context ends while its workers are hashing and storing
+// blocks stops, says why, and leaves nothing behind: every worker's put
+// is undone, whichever finished first.
+func TestUploadCancelledMidStreamRollsBack(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := store.NewMemory(0)
+	r := &cancelAfter{r: bytes.NewReader(testkit.RandomBytes(6, 64*testBS)), n: 20 * testBS, cancel: cancel}
+	_, err := upload.Upload(ctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled upload: err %v, want context.Canceled", err)
+	}
+	u, err := st.Usage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Blocks != 0 || u.UsedBytes != 0 {
+		t.Errorf("cancelled upload left %+v in the store", u)
+	}
+}

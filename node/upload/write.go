@@ -85,45 +85,6 @@ func (j *job) run(ctx context.Context, r io.Reader, filename, mimetype string) (
 	return mb.CID, m, nil
 }
 
-// chunk reads r (a sourceReader's bytes) block by block, stores each block and returns the digests
-// of all blocks and the byte count. The last block is zero-padded (Codex's
-// rule). An empty input gives one all-zero block so that the dataset still
-// has a tree; its size of 0 tells readers there is nothing in it.
-func (j *job) chunk(ctx context.Context, r io.Reader) ([]merkle.Digest, uint64, error) {
-	var (
-		digests []merkle.Digest
-		size    uint64
-	)
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
-		}
-		// A fresh buffer per block: the store may keep the slice it is given.
-		buf := make([]byte, j.bs)
-		n, err := io.ReadFull(r, buf)
-		if n == 0 && len(digests) > 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
-			break
-		}
-		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-			return nil, 0, fmt.Errorf("read input after %d bytes: %w", size, err)
-		}
-		size += uint64(n)
-		b := store.NewBlock(store.CodecBlock, buf)
-		if err := j.put(ctx, b); err != nil {
-			return nil, 0, fmt.Errorf("store block %d: %w", len(digests), err)
-		}
-		d, err2 := store.Digest(b.CID)
-		if err2 != nil {
-			return nil, 0, err2
-		}
-		digests = append(digests, d)
-		if err != nil { // short read: that was the last block
-			break
-		}
-	}
-	return digests, size, nil
-}
-
 // sourceReader keeps the input's own errors apart from io.ReadFull's: an
 // HTTP body cut short reports io.ErrUnexpectedEOF, which ReadFull also uses
 // for a normal short last block. Taken at face value, a truncated upload
@@ -136,53 +97,6 @@ func (s sourceReader) Read(p []byte) (int, error) {
 		err = fmt.Errorf("input ended before its declared length: %w", err)
 	}
 	return n, err
-}
-
-// protect computes the parity of every codeword and returns the leaf digests
-// of the protected dataset: data, then padding, then parity rows.
-func (j *job) protect(ctx context.Context, layout erasure.Layout, data []merkle.Digest) ([]merkle.Digest, error) {
-	coder, err := erasure.NewCoder(layout.K, layout.M)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]merkle.Digest, layout.Total())
-	copy(out, data)
-	for i := layout.N; i < layout.Rounded(); i++ {
-		out[i] = erasure.PaddingDigest
-	}
-	zero := make([]byte, j.bs)
-	shards := make([][]byte, layout.K+layout.M)
-	for col := uint64(0); col < layout.Steps(); col++ {
-		idx := layout.Indices(col)
-		for row := 0; row < layout.K; row++ {
-			i := idx[row]
-			if layout.IsPadding(i) {
-				shards[row] = zero
-				continue
-			}
-			b, err := j.Store.Get(ctx, store.CIDFromDigest(store.CodecBlock, data[i]))
-			if err != nil {
-				return nil, fmt.Errorf("read block %d back for parity: %w", i, err)
-			}
-			shards[row] = b.Data
-		}
-		for p := layout.K; p < len(shards); p++ {
-			shards[p] = make([]byte, j.bs)
-		}
-		if err := coder.Encode(shards); err != nil {
-			return nil, fmt.Errorf("encode codeword %d: %w", col, err)
-		}
-		for p := layout.K; p < len(shards); p++ {
-			b := store.NewBlock(store.CodecBlock, shards[p])
-			if err := j.put(ctx, b); err != nil {
-				return nil, fmt.Errorf("store parity of codeword %d: %w", col, err)
-			}
-			if out[idx[p]], err = store.Digest(b.CID); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return out, nil
 }
 
 // putLeaves records every stored leaf with its proof; padding leaves are
@@ -218,13 +132,12 @@ func (j *job) putLeaves(ctx context.Context, tree *merkle.Tree, digests []merkle
 	return nil
 }
 
-// put stores b as the next leaf of the staging tree: a reference of this
-// upload's own, whether or not the block was held before.
+// put stores b as a leaf of the staging tree: a reference of this
+// upload's own, whether or not the block was held before. Safe for
+// concurrent use.
 func (j *job) put(ctx context.Context, b store.Block) error {
-	leaf := store.Leaf{Tree: j.staging, Index: j.staged, Block: b.CID}
-	if err := j.Store.PutLeafBlock(ctx, leaf, b); err != nil {
-		return err
-	}
-	j.staged++
-	return nil
+	// Blocks are put from several goroutines: each takes the next free
+	// index, in whatever order they come; the staging tree is a set.
+	leaf := store.Leaf{Tree: j.staging, Index: j.staged.Add(1) - 1, Block: b.CID}
+	return j.Store.PutLeafBlock(ctx, leaf, b)
 }
