@@ -72,3 +72,28 @@ func newRepoNode(t testing.TB, disc staticDisc) *node {
 	t.Cleanup(n.e.Close)
 	return n
 }
+
+// BenchmarkFetchOne asks for one block at a time, each a new one, from a
+// connected provider: the round trip a cold read's first byte and every
+// random read wait for.
+func BenchmarkFetchOne(b *testing.B) {
+	const blocks, size = 4096, 64 << 10
+	d := newDataset(b, blocks, size)
+	provider := newRepoNode(b, nil)
+	d.put(b, provider.served)
+	fetcher := newRepoNode(b, staticDisc{addrInfo(provider.h)})
+	ctx := context.Background()
+	if _, _, err := fetcher.e.GetLeaf(ctx, d.root, 0, store.Read); err != nil {
+		b.Fatal(err)
+	}
+	i := 1
+	for b.Loop() {
+		if i == blocks {
+			b.Fatal("out of blocks: lower -benchtime")
+		}
+		if _, _, err := fetcher.e.GetLeaf(ctx, d.root, uint64(i), store.Read); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
