@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -30,9 +31,7 @@ func TestManifestDelivererIsAskedForItsTreeFirst(t *testing.T) {
 		_, err := c.Get(ctx, mb.CID)
 		got <- err
 	}()
-	net.expect(t, p, a, "want-have")
-	c.HandlePresences(p, []message.Presence{{Address: a, Type: message.Have}})
-	net.expect(t, p, a, "want-block")
+	net.expect(t, p, a, "want-block") // guessManifest
 	c.handleBlock(p, message.Delivery{CID: mb.CID, Data: mb.Data, Address: a})
 	if err := <-got; err != nil {
 		t.Fatalf("manifest: %v", err)
@@ -40,6 +39,97 @@ func TestManifestDelivererIsAskedForItsTreeFirst(t *testing.T) {
 
 	go func() { _, _, _ = c.GetLeaf(ctx, tree, 0, store.Read) }()
 	net.expect(t, p, message.LeafAddress(tree, 0), "want-block")
+}
+
+// A manifest nobody is known to hold goes as a WantBlock to one connected
+// peer and as WantHave to the others; a wrong guess costs its DontHave,
+// after which a peer that said Have gets the WantBlock.
+func TestManifestGuessedThenAskedOfAHolder(t *testing.T) {
+	c, net, _ := newTestClient(t, Options{})
+	p1, p2 := peer.ID("first"), peer.ID("second")
+	net.connect(p1)
+	net.connect(p2)
+	mb, err := manifest.New(testTree("t"), 4096, 4096).Block()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := message.CIDAddress(mb.CID)
+	got := make(chan error, 1)
+	go func() {
+		_, err := c.Get(context.Background(), mb.CID)
+		got <- err
+	}()
+	kinds := nextKinds(t, net, a, 2)
+	guessed, other := p1, p2
+	if kinds[p2] == "want-block" {
+		guessed, other = p2, p1
+	}
+	if kinds[guessed] != "want-block" || kinds[other] != "want-have" {
+		t.Fatalf("first asks %v; want one want-block and one want-have", kinds)
+	}
+	c.HandlePresences(guessed, []message.Presence{{Address: a, Type: message.DontHave}})
+	c.HandlePresences(other, []message.Presence{{Address: a, Type: message.Have}})
+	net.expect(t, other, a, "want-block")
+	c.handleBlock(other, message.Delivery{CID: mb.CID, Data: mb.Data, Address: a})
+	if err := <-got; err != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+}
+
+// A guessed peer that says nothing holds the manifest up no longer than it
+// takes another to say Have: the guess is cancelled and the WantBlock goes
+// to the peer that has it.
+func TestSilentGuessGivesWayToAHolder(t *testing.T) {
+	c, net, _ := newTestClient(t, Options{})
+	p1, p2 := peer.ID("first"), peer.ID("second")
+	net.connect(p1)
+	net.connect(p2)
+	mb, err := manifest.New(testTree("t"), 4096, 4096).Block()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := message.CIDAddress(mb.CID)
+	got := make(chan error, 1)
+	go func() {
+		_, err := c.Get(context.Background(), mb.CID)
+		got <- err
+	}()
+	first := nextKinds(t, net, a, 2)
+	guessed, other := p1, p2
+	if first[p2] == "want-block" {
+		guessed, other = p2, p1
+	}
+	c.HandlePresences(other, []message.Presence{{Address: a, Type: message.Have}})
+	then := nextKinds(t, net, a, 2)
+	if then[guessed] != "cancel" || then[other] != "want-block" {
+		t.Fatalf("after a Have from the other peer: %v; want a cancel to the silent guess and the want-block to the holder", then)
+	}
+	c.handleBlock(other, message.Delivery{CID: mb.CID, Data: mb.Data, Address: a})
+	if err := <-got; err != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+}
+
+// nextKinds reads the client's next n messages, each one entry for a,
+// and returns what each peer got. The wait is bounded only so that a
+// client that never sends fails instead of hanging.
+func nextKinds(t *testing.T, net *testNet, a message.Address, n int) map[peer.ID]string {
+	t.Helper()
+	kinds := map[peer.ID]string{}
+	for range n {
+		var s sent
+		select {
+		case s = <-net.sent:
+		case <-time.After(10 * time.Second): // a bound, so that a client that never sends fails
+			t.Fatalf("got %v; want %d messages for %s", kinds, n, a)
+		}
+		es := s.m.WantList.Entries
+		if len(es) != 1 || es[0].Address.Key() != a.Key() {
+			t.Fatalf("sent %+v to %s; want one entry for %s", es, s.to, a)
+		}
+		kinds[s.to] = entryKind(es[0])
+	}
+	return kinds
 }
 
 // A manifest's tree is taken from verified manifests only: a block of
