@@ -380,6 +380,11 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 	// One head -c 1 is one sample of a few round trips on a shared
 	// machine: each figure is the median of firstByteRuns, each on a
 	// fresh reader, so every one is cold.
+	startRow, err := firstByteFloor(file)
+	if err != nil {
+		return rows, err
+	}
+	rows = append(rows, startRow)
 	for _, how := range []struct{ name, what, via string }{
 		{"d", "provider connected (lookup + first block)", boot},
 		{"h", "provider found through the DHT", hopAddr},
