@@ -497,34 +497,6 @@ func timed(f func() error) (time.Duration, error) {
 	return time.Since(t), err
 }
 
-// cpuPerMiB is CPU time per MiB moved, in milliseconds.
-func cpuPerMiB(cpu time.Duration, n int64) string {
-	return msString(time.Duration(float64(cpu) / (float64(n) / (1 << 20))))
-}
-
-func msString(d time.Duration) string { return fmt.Sprintf("%.2f ms", ms(d)) }
-
-// processCPUs reads the CPU time used so far by each process (0: this one).
-func processCPUs(pids []int) ([]time.Duration, error) {
-	out := make([]time.Duration, len(pids))
-	for i, pid := range pids {
-		var err error
-		if out[i], err = cluster.ProcessCPU(pid); err != nil {
-			return nil, fmt.Errorf("CPU time of process %d: %w", pid, err)
-		}
-	}
-	return out, nil
-}
-
-func mbps(n int64, d time.Duration) string {
-	return fmt.Sprintf("%.0f MB/s", float64(n)/d.Seconds()/1e6)
-}
-
-// ratio is how fast `took` was against `base` (both for the same bytes).
-func ratio(base, took time.Duration) string {
-	return fmt.Sprintf("%.2f", base.Seconds()/took.Seconds())
-}
-
 func shell(script string) error {
 	cmd := exec.Command("sh", "-c", script)
 	cmd.Stderr = os.Stderr
