@@ -41,10 +41,20 @@ func TestManifestDelivererIsAskedForItsTreeFirst(t *testing.T) {
 	net.expect(t, p, message.LeafAddress(tree, 0), "want-block")
 }
 
-// A manifest nobody is known to hold goes as a WantBlock to one connected
-// peer and as WantHave to the others; a wrong guess costs its DontHave,
-// after which a peer that said Have gets the WantBlock.
-func TestManifestGuessedThenAskedOfAHolder(t *testing.T) {
+// manifestGet is a Get of a manifest nobody is known to hold, from a client
+// connected to two peers, as far as its first asks.
+type manifestGet struct {
+	c              *Client
+	net            *testNet
+	mb             store.Block
+	a              message.Address
+	got            chan error
+	first          map[peer.ID]string // what each peer was asked first
+	guessed, other peer.ID            // the one asked for the block, and the other
+}
+
+func getManifest(t *testing.T) manifestGet {
+	t.Helper()
 	c, net, _ := newTestClient(t, Options{})
 	p1, p2 := peer.ID("first"), peer.ID("second")
 	net.connect(p1)
@@ -53,17 +63,26 @@ func TestManifestGuessedThenAskedOfAHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := message.CIDAddress(mb.CID)
-	got := make(chan error, 1)
+	g := manifestGet{c: c, net: net, mb: mb, a: message.CIDAddress(mb.CID), got: make(chan error, 1)}
 	go func() {
 		_, err := c.Get(context.Background(), mb.CID)
-		got <- err
+		g.got <- err
 	}()
-	kinds := nextKinds(t, net, a, 2)
-	guessed, other := p1, p2
-	if kinds[p2] == "want-block" {
-		guessed, other = p2, p1
+	g.first = nextKinds(t, net, g.a, 2)
+	g.guessed, g.other = p1, p2
+	if g.first[p2] == "want-block" {
+		g.guessed, g.other = p2, p1
 	}
+	return g
+}
+
+// A manifest nobody is known to hold goes as a WantBlock to one connected
+// peer and as WantHave to the others; a wrong guess costs its DontHave,
+// after which a peer that said Have gets the WantBlock.
+func TestManifestGuessedThenAskedOfAHolder(t *testing.T) {
+	g := getManifest(t)
+	c, net, mb, a, got, kinds := g.c, g.net, g.mb, g.a, g.got, g.first
+	guessed, other := g.guessed, g.other
 	if kinds[guessed] != "want-block" || kinds[other] != "want-have" {
 		t.Fatalf("first asks %v; want one want-block and one want-have", kinds)
 	}
@@ -80,25 +99,9 @@ func TestManifestGuessedThenAskedOfAHolder(t *testing.T) {
 // takes another to say Have: the guess is cancelled and the WantBlock goes
 // to the peer that has it.
 func TestSilentGuessGivesWayToAHolder(t *testing.T) {
-	c, net, _ := newTestClient(t, Options{})
-	p1, p2 := peer.ID("first"), peer.ID("second")
-	net.connect(p1)
-	net.connect(p2)
-	mb, err := manifest.New(testTree("t"), 4096, 4096).Block()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := message.CIDAddress(mb.CID)
-	got := make(chan error, 1)
-	go func() {
-		_, err := c.Get(context.Background(), mb.CID)
-		got <- err
-	}()
-	first := nextKinds(t, net, a, 2)
-	guessed, other := p1, p2
-	if first[p2] == "want-block" {
-		guessed, other = p2, p1
-	}
+	g := getManifest(t)
+	c, net, mb, a, got := g.c, g.net, g.mb, g.a, g.got
+	guessed, other := g.guessed, g.other
 	c.HandlePresences(other, []message.Presence{{Address: a, Type: message.Have}})
 	then := nextKinds(t, net, a, 2)
 	if then[guessed] != "cancel" || then[other] != "want-block" {
