@@ -114,22 +114,9 @@ func (c *Client) unsent(p peer.ID, entries []message.Entry, now time.Time) {
 func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out map[peer.ID][]message.Entry, discover *[]cid.Cid) {
 	if w.sentTo != "" {
 		late, skipped := c.pm.overdue(w.sentTo, w.sentAt, w.sentPos, now)
-		if !late && w.guess {
-			// A guess stands only until another peer says Have or a
-			// presence answer is overdue: then the want goes on as if
-			// the guessed peer had been asked WantHave when it was sent.
-			late = c.haveElsewhere(w) || now.Sub(w.sentAt) >= c.opts.HaveTimeout
-			skipped = late // not slow: it may just not hold the manifest
-			if late {
-				w.askedHave[w.sentTo] = w.sentAt
-			} else if ts := c.trees.get(target(w.addr)); c.trees.lookAround(ts, now) {
-				*discover = append(*discover, target(w.addr))
-			}
-		}
 		if !late {
 			return
 		}
-		w.guess = false
 		// Try again, and tell the peer to forget it: elsewhere if the
 		// peer went quiet; anywhere, itself included, if it skipped this
 		// one (the cancel and the new want go in order, on one stream).
@@ -159,15 +146,11 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 		c.sendWantBlock(w, p, now, out)
 		return
 	}
-	askable := ts.askable(connected)
-	if !w.addr.Leaf && len(w.askedHave) == 0 {
-		c.guessManifest(w, askable, now, out)
-	}
 	// Otherwise ask who has it: the tree's providers, else everyone we are
 	// connected to (the seed's WantHave → BlockPresence step).
 	asked := 0
-	for _, p := range askable {
-		if p == w.sentTo || w.dontHaves[p] || c.ledger.isBanned(p, now) || c.pm.isCongested(p, now) {
+	for _, p := range ts.askable(connected) {
+		if w.dontHaves[p] || c.ledger.isBanned(p, now) || c.pm.isCongested(p, now) {
 			continue
 		}
 		if w.haves[p] || c.pm.holds(p, t) {
@@ -198,35 +181,6 @@ func (c *Client) scheduleWant(w *want, now time.Time, connected []peer.ID, out m
 	}
 }
 
-// guessManifest sends the WantBlock for manifest w, which nobody is known
-// to hold, to the best of askable at once (with SendDontHave), the others
-// getting the usual WantHave. A manifest is a few hundred bytes and a cold
-// open waits on it: right, the guess spares the open a round trip; wrong,
-// its DontHave comes back as soon as a Have would have. Callers hold mu.
-func (c *Client) guessManifest(w *want, askable []peer.ID, now time.Time, out map[peer.ID][]message.Entry) {
-	ok := make(map[peer.ID]bool, len(askable))
-	for _, p := range askable {
-		if !w.dontHaves[p] && !c.ledger.isBanned(p, now) && !c.pm.isCongested(p, now) {
-			ok[p] = true
-			c.pm.get(p) // best picks among peers with a state
-		}
-	}
-	if p, found := c.best(w, func(p peer.ID) bool { return ok[p] }); found {
-		c.sendWantBlock(w, p, now, out)
-		w.guess = true
-	}
-}
-
-// haveElsewhere reports whether a peer other than w.sentTo said Have for w.
-func (c *Client) haveElsewhere(w *want) bool {
-	for p := range w.haves {
-		if p != w.sentTo && !w.dontHaves[p] {
-			return true
-		}
-	}
-	return false
-}
-
 // anyHolder reports whether some usable peer may still deliver w: it said
 // Have for it, or holds its dataset, and has not said DontHave for it.
 func (c *Client) anyHolder(w *want, t cid.Cid, now time.Time) bool {
@@ -252,7 +206,7 @@ func (c *Client) best(w *want, pick func(peer.ID) bool) (peer.ID, bool) {
 }
 
 func (c *Client) sendWantBlock(w *want, p peer.ID, now time.Time, out map[peer.ID][]message.Entry) {
-	w.sentTo, w.sentAt, w.guess = p, now, false
+	w.sentTo, w.sentAt = p, now
 	w.sentPos = c.pm.take(p)
 	c.ledger.ask(p, w.key, now)
 	out[p] = append(out[p], message.Entry{Address: w.addr, WantType: message.WantBlock, SendDontHave: true})

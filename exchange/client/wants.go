@@ -31,8 +31,7 @@ type want struct {
 	askedHave map[peer.ID]time.Time
 	sentTo    peer.ID // WantBlock outstanding here ("" when none)
 	sentAt    time.Time
-	sentPos   int  // how many wants the peer had outstanding before it
-	guess     bool // the WantBlock at sentTo is guessManifest's
+	sentPos   int // how many wants the peer had outstanding before it
 	created   time.Time
 	resolved  bool
 	// urgent: some waiter is a read, not background work (store.Background).
