@@ -181,9 +181,9 @@ func TestHomesBehindNATsReadEachOther(t *testing.T) {
 	if !regexp.MustCompile(`reachability: +private`).MatchString(st) {
 		t.Errorf("B's status does not say it is behind a NAT:\n%s", st)
 	}
-	aID := strings.TrimPrefix(regexp.MustCompile(`id: +(\S+)`).FindString(a.status(t)), "id:")
-	aID = strings.TrimSpace(aID)
-	if !regexp.MustCompile(regexp.QuoteMeta(aID) + ` direct`).MatchString(st) {
+	addr := a.p2pAddr(t)
+	aID := addr[strings.LastIndex(addr, "/p2p/")+len("/p2p/"):]
+	if !strings.Contains(st, aID+" direct\n") {
 		t.Errorf("B's status does not show a direct connection to A (%s):\n%s", aID, st)
 	}
 }

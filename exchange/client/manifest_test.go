@@ -38,7 +38,8 @@ func TestManifestDelivererIsAskedForItsTreeFirst(t *testing.T) {
 		t.Fatalf("manifest: %v", err)
 	}
 
-	go func() { _, _, _ = c.GetLeaf(ctx, tree, 0, store.Read) }()
+	// Ends with the test (t.Context), never answered.
+	go func() { _, _, _ = c.GetLeaf(t.Context(), tree, 0, store.Read) }()
 	net.expect(t, p, message.LeafAddress(tree, 0), "want-block")
 }
 

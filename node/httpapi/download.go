@@ -150,13 +150,18 @@ func (h downloadHandlers) sendWhole(w http.ResponseWriter, r *http.Request, d *n
 	w.Header().Set("Accept-Ranges", "bytes")
 	w.Header().Set("Content-Length", strconv.FormatInt(d.Size(), 10))
 	w.WriteHeader(http.StatusOK)
-	for off := int64(0); off < d.Size(); {
-		n, err := first, error(nil)
-		if first > 0 {
-			first = 0
-		} else {
-			n, err = d.ReadAt(r.Context(), buf, off)
+	write := func(p []byte) bool {
+		if _, err := w.Write(p); err != nil {
+			h.log.Debug("download: client gone", "cid", store.CIDText(d.CID), "err", err)
+			return false
 		}
+		return true
+	}
+	if !write(buf[:first]) {
+		return
+	}
+	for off := int64(first); off < d.Size(); {
+		n, err := d.ReadAt(r.Context(), buf, off)
 		if n == 0 && err != nil {
 			// The status is sent: the client sees the body end short of
 			// its Content-Length.
@@ -165,8 +170,7 @@ func (h downloadHandlers) sendWhole(w http.ResponseWriter, r *http.Request, d *n
 			}
 			return
 		}
-		if _, err := w.Write(buf[:n]); err != nil {
-			h.log.Debug("download: client gone", "cid", store.CIDText(d.CID), "err", err)
+		if !write(buf[:n]) {
 			return
 		}
 		off += int64(n)
