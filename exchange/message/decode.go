@@ -51,13 +51,124 @@ func nextField(b []byte) (field, []byte, error) {
 	return f, b[n:], nil
 }
 
-// want checks a known field's wire type.
-func (f *field) want(typ protowire.Type) error {
-	if f.typ != typ {
-		return fmt.Errorf("field %d: wire type %d, want %d", f.num, f.typ, typ)
+// maxField is the highest field number any message of the protocol uses.
+const maxField = 5
+
+// fieldSpec describes one known field of a message: its name for errors,
+// its wire type, whether it repeats, and for a bytes field the most bytes
+// it may hold (0: no bound) with the bound's name and what it measures.
+type fieldSpec struct {
+	name     string
+	typ      protowire.Type
+	repeated bool
+	max      int
+	limit    string
+	what     string
+}
+
+// schema lists a message's known fields by number; a field whose spec has
+// no name is unknown and skipped.
+type schema [maxField + 1]fieldSpec
+
+// fieldSet is what a scan of one message found: the last occurrence of
+// each known field (the one that wins for a singular field) and how many
+// times each occurred. It lives on the caller's stack: decoding a message
+// allocates nothing for its fields.
+type fieldSet struct {
+	last  [maxField + 1]value
+	count [maxField + 1]int32
+}
+
+// value is a field's value: v for a varint, b for bytes.
+type value struct {
+	v uint64
+	b []byte
+}
+
+// bytes returns field num's bytes, nil when it was absent.
+func (s *fieldSet) bytes(num protowire.Number) []byte { return s.last[num].b }
+
+// varint returns field num's varint, 0 when it was absent.
+func (s *fieldSet) varint(num protowire.Number) uint64 { return s.last[num].v }
+
+// bool returns field num's varint as a bool, false when it was absent.
+func (s *fieldSet) bool(num protowire.Number) bool { return protowire.DecodeBool(s.last[num].v) }
+
+// scan reads every field of b, checking known fields against sc: wire
+// type and bound. Occurrences of a repeated field are counted, not kept,
+// so that counts can be checked before anything is allocated; the caller
+// decodes them in a second pass over b.
+func scan(b []byte, sc *schema, out *fieldSet) error {
+	for len(b) > 0 {
+		f, rest, err := nextField(b)
+		if err != nil {
+			return err
+		}
+		b = rest
+		if f.num < 1 || f.num > maxField || sc[f.num].name == "" {
+			continue
+		}
+		spec := &sc[f.num]
+		if f.typ != spec.typ || spec.max > 0 && len(f.b) > spec.max {
+			return spec.refuse(&f, out.count[f.num])
+		}
+		out.last[f.num] = value{f.v, f.b}
+		out.count[f.num]++
 	}
 	return nil
 }
+
+// refuse says why f, occurrence i of its field, does not fit spec; it is
+// apart from scan so that the loop stays small.
+func (spec *fieldSpec) refuse(f *field, i int32) error {
+	var err error
+	if f.typ != spec.typ {
+		err = fmt.Errorf("field %d: wire type %d, want %d", f.num, f.typ, spec.typ)
+	} else {
+		err = fmt.Errorf("%w: %s of %d bytes, more than %s (%d)", ErrLimitExceeded, spec.what, len(f.b), spec.limit, spec.max)
+	}
+	if spec.repeated {
+		return fmt.Errorf("%s %d: %w", spec.name, i, err)
+	}
+	return fmt.Errorf("%s: %w", spec.name, err)
+}
+
+var (
+	messageSchema = schema{
+		fieldWantList:     {name: "want list", typ: protowire.BytesType},
+		fieldPayload:      {name: "delivery", typ: protowire.BytesType, repeated: true},
+		fieldPresences:    {name: "presence", typ: protowire.BytesType, repeated: true},
+		fieldPendingBytes: {name: "pending bytes", typ: protowire.VarintType},
+	}
+	wantListSchema = schema{
+		fieldWantEntries: {name: "entry", typ: protowire.BytesType, repeated: true},
+		fieldWantFull:    {name: "full", typ: protowire.VarintType},
+	}
+	entrySchema = schema{
+		fieldEntryAddress:      {name: "address", typ: protowire.BytesType},
+		fieldEntryPriority:     {name: "priority", typ: protowire.VarintType},
+		fieldEntryCancel:       {name: "cancel", typ: protowire.VarintType},
+		fieldEntryWantType:     {name: "want type", typ: protowire.VarintType},
+		fieldEntrySendDontHave: {name: "send-dont-have", typ: protowire.VarintType},
+	}
+	deliverySchema = schema{
+		fieldDeliveryCID:     {name: "cid", typ: protowire.BytesType},
+		fieldDeliveryData:    {name: "data", typ: protowire.BytesType, max: MaxBlockDataSize, limit: "MaxBlockDataSize", what: "block"},
+		fieldDeliveryAddress: {name: "address", typ: protowire.BytesType},
+		fieldDeliveryProof:   {name: "proof", typ: protowire.BytesType, max: MaxProofSize, limit: "MaxProofSize", what: "proof"},
+	}
+	presenceSchema = schema{
+		fieldPresenceAddress: {name: "address", typ: protowire.BytesType},
+		fieldPresenceType:    {name: "type", typ: protowire.VarintType},
+		fieldPresencePrice:   {name: "price", typ: protowire.BytesType, max: MaxPriceSize, limit: "MaxPriceSize", what: "price"},
+	}
+	addressSchema = schema{
+		fieldAddrLeaf:  {name: "leaf", typ: protowire.VarintType},
+		fieldAddrTree:  {name: "tree CID", typ: protowire.BytesType},
+		fieldAddrIndex: {name: "index", typ: protowire.VarintType},
+		fieldAddrCID:   {name: "cid", typ: protowire.BytesType},
+	}
+)
 
 // Unmarshal decodes a message, without its frame's length prefix.
 //
@@ -82,54 +193,27 @@ func Unmarshal(b []byte) (*Message, error) {
 }
 
 func unmarshal(b []byte) (*Message, error) {
-	var dec decoder
-	// First pass: check the fields, count the repeated ones and remember
-	// the last want list, so that limits are enforced before we allocate
-	// and slices are allocated once at their final size.
 	var (
-		m                   Message
-		wantList            []byte
-		haveWantList        bool
-		nBlocks, nPresences int
-		rest                = b
+		dec decoder
+		fs  fieldSet
+		m   Message
 	)
-	for len(rest) > 0 {
-		f, r, err := nextField(rest)
-		if err != nil {
-			return nil, err
-		}
-		rest = r
-		switch f.num {
-		case fieldWantList:
-			if err := f.want(protowire.BytesType); err != nil {
-				return nil, fmt.Errorf("want list: %w", err)
-			}
-			wantList, haveWantList = f.b, true
-		case fieldPayload:
-			if err := f.want(protowire.BytesType); err != nil {
-				return nil, fmt.Errorf("delivery %d: %w", nBlocks, err)
-			}
-			nBlocks++
-		case fieldPresences:
-			if err := f.want(protowire.BytesType); err != nil {
-				return nil, fmt.Errorf("presence %d: %w", nPresences, err)
-			}
-			nPresences++
-		case fieldPendingBytes:
-			if err := f.want(protowire.VarintType); err != nil {
-				return nil, fmt.Errorf("pending bytes: %w", err)
-			}
-			m.PendingBytes = f.v
-		}
+	// The scan checks framing and wire types and counts the repeated
+	// fields, so that limits are enforced before we allocate and slices
+	// are allocated once at their final size.
+	if err := scan(b, &messageSchema, &fs); err != nil {
+		return nil, err
 	}
+	nBlocks, nPresences := int(fs.count[fieldPayload]), int(fs.count[fieldPresences])
 	if nBlocks > MaxDeliveries {
 		return nil, fmt.Errorf("%w: %d deliveries, more than MaxDeliveries (%d)", ErrLimitExceeded, nBlocks, MaxDeliveries)
 	}
 	if nPresences > MaxPresences {
 		return nil, fmt.Errorf("%w: %d presences, more than MaxPresences (%d)", ErrLimitExceeded, nPresences, MaxPresences)
 	}
-	if haveWantList {
-		if err := m.WantList.unmarshal(&dec, wantList); err != nil {
+	m.PendingBytes = fs.varint(fieldPendingBytes)
+	if fs.count[fieldWantList] > 0 {
+		if err := m.WantList.unmarshal(&dec, fs.bytes(fieldWantList)); err != nil {
 			return nil, fmt.Errorf("want list: %w", err)
 		}
 	}
@@ -139,9 +223,9 @@ func unmarshal(b []byte) (*Message, error) {
 	if nPresences > 0 {
 		m.Presences = make([]Presence, 0, nPresences)
 	}
-	// Second pass: the repeated fields. The first pass validated framing
-	// and wire types, so only the nested contents can fail now.
-	for rest = b; len(rest) > 0; {
+	// The repeated fields; the scan validated framing and wire types, so
+	// only their contents can fail now.
+	for rest := b; len(rest) > 0; {
 		f, r, _ := nextField(rest)
 		rest = r
 		switch f.num {
@@ -163,26 +247,12 @@ func unmarshal(b []byte) (*Message, error) {
 }
 
 func (w *WantList) unmarshal(dec *decoder, b []byte) error {
-	n := 0
-	for rest := b; len(rest) > 0; {
-		f, r, err := nextField(rest)
-		if err != nil {
-			return err
-		}
-		rest = r
-		switch f.num {
-		case fieldWantEntries:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("entry %d: %w", n, err)
-			}
-			n++
-		case fieldWantFull:
-			if err := f.want(protowire.VarintType); err != nil {
-				return fmt.Errorf("full: %w", err)
-			}
-			w.Full = protowire.DecodeBool(f.v)
-		}
+	var fs fieldSet
+	if err := scan(b, &wantListSchema, &fs); err != nil {
+		return err
 	}
+	w.Full = fs.bool(fieldWantFull)
+	n := int(fs.count[fieldWantEntries])
 	if n > MaxWantEntries {
 		return fmt.Errorf("%w: %d want entries, more than MaxWantEntries (%d)", ErrLimitExceeded, n, MaxWantEntries)
 	}
@@ -206,137 +276,56 @@ func (w *WantList) unmarshal(dec *decoder, b []byte) error {
 }
 
 func (e *Entry) unmarshal(dec *decoder, b []byte) error {
-	var addr []byte
-	for len(b) > 0 {
-		f, r, err := nextField(b)
-		if err != nil {
-			return err
-		}
-		b = r
-		switch f.num {
-		case fieldEntryAddress:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("address: %w", err)
-			}
-			addr = f.b
-		case fieldEntryPriority:
-			if err := f.want(protowire.VarintType); err != nil {
-				return fmt.Errorf("priority: %w", err)
-			}
-			e.Priority = int32(f.v) // protobuf int32: the low 32 bits
-		case fieldEntryCancel:
-			if err := f.want(protowire.VarintType); err != nil {
-				return fmt.Errorf("cancel: %w", err)
-			}
-			e.Cancel = protowire.DecodeBool(f.v)
-		case fieldEntryWantType:
-			if err := f.want(protowire.VarintType); err != nil {
-				return fmt.Errorf("want type: %w", err)
-			}
-			if f.v != uint64(WantBlock) && f.v != uint64(WantHave) {
-				return fmt.Errorf("unknown want type %d", f.v)
-			}
-			e.WantType = WantType(f.v)
-		case fieldEntrySendDontHave:
-			if err := f.want(protowire.VarintType); err != nil {
-				return fmt.Errorf("send-dont-have: %w", err)
-			}
-			e.SendDontHave = protowire.DecodeBool(f.v)
-		}
+	var fs fieldSet
+	if err := scan(b, &entrySchema, &fs); err != nil {
+		return err
 	}
-	return e.Address.unmarshalRequired(dec, addr)
+	t := fs.varint(fieldEntryWantType)
+	if t >= uint64(len(wantTypeNames)) {
+		return fmt.Errorf("unknown want type %d", t)
+	}
+	e.WantType = WantType(t)
+	e.Priority = int32(fs.varint(fieldEntryPriority)) // protobuf int32: the low 32 bits
+	e.Cancel = fs.bool(fieldEntryCancel)
+	e.SendDontHave = fs.bool(fieldEntrySendDontHave)
+	return e.Address.unmarshalRequired(dec, fs.bytes(fieldEntryAddress))
 }
 
 func (d *Delivery) unmarshal(dec *decoder, b []byte) error {
-	var rawCID, addr []byte
-	for len(b) > 0 {
-		f, r, err := nextField(b)
-		if err != nil {
-			return err
-		}
-		b = r
-		switch f.num {
-		case fieldDeliveryCID:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("cid: %w", err)
-			}
-			rawCID = f.b
-		case fieldDeliveryData:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("data: %w", err)
-			}
-			if len(f.b) > MaxBlockDataSize {
-				return fmt.Errorf("%w: block of %d bytes, more than MaxBlockDataSize (%d)", ErrLimitExceeded, len(f.b), MaxBlockDataSize)
-			}
-			d.Data = f.b
-		case fieldDeliveryAddress:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("address: %w", err)
-			}
-			addr = f.b
-		case fieldDeliveryProof:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("proof: %w", err)
-			}
-			if len(f.b) > MaxProofSize {
-				return fmt.Errorf("%w: proof of %d bytes, more than MaxProofSize (%d)", ErrLimitExceeded, len(f.b), MaxProofSize)
-			}
-			d.Proof = f.b
-		}
+	var fs fieldSet
+	if err := scan(b, &deliverySchema, &fs); err != nil {
+		return err
 	}
-	if rawCID == nil {
+	if fs.count[fieldDeliveryCID] == 0 {
 		return errors.New("no block CID")
 	}
-	c, err := parseCID(rawCID)
+	c, err := parseCID(fs.bytes(fieldDeliveryCID))
 	if err != nil {
 		return fmt.Errorf("block CID: %w", err)
 	}
 	d.CID = c
-	if err := d.Address.unmarshalRequired(dec, addr); err != nil {
+	if err := d.Address.unmarshalRequired(dec, fs.bytes(fieldDeliveryAddress)); err != nil {
 		return err
 	}
-	// Copy only now, once the last occurrence of each field is known and
-	// the delivery is valid.
-	d.Data, d.Proof = clone(d.Data), clone(d.Proof)
+	// Copy only now, once the delivery is known to be valid.
+	d.Data, d.Proof = clone(fs.bytes(fieldDeliveryData)), clone(fs.bytes(fieldDeliveryProof))
 	return nil
 }
 
 func (p *Presence) unmarshal(dec *decoder, b []byte) error {
-	var addr []byte
-	for len(b) > 0 {
-		f, r, err := nextField(b)
-		if err != nil {
-			return err
-		}
-		b = r
-		switch f.num {
-		case fieldPresenceAddress:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("address: %w", err)
-			}
-			addr = f.b
-		case fieldPresenceType:
-			if err := f.want(protowire.VarintType); err != nil {
-				return fmt.Errorf("type: %w", err)
-			}
-			if f.v != uint64(Have) && f.v != uint64(DontHave) {
-				return fmt.Errorf("unknown presence type %d", f.v)
-			}
-			p.Type = PresenceType(f.v)
-		case fieldPresencePrice:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("price: %w", err)
-			}
-			if len(f.b) > MaxPriceSize {
-				return fmt.Errorf("%w: price of %d bytes, more than MaxPriceSize (%d)", ErrLimitExceeded, len(f.b), MaxPriceSize)
-			}
-			p.Price = f.b
-		}
-	}
-	if err := p.Address.unmarshalRequired(dec, addr); err != nil {
+	var fs fieldSet
+	if err := scan(b, &presenceSchema, &fs); err != nil {
 		return err
 	}
-	p.Price = clone(p.Price)
+	t := fs.varint(fieldPresenceType)
+	if t >= uint64(len(presenceTypeNames)) {
+		return fmt.Errorf("unknown presence type %d", t)
+	}
+	p.Type = PresenceType(t)
+	if err := p.Address.unmarshalRequired(dec, fs.bytes(fieldPresenceAddress)); err != nil {
+		return err
+	}
+	p.Price = clone(fs.bytes(fieldPresencePrice))
 	return nil
 }
 
@@ -353,38 +342,12 @@ func (a *Address) unmarshalRequired(dec *decoder, b []byte) error {
 }
 
 func (a *Address) unmarshal(dec *decoder, b []byte) error {
-	var tree, c []byte
-	var leaf bool
-	var index uint64
-	for len(b) > 0 {
-		f, r, err := nextField(b)
-		if err != nil {
-			return err
-		}
-		b = r
-		switch f.num {
-		case fieldAddrLeaf:
-			if err := f.want(protowire.VarintType); err != nil {
-				return fmt.Errorf("leaf: %w", err)
-			}
-			leaf = protowire.DecodeBool(f.v)
-		case fieldAddrTree:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("tree CID: %w", err)
-			}
-			tree = f.b
-		case fieldAddrIndex:
-			if err := f.want(protowire.VarintType); err != nil {
-				return fmt.Errorf("index: %w", err)
-			}
-			index = f.v
-		case fieldAddrCID:
-			if err := f.want(protowire.BytesType); err != nil {
-				return fmt.Errorf("cid: %w", err)
-			}
-			c = f.b
-		}
+	var fs fieldSet
+	if err := scan(b, &addressSchema, &fs); err != nil {
+		return err
 	}
+	tree, c := fs.bytes(fieldAddrTree), fs.bytes(fieldAddrCID)
+	leaf, index := fs.bool(fieldAddrLeaf), fs.varint(fieldAddrIndex)
 	// As in Codex, the fields of the other kind of address are ignored.
 	if leaf {
 		if len(tree) == 0 {

@@ -101,9 +101,7 @@ func (e *Entry) size() int {
 }
 
 func (e *Entry) append(b []byte) []byte {
-	b = protowire.AppendTag(b, fieldEntryAddress, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(e.Address.size()))
-	b = e.Address.append(b)
+	b = appendAddressField(b, fieldEntryAddress, &e.Address)
 	if e.Priority != 0 {
 		b = appendVarintField(b, fieldEntryPriority, int32Varint(e.Priority))
 	}
@@ -160,9 +158,7 @@ func (d *Delivery) append(b []byte, put putData) []byte {
 	b = protowire.AppendTag(b, fieldDeliveryData, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(len(d.Data)))
 	b = put(b, d.Data)
-	b = protowire.AppendTag(b, fieldDeliveryAddress, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(d.Address.size()))
-	b = d.Address.append(b)
+	b = appendAddressField(b, fieldDeliveryAddress, &d.Address)
 	if len(d.Proof) > 0 {
 		b = protowire.AppendTag(b, fieldDeliveryProof, protowire.BytesType)
 		b = protowire.AppendBytes(b, d.Proof)
@@ -182,9 +178,7 @@ func (p *Presence) size() int {
 }
 
 func (p *Presence) append(b []byte) []byte {
-	b = protowire.AppendTag(b, fieldPresenceAddress, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(p.Address.size()))
-	b = p.Address.append(b)
+	b = appendAddressField(b, fieldPresenceAddress, &p.Address)
 	if p.Type != 0 {
 		b = appendVarintField(b, fieldPresenceType, uint64(p.Type))
 	}
@@ -257,6 +251,13 @@ func (m *Message) encode(dst []byte, put putData) []byte {
 		dst = appendVarintField(dst, fieldPendingBytes, m.PendingBytes)
 	}
 	return dst
+}
+
+// appendAddressField appends a as the nested message field num.
+func appendAddressField(b []byte, num protowire.Number, a *Address) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(a.size()))
+	return a.append(b)
 }
 
 func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {

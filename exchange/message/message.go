@@ -109,14 +109,17 @@ const (
 	WantHave WantType = 1
 )
 
-func (t WantType) String() string {
-	switch t {
-	case WantBlock:
-		return "want-block"
-	case WantHave:
-		return "want-have"
+var wantTypeNames = []string{WantBlock: "want-block", WantHave: "want-have"}
+
+func (t WantType) String() string { return enumName(wantTypeNames, int(t), "want-type") }
+
+// enumName is the name of value v of an enum whose names are listed by
+// value, or kind(v) for a value without one.
+func enumName(names []string, v int, kind string) string {
+	if v >= 0 && v < len(names) {
+		return names[v]
 	}
-	return "want-type(" + strconv.Itoa(int(t)) + ")"
+	return kind + "(" + strconv.Itoa(v) + ")"
 }
 
 // Entry is one want (Codex's WantListEntry).
@@ -163,15 +166,9 @@ const (
 	DontHave PresenceType = 1
 )
 
-func (t PresenceType) String() string {
-	switch t {
-	case Have:
-		return "have"
-	case DontHave:
-		return "dont-have"
-	}
-	return "presence-type(" + strconv.Itoa(int(t)) + ")"
-}
+var presenceTypeNames = []string{Have: "have", DontHave: "dont-have"}
+
+func (t PresenceType) String() string { return enumName(presenceTypeNames, int(t), "presence-type") }
 
 // Presence answers a WantHave (or a WantBlock with SendDontHave).
 type Presence struct {
