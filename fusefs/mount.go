@@ -3,6 +3,7 @@ package fusefs
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -63,15 +64,9 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.LookupTimeout <= 0 {
-		o.LookupTimeout = DefaultLookupTimeout
-	}
-	if o.ReadTimeout <= 0 {
-		o.ReadTimeout = DefaultReadTimeout
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	o.LookupTimeout = cmp.Or(o.LookupTimeout, DefaultLookupTimeout)
+	o.ReadTimeout = cmp.Or(o.ReadTimeout, DefaultReadTimeout)
+	o.Logger = cmp.Or(o.Logger, slog.Default())
 	return o
 }
 

@@ -11,6 +11,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -155,30 +156,14 @@ type Stats struct {
 
 // New starts a client; Close stops it.
 func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Client {
-	if opts.Window <= 0 {
-		opts.Window = 64
-	}
-	if opts.BlockTimeout <= 0 {
-		opts.BlockTimeout = 10 * time.Second
-	}
-	if opts.HaveTimeout <= 0 {
-		opts.HaveTimeout = 3 * time.Second
-	}
-	if opts.RediscoverAfter <= 0 {
-		opts.RediscoverAfter = 10 * time.Second
-	}
-	if opts.MaxOffences <= 0 {
-		opts.MaxOffences = 3
-	}
-	if opts.BanFor <= 0 {
-		opts.BanFor = 10 * time.Minute
-	}
-	if opts.Verifiers <= 0 {
-		opts.Verifiers = max(2, runtime.GOMAXPROCS(0))
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.Window = cmp.Or(opts.Window, 64)
+	opts.BlockTimeout = cmp.Or(opts.BlockTimeout, 10*time.Second)
+	opts.HaveTimeout = cmp.Or(opts.HaveTimeout, 3*time.Second)
+	opts.RediscoverAfter = cmp.Or(opts.RediscoverAfter, 10*time.Second)
+	opts.MaxOffences = cmp.Or(opts.MaxOffences, 3)
+	opts.BanFor = cmp.Or(opts.BanFor, 10*time.Minute)
+	opts.Verifiers = cmp.Or(opts.Verifiers, max(2, runtime.GOMAXPROCS(0)))
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	now := opts.Clock
 	if now == nil {
 		now = time.Now

@@ -8,6 +8,7 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -146,27 +147,13 @@ type lookup struct {
 // New returns a Discovery over r (the DHT) for host h. Call Start to run
 // the re-announcement loop.
 func New(r Router, h host.Host, opts Options) *Discovery {
-	if opts.ReannounceInterval <= 0 {
-		opts.ReannounceInterval = DefaultReannounceInterval
-	}
-	if opts.FindTimeout <= 0 {
-		opts.FindTimeout = DefaultFindTimeout
-	}
-	if opts.FindSettle <= 0 {
-		opts.FindSettle = DefaultFindSettle
-	}
-	if opts.MaxProviders <= 0 {
-		opts.MaxProviders = DefaultMaxProviders
-	}
-	if opts.ProvideTimeout <= 0 {
-		opts.ProvideTimeout = DefaultProvideTimeout
-	}
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = DefaultConcurrency
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.ReannounceInterval = cmp.Or(opts.ReannounceInterval, DefaultReannounceInterval)
+	opts.FindTimeout = cmp.Or(opts.FindTimeout, DefaultFindTimeout)
+	opts.FindSettle = cmp.Or(opts.FindSettle, DefaultFindSettle)
+	opts.MaxProviders = cmp.Or(opts.MaxProviders, DefaultMaxProviders)
+	opts.ProvideTimeout = cmp.Or(opts.ProvideTimeout, DefaultProvideTimeout)
+	opts.Concurrency = cmp.Or(opts.Concurrency, DefaultConcurrency)
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	return &Discovery{
 		r:       r,
 		self:    h.ID(),

@@ -5,6 +5,7 @@
 package network
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -124,33 +125,15 @@ var ErrStalled = errors.New("exchange: peer is not reading")
 
 // New prepares the network; Start begins serving.
 func New(h host.Host, opts Options) *Network {
-	if opts.ReadTimeout <= 0 {
-		opts.ReadTimeout = 30 * time.Second
-	}
-	if opts.MaxMessageSize <= 0 {
-		opts.MaxMessageSize = message.MaxMessageSize
-	}
-	if opts.QueueLength <= 0 {
-		opts.QueueLength = 256
-	}
-	if opts.QueueBytes <= 0 {
-		opts.QueueBytes = 8 << 20
-	}
-	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 30 * time.Second
-	}
-	if opts.Lanes <= 0 {
-		opts.Lanes = 4
-	}
-	if opts.MaxInboundStreams <= 0 {
-		opts.MaxInboundStreams = 8
-	}
-	if opts.DialTimeout <= 0 {
-		opts.DialTimeout = 10 * time.Second
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.ReadTimeout = cmp.Or(opts.ReadTimeout, 30*time.Second)
+	opts.MaxMessageSize = cmp.Or(opts.MaxMessageSize, message.MaxMessageSize)
+	opts.QueueLength = cmp.Or(opts.QueueLength, 256)
+	opts.QueueBytes = cmp.Or(opts.QueueBytes, 8<<20)
+	opts.WriteTimeout = cmp.Or(opts.WriteTimeout, 30*time.Second)
+	opts.Lanes = cmp.Or(opts.Lanes, 4)
+	opts.MaxInboundStreams = cmp.Or(opts.MaxInboundStreams, 8)
+	opts.DialTimeout = cmp.Or(opts.DialTimeout, 10*time.Second)
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	l := opts.Logger
 	return &Network{h: h, opts: opts, log: l, senders: map[peer.ID]*sender{}, inbound: map[peer.ID]int{}, heard: map[peer.ID]*atomic.Int64{}, relayed: map[peer.ID]bool{}, limits: netLimits{
 		inbound:    limit.New(l, "inbound_stream_refused", fmt.Sprintf("inbound exchange streams per peer (%d)", opts.MaxInboundStreams)),

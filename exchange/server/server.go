@@ -6,6 +6,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -115,27 +116,15 @@ type Server struct {
 
 // New builds a server; Close stops its workers.
 func New(st Store, snd Sender, opts Options) *Server {
-	if opts.MaxQueue <= 0 {
-		opts.MaxQueue = 1024
-	}
-	if opts.BatchBytes <= 0 {
-		opts.BatchBytes = 1 << 20
-	}
-	if opts.SendTimeout <= 0 {
-		opts.SendTimeout = 30 * time.Second
-	}
-	if opts.MaxWorkers <= 0 {
-		opts.MaxWorkers = 64
-	}
-	if opts.rampAfter <= 0 {
-		opts.rampAfter = 250 * time.Millisecond
-	}
+	opts.MaxQueue = cmp.Or(opts.MaxQueue, 1024)
+	opts.BatchBytes = cmp.Or(opts.BatchBytes, 1<<20)
+	opts.SendTimeout = cmp.Or(opts.SendTimeout, 30*time.Second)
+	opts.MaxWorkers = cmp.Or(opts.MaxWorkers, 64)
+	opts.rampAfter = cmp.Or(opts.rampAfter, 250*time.Millisecond)
 	if opts.clock == nil {
 		opts.clock = time.Now
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{st: st, snd: snd, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
 		peers: map[peer.ID]*peerQueue{}, recent: map[peer.ID]recentPeer{}, slots: make(chan struct{}, opts.MaxWorkers),
