@@ -119,11 +119,7 @@ func (c *config) errno(ctx, lctx context.Context, what string, id cid.Cid, err e
 }
 
 func (d *dir) fillAttr(a *fuse.Attr) {
-	a.Mode = fuse.S_IFDIR | 0o555
-	a.Size = d.count
-	a.Nlink = 2
-	a.Ino = d.key.ino()
-	d.cfg.setOwnerAndTimes(a)
+	d.cfg.fill(a, d.key.ino(), fuse.S_IFDIR|0o555, d.count)
 }
 
 func (d *dir) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {

@@ -47,7 +47,22 @@ type config struct {
 	uid, gid      uint32
 }
 
-func (c *config) setOwnerAndTimes(a *fuse.Attr) {
+// fill sets the attributes every node of the mount answers with: its
+// type and mode, size, inode number (0: the one go-fuse knows it by), a
+// link count and block count that follow from the type, and the owner and
+// times, which are the mount's own.
+func (c *config) fill(a *fuse.Attr, ino uint64, mode uint32, size uint64) {
+	a.Mode, a.Size = mode, size
+	if ino != 0 {
+		a.Ino = ino
+	}
+	a.Nlink = 1
+	switch mode & syscall.S_IFMT {
+	case fuse.S_IFDIR:
+		a.Nlink = 2
+	case fuse.S_IFREG:
+		a.Blocks = (size + 511) / 512 // st_blocks counts 512-byte units whatever st_blksize is
+	}
 	a.Owner = fuse.Owner{Uid: c.uid, Gid: c.gid}
 	a.Atime, a.Mtime, a.Ctime = fixedTime, fixedTime, fixedTime
 	a.Blksize = ioBlockSize
@@ -106,9 +121,7 @@ func newRoot(cfg *config) *root { return &root{cfg: cfg} }
 const rootAttrTimeout = time.Second
 
 func (r *root) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = fuse.S_IFDIR | 0o555
-	out.Nlink = 2
-	r.cfg.setOwnerAndTimes(&out.Attr)
+	r.cfg.fill(&out.Attr, 0, fuse.S_IFDIR|0o555, 0)
 	out.SetTimeout(rootAttrTimeout)
 	return 0
 }
@@ -286,12 +299,7 @@ func newFile(cfg *config, c cid.Cid, ds Dataset) *file {
 }
 
 func (f *file) fillAttr(a *fuse.Attr) {
-	a.Mode = fuse.S_IFREG | 0o444
-	a.Size = uint64(f.size)
-	a.Blocks = (uint64(f.size) + 511) / 512 // st_blocks counts 512-byte units whatever st_blksize is
-	a.Nlink = 1
-	a.Ino = f.ino
-	f.cfg.setOwnerAndTimes(a)
+	f.cfg.fill(a, f.ino, fuse.S_IFREG|0o444, uint64(f.size))
 }
 
 func (f *file) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {

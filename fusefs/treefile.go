@@ -40,15 +40,11 @@ var (
 )
 
 func (t *treeFile) fillAttr(a *fuse.Attr) {
-	a.Mode = fuse.S_IFREG | 0o444
+	mode := uint32(fuse.S_IFREG | 0o444)
 	if t.entry.Exec {
-		a.Mode |= 0o111
+		mode |= 0o111
 	}
-	a.Size = t.entry.Size
-	a.Blocks = (t.entry.Size + 511) / 512
-	a.Nlink = 1
-	a.Ino = t.key.ino()
-	t.cfg.setOwnerAndTimes(a)
+	t.cfg.fill(a, t.key.ino(), mode, t.entry.Size)
 }
 
 func (t *treeFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -152,11 +148,7 @@ var (
 )
 
 func (l *symlink) fillAttr(a *fuse.Attr) {
-	a.Mode = fuse.S_IFLNK | 0o777
-	a.Size = uint64(len(l.target))
-	a.Nlink = 1
-	a.Ino = l.key.ino()
-	l.cfg.setOwnerAndTimes(a)
+	l.cfg.fill(a, l.key.ino(), fuse.S_IFLNK|0o777, uint64(len(l.target)))
 }
 
 func (l *symlink) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
