@@ -224,15 +224,21 @@ func TestLogLevelAtRunTime(t *testing.T) {
 	}
 }
 
-// Downloads are attachments, with the dataset's name when it has one.
+// Downloads are attachments, with the dataset's name when it has one, and
+// name Content-Disposition among the headers a browser may expose, as
+// Codex's do, with or without an Origin.
 func TestDownloadsAreAttachments(t *testing.T) {
 	h, _ := newAPI(t, Options{})
 	named := uploadTo(t, h, api.Prefix, payload(100), map[string]string{"Content-Disposition": `filename="a b.txt"`})
 	plain := uploadTo(t, h, api.Prefix, payload(101), nil)
 	for c, want := range map[string]string{named: `attachment; filename="a b.txt"`, plain: "attachment"} {
 		for _, path := range []string{"/data/" + c, "/data/" + c + "/network/stream"} {
-			if r := serve(h, "GET", api.Prefix+path, nil, nil); r.header.Get("Content-Disposition") != want {
+			r := serve(h, "GET", api.Prefix+path, nil, nil)
+			if r.header.Get("Content-Disposition") != want {
 				t.Errorf("GET %s: Content-Disposition %q; want %q", path, r.header.Get("Content-Disposition"), want)
+			}
+			if !strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "Content-Disposition") {
+				t.Errorf("GET %s: Access-Control-Expose-Headers %q; want it to name Content-Disposition", path, r.header.Get("Access-Control-Expose-Headers"))
 			}
 		}
 	}

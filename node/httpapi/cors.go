@@ -24,11 +24,16 @@ func (s *Server) allowOrigin(w http.ResponseWriter, r *http.Request) bool {
 	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", o)
-	// What a browser app reads of a download beside its body: the name
-	// to save it as, its size, and which part a range request got.
-	h.Set("Access-Control-Expose-Headers", "Content-Disposition, Content-Length, Content-Range, ETag")
+	h.Set("Access-Control-Expose-Headers", exposedHeaders)
 	return true
 }
+
+// exposedHeaders is what a browser app reads of a download beside its
+// body: the name to save it as, its size, and which part a range request
+// got. Downloads name them whatever the origin, as Codex's do, so that a
+// client checking for them finds them; without Access-Control-Allow-Origin
+// a browser still shows a refused site nothing.
+const exposedHeaders = "Content-Disposition, Content-Length, Content-Range, ETag"
 
 // preflight answers a CORS preflight of an allowed origin: the methods the
 // API has, the request headers its uploads and downloads use, and a day

@@ -50,6 +50,7 @@ func (h downloadHandlers) block(w http.ResponseWriter, r *http.Request, c cid.Ci
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", "attachment")
+	w.Header().Set("Access-Control-Expose-Headers", exposedHeaders)
 	w.Header().Set("ETag", `"`+store.CIDText(c)+`"`)
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b.Data))
 }
@@ -85,6 +86,7 @@ func (h downloadHandlers) download(w http.ResponseWriter, r *http.Request, open 
 		}
 	}
 	w.Header().Set("Content-Disposition", disposition)
+	w.Header().Set("Access-Control-Expose-Headers", exposedHeaders)
 	// Content is immutable under its CID: the CID is a perfect ETag.
 	w.Header().Set("ETag", `"`+store.CIDText(c)+`"`)
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
