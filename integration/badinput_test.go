@@ -699,7 +699,11 @@ func httpDo(t *testing.T, method, u string, body io.Reader, header map[string]st
 		t.Fatal(err)
 	}
 	for k, v := range header {
-		if v != "" {
+		switch {
+		case v == "":
+		case k == "Host": // net/http sends req.Host, not a Host header
+			req.Host = v
+		default:
 			req.Header.Set(k, v)
 		}
 	}
@@ -758,12 +762,18 @@ func dropCached(t *testing.T, d *daemon) {
 
 func listCIDs(t *testing.T, d *daemon) []string {
 	t.Helper()
+	return listCIDsVia(t, d, "/api/codex/v1")
+}
+
+// listCIDsVia is listCIDs under an API prefix of the caller's choosing.
+func listCIDsVia(t *testing.T, d *daemon, prefix string) []string {
+	t.Helper()
 	var l struct {
 		Content []struct {
 			CID string `json:"cid"`
 		} `json:"content"`
 	}
-	getJSON(t, d.API+"/api/codex/v1/data", &l)
+	getJSON(t, d.API+prefix+"/data", &l)
 	var out []string
 	for _, e := range l.Content {
 		out = append(out, e.CID)
