@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -217,6 +218,12 @@ func TestLogLevelAtRunTime(t *testing.T) {
 	}
 	if r := serve(h, "POST", api.Prefix+"/debug/chronicles/loglevel?level=loud", nil, nil); r.status != 400 || !strings.Contains(r.body, `log level "loud"`) {
 		t.Errorf("level loud: %d %q; want 400 naming it", r.status, r.body)
+	}
+	// One level for the whole log: Codex's per-topic form is refused, not
+	// half applied.
+	before := level.Level()
+	if r := serve(h, "POST", api.Prefix+"/debug/chronicles/loglevel?level="+url.QueryEscape("DEBUG;TRACE:libp2p"), nil, nil); r.status != 400 || level.Level() != before {
+		t.Errorf("level DEBUG;TRACE:libp2p: %d %q, level now %v; want 400 and the level still %v", r.status, r.body, level.Level(), before)
 	}
 	plain, _ := newAPI(t, Options{})
 	if r := serve(plain, "POST", api.Prefix+"/debug/chronicles/loglevel?level=debug", nil, nil); r.status != http.StatusNotImplemented {
