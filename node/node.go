@@ -5,6 +5,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -131,12 +132,8 @@ func New(cfg Config) (n *Node, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: no data dir")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.FetchTimeout <= 0 {
-		cfg.FetchTimeout = 30 * time.Second
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.FetchTimeout = cmp.Or(cfg.FetchTimeout, 30*time.Second)
 	if len(cfg.Listen) == 0 {
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	}

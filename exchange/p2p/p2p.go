@@ -9,6 +9,7 @@
 package p2p
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -104,15 +105,11 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	if cfg.Key == nil {
 		return nil, errors.New("p2p: no identity key")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if len(cfg.Listen) == 0 {
 		cfg.Listen = DefaultListen
 	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = DefaultConnectTimeout
-	}
+	cfg.ConnectTimeout = cmp.Or(cfg.ConnectTimeout, DefaultConnectTimeout)
 	log := cfg.Logger.With("component", "p2p")
 
 	rm, err := newResourceManager()

@@ -8,6 +8,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
@@ -81,18 +82,10 @@ type Server struct {
 
 // New builds the API handler for n.
 func New(n Node, opts Options) *Server {
-	if opts.FetchTimeout <= 0 {
-		opts.FetchTimeout = 30 * time.Second
-	}
-	if opts.UploadIdleTimeout <= 0 {
-		opts.UploadIdleTimeout = DefaultUploadIdleTimeout
-	}
-	if opts.DownloadIdleTimeout <= 0 {
-		opts.DownloadIdleTimeout = DefaultDownloadIdleTimeout
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.FetchTimeout = cmp.Or(opts.FetchTimeout, 30*time.Second)
+	opts.UploadIdleTimeout = cmp.Or(opts.UploadIdleTimeout, DefaultUploadIdleTimeout)
+	opts.DownloadIdleTimeout = cmp.Or(opts.DownloadIdleTimeout, DefaultDownloadIdleTimeout)
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	rp := &replies{opts: opts, log: opts.Logger}
 	s := &Server{replies: rp, mux: http.NewServeMux()}
 	up := uploadHandlers{rp, n}
