@@ -99,7 +99,9 @@ func TestReadWaitsWhileThePeersAreHeard(t *testing.T) {
 	src, local := store.NewMemory(0), store.NewMemory(0)
 	f := newSlowFetcher(src, local, 1)
 	data := randomBytes(3, 3*testBS)
-	d := patientDataset(t, data, 0, 0, f, src, Config{BlockTimeout: 50 * time.Millisecond})
+	// Heard every 5 ms, against a timeout 40 times that: a test goroutine
+	// delayed by a loaded machine must not pass for silence.
+	d := patientDataset(t, data, 0, 0, f, src, Config{BlockTimeout: 200 * time.Millisecond})
 
 	stop := f.keepHearing(t, 0)
 	type result struct {
@@ -113,7 +115,7 @@ func TestReadWaitsWhileThePeersAreHeard(t *testing.T) {
 		done <- result{n, err}
 	}()
 	// Well past BlockTimeout, with the link busy all along.
-	deadline := time.NewTimer(20 * d.cfg.BlockTimeout)
+	deadline := time.NewTimer(10 * d.cfg.BlockTimeout)
 	defer deadline.Stop()
 	select {
 	case r := <-done:
