@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -83,6 +84,8 @@ type Network struct {
 	heard   map[peer.ID]*atomic.Int64 // unix nanoseconds of the last bytes read; see LastHeard
 	relayed map[peer.ID]bool          // peers reached only through a relay (relayed.go)
 	closed  bool
+	// identified is the subscription to identify's events (warm.go).
+	identified event.Subscription
 
 	limits   netLimits
 	up, down *shaper // nil: no cap
@@ -149,6 +152,7 @@ func (n *Network) Start(handler Handler) {
 	n.handler = handler
 	n.h.SetStreamHandler(protocol.ID(message.ProtocolID), n.handleStream)
 	n.h.Network().Notify(&notifee{n})
+	n.watchIdentify()
 }
 
 // Close stops every sender and the protocol handler.
@@ -158,7 +162,11 @@ func (n *Network) Close() {
 	n.closed = true
 	senders := n.senders
 	n.senders = map[peer.ID]*sender{}
+	identified := n.identified
 	n.mu.Unlock()
+	if identified != nil {
+		identified.Close()
+	}
 	for _, s := range senders {
 		s.stop()
 	}
@@ -320,6 +328,9 @@ func (n *Network) handleStream(st network.Stream) {
 				st.Reset()
 			}
 			return
+		}
+		if m.Empty() {
+			continue // a stream's first message, opening it (warm.go)
 		}
 		n.handler.HandleMessage(p, m)
 	}
