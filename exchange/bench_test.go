@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/meshfs/meshfs/exchange/message"
 	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/store"
 	"github.com/meshfs/meshfs/store/repo"
@@ -95,5 +96,37 @@ func BenchmarkFetchOne(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// BenchmarkFirstFetch asks a fetcher connected to the provider a moment
+// ago (identify done) for one block: the first exchange between them,
+// on streams not yet open, as a fresh reader's first read is. Against
+// BenchmarkFetchOne it is what the first round trip costs beyond later
+// ones.
+func BenchmarkFirstFetch(b *testing.B) {
+	const blocks, size = 64, 64 << 10
+	d := newDataset(b, blocks, size)
+	provider := newRepoNode(b, nil)
+	d.put(b, provider.served)
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		fetcher := newRepoNode(b, staticDisc{addrInfo(provider.h)})
+		if err := fetcher.h.Connect(ctx, addrInfo(provider.h)); err != nil {
+			b.Fatal(err)
+		}
+		testkit.Eventually(b, "identify of the provider", func() bool {
+			ps, _ := fetcher.h.Peerstore().SupportsProtocols(provider.h.ID(), message.ProtocolID)
+			return len(ps) > 0
+		})
+		b.StartTimer()
+		if _, _, err := fetcher.e.GetLeaf(ctx, d.root, 0, store.Read); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		fetcher.e.Close()
+		fetcher.h.Close()
+		b.StartTimer()
 	}
 }
