@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"log/slog"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/meshfs/meshfs/exchange/p2p"
 	"github.com/meshfs/meshfs/integration/cluster"
 )
 
@@ -24,20 +20,12 @@ const ceilingProto = "/meshfs/bench/ceiling/1.0.0"
 func streamCeiling(size int64) (took, cpu time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	log := slog.New(slog.DiscardHandler)
-	newHost := func() (*p2p.Host, error) {
-		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		return p2p.New(ctx, p2p.Config{Key: k, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: log})
-	}
-	a, err := newHost()
+	a, err := newBenchHost(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer a.Close()
-	b, err := newHost()
+	b, err := newBenchHost(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
