@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/meshfs/meshfs/integration/testkit"
 	"github.com/meshfs/meshfs/node"
 )
@@ -30,21 +32,28 @@ func BenchmarkColdRead(b *testing.B) {
 	b.Run("lost-row", func(b *testing.B) { benchColdRead(b, true) })
 }
 
-func benchColdRead(b *testing.B, loseRow bool) {
-	const size = 64 << 20
-	quiet := slog.New(slog.DiscardHandler)
-	provider, err := node.New(node.Config{DataDir: b.TempDir(), EcK: 4, EcM: 2, Logger: quiet})
+// benchProvider starts a node that holds a dataset (K=4, M=2) of size
+// bytes of seed's noise, and returns it with the dataset and its bytes.
+func benchProvider(b *testing.B, size int, seed byte) (*node.Node, cid.Cid, []byte) {
+	provider, err := node.New(node.Config{DataDir: b.TempDir(), EcK: 4, EcM: 2, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { provider.Close() })
 	data := make([]byte, size)
-	rand.NewChaCha8([32]byte{7}).Read(data)
-	ctx := context.Background()
-	c, err := provider.Upload(ctx, bytes.NewReader(data), "bench", "application/octet-stream")
+	rand.NewChaCha8([32]byte{seed}).Read(data)
+	c, err := provider.Upload(context.Background(), bytes.NewReader(data), "bench", "application/octet-stream")
 	if err != nil {
 		b.Fatal(err)
 	}
+	return provider, c, data
+}
+
+func benchColdRead(b *testing.B, loseRow bool) {
+	const size = 64 << 20
+	quiet := slog.New(slog.DiscardHandler)
+	provider, c, data := benchProvider(b, size, 7)
+	ctx := context.Background()
 	if loseRow {
 		m, err := provider.Manifest(ctx, c)
 		if err != nil {
@@ -91,20 +100,9 @@ func benchColdRead(b *testing.B, loseRow bool) {
 // the latency the bench's random-read row measures through a mount.
 func BenchmarkRandomRead(b *testing.B) {
 	const size = 64 << 20
-	quiet := slog.New(slog.DiscardHandler)
-	provider, err := node.New(node.Config{DataDir: b.TempDir(), EcK: 4, EcM: 2, Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { provider.Close() })
-	data := make([]byte, size)
-	rand.NewChaCha8([32]byte{8}).Read(data)
+	provider, c, data := benchProvider(b, size, 8)
 	ctx := context.Background()
-	c, err := provider.Upload(ctx, bytes.NewReader(data), "bench", "application/octet-stream")
-	if err != nil {
-		b.Fatal(err)
-	}
-	reader, err := node.New(node.Config{DataDir: b.TempDir(), Bootstrap: provider.Addrs()[:1], Logger: quiet})
+	reader, err := node.New(node.Config{DataDir: b.TempDir(), Bootstrap: provider.Addrs()[:1], Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
