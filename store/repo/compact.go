@@ -288,7 +288,7 @@ func (s *Store) commitMoves(group []move) (err error) {
 	}
 	ch := s.begin(new(change), new(leveldb.Batch))
 	for _, mv := range group {
-		x, err := s.index(mv.c)
+		x, err := ch.index(s, mv.c)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -300,7 +300,7 @@ func (s *Store) commitMoves(group []move) (err error) {
 		}
 		ch.dropRecord(s, mv.c, x)
 		x.pack, x.off = mv.to.n, mv.off
-		ch.b.Put(indexKey(mv.c), x.encode())
+		ch.setIndex(mv.c, x)
 		ch.addRecord(s, mv.c, x)
 	}
 	return s.commitWith(ch, &opt.WriteOptions{Sync: true})

@@ -113,28 +113,33 @@ func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
 
 // putLeafLocked records leaf, whose block must be held. Callers hold mu.
 func (s *Store) putLeafLocked(leaf store.Leaf) error {
-	x, err := s.index(leaf.Block)
-	if err != nil {
-		return fmt.Errorf("block %s: %w", store.CIDText(leaf.Block), err)
-	}
 	ch := s.begin(new(change), new(leveldb.Batch))
-	ref, err := s.setLeaf(ch, leaf)
-	if err != nil {
+	if err := s.addLeaf(ch, leaf); err != nil {
 		return err
-	}
-	switch ref {
-	case sameLeaf:
-		return nil
-	case newRef:
-		// The block entry read above: setLeaf's release of the position's
-		// old block cannot have touched it, as that is another block.
-		x.refs++
-		ch.b.Put(indexKey(leaf.Block), x.encode())
 	}
 	if err := s.checkChange(ch); err != nil {
 		return err
 	}
 	return s.commit(ch)
+}
+
+// addLeaf adds to ch the recording of leaf, whose block must be held as
+// ch has it, counting the reference the leaf adds. Callers hold mu and
+// check the quota before they commit (checkChange).
+func (s *Store) addLeaf(ch *change, leaf store.Leaf) error {
+	x, err := ch.index(s, leaf.Block)
+	if err != nil {
+		return fmt.Errorf("block %s: %w", store.CIDText(leaf.Block), err)
+	}
+	ref, err := s.setLeaf(ch, leaf)
+	if err != nil || ref != newRef {
+		return err
+	}
+	// The entry read above: setLeaf's release of the position's old block
+	// cannot have touched it, as that is another block.
+	x.refs++
+	ch.setIndex(leaf.Block, x)
+	return nil
 }
 
 // leafChange is what recording a leaf does to its block's references.
@@ -153,11 +158,11 @@ const (
 // commit (checkChange).
 func (s *Store) setLeaf(ch *change, leaf store.Leaf) (leafChange, error) {
 	lk := leafKey(leaf.Tree, leaf.Index)
-	old, err := s.db.Get(lk, nil)
+	old, err := ch.get(s, lk)
 	switch {
-	case errors.Is(err, leveldb.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
-		return 0, dbErr(err)
+		return 0, err
 	default:
 		oldBlock, oldProof, err := decodeLeaf(old)
 		if err != nil {
@@ -167,7 +172,7 @@ func (s *Store) setLeaf(ch *change, leaf store.Leaf) (leafChange, error) {
 			if bytes.Equal(oldProof, leaf.Proof) {
 				return sameLeaf, nil
 			}
-			ch.b.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
+			ch.put(lk, encodeLeaf(leaf.Block, leaf.Proof))
 			ch.usage.bytes = ch.usage.bytes - uint64(len(oldProof)) + uint64(len(leaf.Proof))
 			return newProof, nil
 		}
@@ -176,7 +181,7 @@ func (s *Store) setLeaf(ch *change, leaf store.Leaf) (leafChange, error) {
 		}
 		ch.usage.bytes -= uint64(len(oldProof))
 	}
-	ch.b.Put(lk, encodeLeaf(leaf.Block, leaf.Proof))
+	ch.put(lk, encodeLeaf(leaf.Block, leaf.Proof))
 	ch.usage.bytes += uint64(len(leaf.Proof))
 	return newRef, nil
 }
@@ -192,24 +197,13 @@ func (s *Store) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) erro
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
-	lk := leafKey(tree, index)
-	v, err := s.db.Get(lk, nil)
-	if errors.Is(err, leveldb.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fail(dbErr(err))
-	}
-	bc, proof, err := decodeLeaf(v)
-	if err != nil {
-		return fail(err)
-	}
 	ch := s.begin(new(change), new(leveldb.Batch))
-	ch.b.Delete(lk)
-	ch.usage.bytes -= uint64(len(proof))
-	if err := s.release(ch, bc); err != nil {
+	found, err := s.dropLeaf(ch, tree, index)
+	if err != nil {
 		return fail(err)
+	}
+	if !found {
+		return nil
 	}
 	if err := s.commit(ch); err != nil {
 		return fail(err)
@@ -217,10 +211,31 @@ func (s *Store) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) erro
 	return nil
 }
 
+// dropLeaf adds to ch the removal of the leaf at index of tree, if ch has
+// one there, and of the reference it holds, and reports whether it found
+// one. Callers hold mu.
+func (s *Store) dropLeaf(ch *change, tree cid.Cid, index uint64) (bool, error) {
+	lk := leafKey(tree, index)
+	v, err := ch.get(s, lk)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	bc, proof, err := decodeLeaf(v)
+	if err != nil {
+		return false, err
+	}
+	ch.del(lk)
+	ch.usage.bytes -= uint64(len(proof))
+	return true, s.release(ch, bc)
+}
+
 // release adds to ch the dropping of one reference to block c, and of the
 // block itself when that was the last. Callers hold mu.
 func (s *Store) release(ch *change, c cid.Cid) error {
-	x, err := s.index(c)
+	x, err := ch.index(s, c)
 	if errors.Is(err, store.ErrNotFound) {
 		// Only a damaged database gets here; the leaf goes anyway.
 		s.log.Warn("repo: leaf names a block that is not held", "block", c)
@@ -234,6 +249,6 @@ func (s *Store) release(ch *change, c cid.Cid) error {
 		return nil
 	}
 	x.refs--
-	ch.b.Put(indexKey(c), x.encode())
+	ch.setIndex(c, x)
 	return nil
 }

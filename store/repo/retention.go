@@ -123,7 +123,7 @@ func (s *Store) deleteRecord(ctx context.Context, c cid.Cid, manifest bool) erro
 		return fail(err)
 	}
 	if manifest {
-		x, err := s.index(c)
+		x, err := ch.index(s, c)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:

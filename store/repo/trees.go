@@ -74,14 +74,14 @@ func (s *Store) deleteLeaves(ctx context.Context, prefix []byte) (int, error) {
 	}
 	ch := s.begin(new(change), new(leveldb.Batch))
 	for _, k := range keys {
-		ch.b.Delete(k)
+		ch.del(k)
 	}
 	ch.usage.bytes -= proofBytes
 	// Counted per block, not per leaf: the leaves of one tree may name one
-	// block many times (a file of zeros), and the batch does not see its
-	// own pending entries.
+	// block many times (a file of zeros), whose entry is then read and
+	// written once.
 	for _, c := range blocks {
-		x, err := s.index(c)
+		x, err := ch.index(s, c)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				s.log.Warn("repo: leaf names a block that is not held", "block", c)
@@ -91,7 +91,7 @@ func (s *Store) deleteLeaves(ctx context.Context, prefix []byte) (int, error) {
 		}
 		if d := drops[c]; x.refs > d {
 			x.refs -= d
-			ch.b.Put(indexKey(c), x.encode())
+			ch.setIndex(c, x)
 		} else {
 			ch.dropBlock(s, c, x)
 		}
