@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+
+	"github.com/ipfs/go-cid"
 )
 
 // Reclaimer makes room in a full store by its own policy (a node collects
@@ -17,8 +19,15 @@ type Reclaimer interface {
 // says so. Whoever writes (the block exchange storing what it fetched, a
 // reader keeping a decoded block, an upload) need not know that a full
 // store is emptied, nor by what rule.
+//
+// A BatchStore stays one: its batches are made to fit the same way, and
+// its reads into the caller's buffers are passed through.
 func Reclaiming(st BlockStore, r Reclaimer) BlockStore {
-	return reclaiming{BlockStore: st, r: r}
+	rs := reclaiming{BlockStore: st, r: r}
+	if b, ok := st.(BatchStore); ok {
+		return reclaimingBatch{reclaiming: rs, b: b}
+	}
+	return rs
 }
 
 type reclaiming struct {
@@ -45,4 +54,32 @@ func (s reclaiming) fit(ctx context.Context, need int, put func() error) error {
 		err = put()
 	}
 	return err
+}
+
+type reclaimingBatch struct {
+	reclaiming
+	b BatchStore
+}
+
+func (s reclaimingBatch) PutLeafBlocks(ctx context.Context, leaves []Leaf, blocks []Block) error {
+	need := 0
+	for _, b := range blocks {
+		need += len(b.Data)
+	}
+	for _, l := range leaves {
+		need += len(l.Proof)
+	}
+	return s.fit(ctx, need, func() error { return s.b.PutLeafBlocks(ctx, leaves, blocks) })
+}
+
+func (s reclaimingBatch) MoveLeaves(ctx context.Context, from cid.Cid, leaves []Leaf) error {
+	need := 0
+	for _, l := range leaves {
+		need += len(l.Proof)
+	}
+	return s.fit(ctx, need, func() error { return s.b.MoveLeaves(ctx, from, leaves) })
+}
+
+func (s reclaimingBatch) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error) {
+	return s.b.ReadLeaf(ctx, tree, index, p, off)
 }

@@ -140,6 +140,33 @@ type LeafReader interface {
 	ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error)
 }
 
+// BatchStore is what a store may offer beside BlockStore: many blocks or
+// leaves written in one call, and held blocks read into the caller's
+// buffers. An upload writes through it: where a call per block costs a
+// lock, an append and an index commit each, a batch costs one of each.
+//
+//   - PutLeafBlocks(leaves, blocks) is PutLeafBlock(leaves[i], blocks[i])
+//     for every i, in order, as one change: all of it is held once it
+//     returns, none of it if it fails. Unlike Put it keeps no reference
+//     to the blocks' bytes, so the caller may reuse them once it returns.
+//   - MoveLeaves(from, leaves) records each leaf as PutLeaf does and then
+//     deletes the leaf at its index of tree from, if any, as DeleteLeaf
+//     does, in order, as one change: a leaf whose block is not held fails
+//     it (ErrNotFound) and nothing is written. Where both name one block,
+//     its reference passes from one to the other: how an upload's staging
+//     leaves become its dataset's.
+//   - Either fails with ErrQuotaExceeded, writing nothing, when the whole
+//     batch would take the store over its quota.
+//
+// A batch is one commit: callers keep them to a megabyte or two of blocks
+// and a thousand or so leaves, so that other writers do not wait long.
+type BatchStore interface {
+	BlockStore
+	LeafReader
+	PutLeafBlocks(ctx context.Context, leaves []Leaf, blocks []Block) error
+	MoveLeaves(ctx context.Context, from cid.Cid, leaves []Leaf) error
+}
+
 // VerifyLeafBlock checks what PutLeafBlock requires of its arguments
 // before anything is hashed: that leaf names b (ErrInvalidBlock).
 func VerifyLeafBlock(leaf Leaf, b Block) error {

@@ -54,6 +54,7 @@ func runCases(t *testing.T, open Opener) {
 	cases = append(cases, lifecycleCases...)
 	cases = append(cases, concurrencyCases...)
 	cases = append(cases, paddingCases...)
+	cases = append(cases, batchCases...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.run(t, open(t, quotaOf(tc.quota)))
