@@ -113,15 +113,11 @@ func distinctBlocks(n int) []store.Block {
 }
 
 // BenchmarkKeepLeaf stores new 64 KiB blocks of a dataset with their
-// leaves (a 500-byte proof each), as a fetch keeps them: in one call, and
-// as Put then PutLeaf.
+// leaves (a 500-byte proof each), as a fetch keeps them: in one call, as
+// Put then PutLeaf, and as an upload does, 16 blocks (1 MiB) a batch.
 func BenchmarkKeepLeaf(b *testing.B) {
-	for _, one := range []bool{true, false} {
-		name := "PutLeafBlock"
-		if !one {
-			name = "Put+PutLeaf"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, how := range []string{"PutLeafBlock", "Put+PutLeaf", "PutLeafBlocks16"} {
+		b.Run(how, func(b *testing.B) {
 			s, err := Open(b.TempDir(), Options{})
 			if err != nil {
 				b.Fatal(err)
@@ -130,15 +126,26 @@ func BenchmarkKeepLeaf(b *testing.B) {
 			stream := &blockStream{rng: rand.NewChaCha8([32]byte{4})}
 			tree := store.NewBlock(store.CodecRoot, []byte("bench tree")).CID
 			proof := make([]byte, 500)
+			var leaves []store.Leaf
+			var blocks []store.Block
 			b.SetBytes(benchBlock)
 			b.ResetTimer()
 			for i := range b.N {
 				blk := stream.next(b)
 				leaf := store.Leaf{Tree: tree, Index: uint64(i), Block: blk.CID, Proof: proof}
-				if one {
+				switch how {
+				case "PutLeafBlock":
 					err = s.PutLeafBlock(b.Context(), leaf, blk)
-				} else if err = s.Put(b.Context(), blk); err == nil {
-					err = s.PutLeaf(b.Context(), leaf)
+				case "Put+PutLeaf":
+					if err = s.Put(b.Context(), blk); err == nil {
+						err = s.PutLeaf(b.Context(), leaf)
+					}
+				default:
+					leaves, blocks = append(leaves, leaf), append(blocks, blk)
+					if len(blocks) == 16 || i == b.N-1 {
+						err = s.PutLeafBlocks(b.Context(), leaves, blocks)
+						leaves, blocks = leaves[:0], blocks[:0]
+					}
 				}
 				if err != nil {
 					b.Fatal(err)

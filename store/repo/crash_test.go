@@ -31,7 +31,8 @@ import (
 // count them, and records cut off between their append and their index
 // commit are truncated away; and that every change the process had
 // acknowledged survived: each operation it reported done had stored a
-// dataset (manifest and record) and a leaf of its own, all still there.
+// dataset (manifest and record), a leaf of its own and a batch of two
+// more, all still there.
 // Packs are small, so that the helper rolls packs and compacts in the
 // background as it goes.
 func TestCrashKeepsUsageConsistent(t *testing.T) {
@@ -251,6 +252,10 @@ func ackManifest(op uint64) store.Block {
 
 func ackTree(op uint64) cid.Cid { return tree(1000 + op).CID }
 
+// ackBatched is the block operation op stores in a batch, at positions 1
+// and 2 of its tree, before it reports itself done.
+func ackBatched(op uint64) store.Block { return block(op+200000, 64<<10) }
+
 // checkAcknowledged checks that what operation op stored is all there.
 func checkAcknowledged(t *testing.T, s *Store, op uint64) {
 	t.Helper()
@@ -271,6 +276,12 @@ func checkAcknowledged(t *testing.T, s *Store, op uint64) {
 	}
 	if err := store.Verify(b); err != nil {
 		t.Fatalf("op %d was acknowledged; its block: %v", op, err)
+	}
+	for i := uint64(1); i <= 2; i++ {
+		l, b, err := s.GetLeaf(t.Context(), ackTree(op), i)
+		if err != nil || !l.Block.Equals(ackBatched(op).CID) || store.Verify(b) != nil {
+			t.Fatalf("op %d was acknowledged; its batched leaf %d: %+v, %v", op, i, l, err)
+		}
 	}
 }
 
@@ -314,6 +325,8 @@ func TestCrashHelper(t *testing.T) {
 	}
 	switch hook {
 	case "":
+	case hookBatchAppended:
+		crashInBatch(s, check)
 	case hookAppended:
 		for op := uint64(0); op <= crashAt; op++ {
 			if op == crashAt {
@@ -373,12 +386,26 @@ func TestCrashHelper(t *testing.T) {
 				if err == nil && op%5 == 0 {
 					err = s.Delete(ctx, block(op-3, 64<<10).CID)
 				}
+				// Batches too, of a new block and one put before, at
+				// positions later batches take over, and a leaf moved out
+				// of one of them.
+				nb, bt := block(op+100000, 64<<10), tree(10+op%3).CID
+				if err == nil {
+					err = s.PutLeafBlocks(ctx, []store.Leaf{{Tree: bt, Index: op % 50, Block: nb.CID}, {Tree: bt, Index: 50 + op%50, Block: b.CID}},
+						[]store.Block{nb, b})
+				}
+				if err == nil {
+					err = s.MoveLeaves(ctx, bt, []store.Leaf{{Tree: tree(20 + op%3).CID, Index: 50 + op%50, Block: b.CID}})
+				}
 				if err != nil && !errors.Is(err, store.ErrNotFound) {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(1)
 				}
 				// What the parent checks survives once it reads op.
 				check(s.PutLeafBlock(ctx, store.Leaf{Tree: ackTree(op), Block: b.CID}, b))
+				f := ackBatched(op)
+				check(s.PutLeafBlocks(ctx, []store.Leaf{{Tree: ackTree(op), Index: 1, Block: f.CID}, {Tree: ackTree(op), Index: 2, Block: f.CID}},
+					[]store.Block{f, f}))
 				check(s.PutDataset(ctx, ackManifest(op), store.Retention{Pinned: true, Tree: ackTree(op)}))
 				mu.Lock()
 				done++

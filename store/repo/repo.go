@@ -116,7 +116,8 @@ type Store struct {
 	tail        uint64                  // where the next record of active goes
 	reserved    uint64                  // where active's reservation ends, or was tried to
 	nextPack    uint64                  // the number of the next new pack
-	hdr         []byte                  // record header buffer
+	hdr         []byte                  // record headers of an append
+	iov         [][]byte                // the buffers of an append's pwritev
 	packsClosed bool
 	// activeN is the active pack's number plus one (0: none), readable
 	// without packMu.
@@ -351,7 +352,8 @@ func dbErr(err error) error {
 var crashHook func(point string)
 
 const (
-	hookAppended   = "put: appended, not indexed"
-	hookCompacting = "compact: copies appended and synced, index not committed"
-	hookRetired    = "compact: pack retired in the index, file not removed"
+	hookAppended      = "put: appended, not indexed"
+	hookBatchAppended = "put batch: appended, not indexed"
+	hookCompacting    = "compact: copies appended and synced, index not committed"
+	hookRetired       = "compact: pack retired in the index, file not removed"
 )

@@ -1,0 +1,220 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/ipfs/go-cid"
+	"github.com/syndtr/goleveldb/leveldb"
+
+	"github.com/meshfs/meshfs/store"
+)
+
+var _ store.BatchStore = (*Store)(nil)
+
+// PutLeafBlocks implements store.BatchStore. It is Put's sequence for the
+// whole batch: the records of the blocks not held are appended first, with
+// one pwritev per pack, then everything is committed in one index batch,
+// under one quota check. A crash between the two leaves records that no
+// entry points at, as after a Put's append: none of the batch is held.
+// Records are written from the blocks' bytes before it returns, which is
+// why the caller may reuse them.
+func (s *Store) PutLeafBlocks(ctx context.Context, leaves []store.Leaf, blocks []store.Block) error {
+	fail := func(err error) error { return fmt.Errorf("repo: put %d leaf blocks: %w", len(blocks), err) }
+	if len(leaves) != len(blocks) {
+		return fail(fmt.Errorf("%d leaves for %d blocks", len(leaves), len(blocks)))
+	}
+	for i, b := range blocks {
+		if !b.CID.Defined() || b.CID.ByteLen() > maxCIDBytes {
+			return fail(fmt.Errorf("block %d: undefined or oversized CID: %w", i, store.ErrInvalidBlock))
+		}
+		if err := store.VerifyLeafBlock(leaves[i], b); err != nil {
+			return fail(err)
+		}
+	}
+	s.puts.RLock()
+	defer s.puts.RUnlock()
+	if err := s.enter(ctx); err != nil {
+		return fail(err)
+	}
+	if len(blocks) == 0 {
+		return nil
+	}
+	for _, b := range blocks {
+		if err := store.Verify(b); err != nil {
+			return fail(err)
+		}
+	}
+	appended := map[cid.Cid]blockIndex{}
+	var packs []*pack // of the records appended, one per record
+	// Their pending counts are dropped under mu with the commit, as in put.
+	release := func() {
+		for _, p := range packs {
+			p.pending.Add(-1)
+		}
+		packs = nil
+	}
+	defer func() {
+		if len(packs) > 0 {
+			s.mu.Lock()
+			release()
+			s.mu.Unlock()
+		}
+	}()
+	// Twice at most: a block held when looked up may be deleted before
+	// the commit, which then finds it neither held nor appended; the second
+	// round appends it, and nothing appended can go away.
+	for {
+		recs, err := s.notHeld(blocks, appended)
+		if err != nil {
+			return fail(err)
+		}
+		if err := s.appendBatch(recs, appended, &packs); err != nil {
+			return fail(err)
+		}
+		s.mu.Lock()
+		again, err := s.commitLeafBlocks(leaves, appended)
+		if err != nil || !again {
+			release()
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return fail(err)
+		}
+		if !again {
+			return nil
+		}
+	}
+}
+
+// notHeld returns the records of the blocks neither held nor appended
+// already, once each.
+func (s *Store) notHeld(blocks []store.Block, appended map[cid.Cid]blockIndex) ([]record, error) {
+	var recs []record
+	seen := make(map[cid.Cid]bool, len(blocks))
+	for _, b := range blocks {
+		if _, ok := appended[b.CID]; ok || seen[b.CID] {
+			continue
+		}
+		seen[b.CID] = true
+		held, err := s.db.Has(indexKey(b.CID), nil)
+		if err != nil {
+			return nil, dbErr(err)
+		}
+		if !held {
+			data, zeros := stored(b.Data)
+			recs = append(recs, record{c: b.CID, data: data, zeros: zeros})
+		}
+	}
+	return recs, nil
+}
+
+// appendBatch appends recs after checking the quota has room for them, so
+// that a batch refused early appends nothing, syncs their packs in sync
+// mode, and notes where each went in appended and its pack in packs.
+func (s *Store) appendBatch(recs []record, appended map[cid.Cid]blockIndex, packs *[]*pack) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	var size uint64
+	for _, r := range recs {
+		size += uint64(len(r.data))
+	}
+	s.mu.Lock()
+	err := s.checkQuota(size)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	at := make([]placed, len(recs))
+	if err := s.appendRecords(recs, at); err != nil {
+		return err
+	}
+	var touched []*pack
+	for i, r := range recs {
+		p := at[i].p
+		*packs = append(*packs, p)
+		appended[r.c] = blockIndex{size: uint64(len(r.data)), zeros: r.zeros, pack: p.n, off: at[i].off}
+		if !slices.Contains(touched, p) {
+			touched = append(touched, p)
+		}
+	}
+	for _, p := range touched {
+		if !s.sync {
+			break
+		}
+		if err := p.f.Sync(); err != nil {
+			return fmt.Errorf("sync pack: %w", err)
+		}
+	}
+	if crashHook != nil {
+		crashHook(hookBatchAppended)
+	}
+	return nil
+}
+
+// commitLeafBlocks commits the leaves, making held first each block that
+// is not, from its record in appended. It reports, committing nothing, a
+// block that is in neither. Callers hold mu.
+func (s *Store) commitLeafBlocks(leaves []store.Leaf, appended map[cid.Cid]blockIndex) (again bool, err error) {
+	if s.closed.Load() {
+		return false, store.ErrClosed
+	}
+	ch := s.begin(new(change), new(leveldb.Batch))
+	for _, l := range leaves {
+		_, err := ch.index(s, l.Block)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			x, ok := appended[l.Block]
+			if !ok {
+				return true, nil
+			}
+			ch.addBlock(s, l.Block, x)
+		case err != nil:
+			return false, err
+		}
+		if err := s.addLeaf(ch, l); err != nil {
+			return false, fmt.Errorf("leaf %s[%d]: %w", store.CIDText(l.Tree), l.Index, err)
+		}
+	}
+	if err := s.checkChange(ch); err != nil {
+		return false, err
+	}
+	return false, s.commit(ch)
+}
+
+// MoveLeaves implements store.BatchStore. A leaf whose block the leaf of
+// from names too costs its entry and from's alone: the block's entry gains
+// and loses a reference in the change, and is not written.
+func (s *Store) MoveLeaves(ctx context.Context, from cid.Cid, leaves []store.Leaf) error {
+	fail := func(err error) error {
+		return fmt.Errorf("repo: move %d leaves from %s: %w", len(leaves), store.CIDText(from), err)
+	}
+	if err := s.enter(ctx); err != nil {
+		return fail(err)
+	}
+	if len(leaves) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.begin(new(change), new(leveldb.Batch))
+	for _, l := range leaves {
+		err := s.addLeaf(ch, l)
+		if err == nil {
+			_, err = s.dropLeaf(ch, from, l.Index)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("leaf %s[%d]: %w", store.CIDText(l.Tree), l.Index, err))
+		}
+	}
+	if err := s.checkChange(ch); err != nil {
+		return fail(err)
+	}
+	if err := s.commit(ch); err != nil {
+		return fail(err)
+	}
+	return nil
+}
