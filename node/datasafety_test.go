@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -132,8 +133,12 @@ func TestCrashMidUploadReclaimedAtStart(t *testing.T) {
 		errc <- err
 	}()
 	<-r.reached
-	if used(t, n) <= want {
-		t.Fatal("the upload stored nothing before the crash")
+	// The workers store blocks a batch at a time, and what they have
+	// batched once the input has stalled a moment: wait for that.
+	for deadline := time.Now().Add(10 * time.Second); used(t, n) <= want; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the upload stored nothing before the crash")
+		}
 	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)

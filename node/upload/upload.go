@@ -20,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -148,17 +147,22 @@ func (u *Uploader) UploadWith(ctx context.Context, r io.Reader, p Params) (cid.C
 // upload's own (a random CID no dataset names), so that from the moment it
 // is stored it is referenced: by this upload, whatever other uploads or
 // datasets hold the same block. The real tree's leaves follow once all
-// blocks are hashed, then the manifest, and the staging tree goes last. A
-// failed upload drops its staging tree, which frees just the blocks nobody
-// else references; a crash leaves it for the store's owner to sweep.
+// blocks are hashed (each taking its staging leaf's place, where the store
+// can move leaves), then the manifest, and what is left of the staging
+// tree goes last. A failed upload drops its staging tree, which frees just
+// the blocks nobody else references; a crash leaves it for the store's
+// owner to sweep.
 type job struct {
 	*Config
 	// forced is the block size the upload must have, 0 if none; bs the
 	// one it has, settled before its first block (chooseBlockSize). The
 	// Config's BlockSize is neither: use these.
 	forced, bs uint64
-	staging    cid.Cid
-	staged     atomic.Uint64 // the staging tree's next free index
+	// staging is the tree each block is put in at its index in the
+	// dataset (parity at its index in the protected one) when it is
+	// stored; the parity pass reads data blocks back from it.
+	staging cid.Cid
+	w       *writer // set with bs
 	// leaves lists, for an upload into a bare store, the real tree's
 	// leaves it added, which its rollback deletes.
 	leaves   []store.Leaf

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -15,9 +16,33 @@ import (
 	"github.com/meshfs/meshfs/node/dataset"
 	"github.com/meshfs/meshfs/node/upload"
 	"github.com/meshfs/meshfs/store"
+	"github.com/meshfs/meshfs/store/repo"
 )
 
 const testBS = 4096
+
+// forStores runs test against an in-memory store and against a repository,
+// which takes an upload's blocks in batches and so has its buffers
+// reused: both must end with the same datasets and the same usage. open
+// makes a new empty store of either kind with the quota given (0: none).
+// Batches are of three blocks, so that buffers are reused even in small
+// uploads.
+func forStores(t *testing.T, test func(t *testing.T, open func(quota uint64) store.BlockStore)) {
+	t.Run("memory", func(t *testing.T) {
+		test(t, func(quota uint64) store.BlockStore { return store.NewMemory(quota) })
+	})
+	t.Run("repo", func(t *testing.T) {
+		upload.SetBatchBytes(t, 3*testBS)
+		test(t, func(quota uint64) store.BlockStore {
+			st, err := repo.Open(t.TempDir(), repo.Options{QuotaBytes: quota, Logger: testkit.Quiet()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			return st
+		})
+	})
+}
 
 func put(t *testing.T, st store.BlockStore, data []byte, k, m int) cid.Cid {
 	t.Helper()
@@ -86,18 +111,27 @@ func testCodexVector(t *testing.T, opts upload.Options) {
 }
 
 func TestUploadRoundTrip(t *testing.T) {
-	sizes := []int{0, 1, testBS - 1, testBS, testBS + 1, 3*testBS + 17, 37 * testBS}
+	forStores(t, testUploadRoundTrip)
+}
+
+func testUploadRoundTrip(t *testing.T, open func(uint64) store.BlockStore) {
+	sizes := []int{0, 1, testBS - 1, testBS, testBS + 1, 3*testBS + 17, 37 * testBS, 37*testBS + 1}
 	for _, ec := range []struct{ k, m int }{{0, 0}, {4, 2}, {3, 1}, {2, 3}} {
 		for _, size := range sizes {
 			t.Run(fmt.Sprintf("k%d-m%d-%d", ec.k, ec.m, size), func(t *testing.T) {
-				st := store.NewMemory(0)
+				st := open(0)
 				data := testkit.RandomBytes(uint64(size), size)
 				c := put(t, st, data, ec.k, ec.m)
 				if got := readAll(t, st, c); !bytes.Equal(got, data) {
 					t.Fatalf("read back %d bytes, differ from the %d uploaded", len(got), len(data))
 				}
-				if again := put(t, store.NewMemory(0), data, ec.k, ec.m); !again.Equals(c) {
+				fresh := store.NewMemory(0)
+				if again := put(t, fresh, data, ec.k, ec.m); !again.Equals(c) {
 					t.Errorf("same bytes gave %s then %s", c, again)
+				}
+				u, err := st.Usage(t.Context())
+				if want, _ := fresh.Usage(t.Context()); err != nil || u != want {
+					t.Errorf("usage %+v, %v; an in-memory store of the same upload %+v", u, err, want)
 				}
 			})
 		}
@@ -105,8 +139,12 @@ func TestUploadRoundTrip(t *testing.T) {
 }
 
 func TestUploadOverQuotaStoresNothing(t *testing.T) {
+	forStores(t, testUploadOverQuotaStoresNothing)
+}
+
+func testUploadOverQuotaStoresNothing(t *testing.T, open func(uint64) store.BlockStore) {
 	ctx := context.Background()
-	st := store.NewMemory(20 * testBS)
+	st := open(20 * testBS)
 	small := testkit.RandomBytes(1, 2*testBS)
 	keep := put(t, st, small, 2, 1)
 	before, err := st.Usage(ctx)
@@ -132,20 +170,22 @@ func TestUploadOverQuotaStoresNothing(t *testing.T) {
 // An upload whose reader fails half way (a client that disconnects) leaves
 // nothing behind, not even the blocks it shares with nobody.
 func TestUploadReadErrorRollsBack(t *testing.T) {
-	ctx := context.Background()
-	st := store.NewMemory(0)
-	r := io.MultiReader(bytes.NewReader(testkit.RandomBytes(5, 5*testBS)), iotestErrReader{})
-	_, err := upload.Upload(ctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2})
-	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("connection reset")) {
-		t.Fatalf("upload with a failing reader: err %v", err)
-	}
-	u, err := st.Usage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u.Blocks != 0 || u.UsedBytes != 0 {
-		t.Errorf("failed upload left %+v in the store", u)
-	}
+	forStores(t, func(t *testing.T, open func(uint64) store.BlockStore) {
+		ctx := context.Background()
+		st := open(0)
+		r := io.MultiReader(bytes.NewReader(testkit.RandomBytes(5, 5*testBS)), iotestErrReader{})
+		_, err := upload.Upload(ctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2})
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("connection reset")) {
+			t.Fatalf("upload with a failing reader: err %v", err)
+		}
+		u, err := st.Usage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Blocks != 0 || u.UsedBytes != 0 {
+			t.Errorf("failed upload left %+v in the store", u)
+		}
+	})
 }
 
 type iotestErrReader struct{}
@@ -153,20 +193,68 @@ type iotestErrReader struct{}
 func (iotestErrReader) Read([]byte) (int, error) { return 0, errors.New("connection reset by peer") }
 
 func TestUploadTwiceThenFailKeepsFirst(t *testing.T) {
-	ctx := context.Background()
-	data := testkit.RandomBytes(9, 6*testBS)
-	st := store.NewMemory(0)
-	c := put(t, st, data, 4, 2)
-	// Same bytes again, but cancelled before the end: the rollback must not
-	// touch the leaves and blocks the first upload owns.
-	cctx, cancel := context.WithCancel(ctx)
-	r := &cancelAfter{r: bytes.NewReader(data), n: 3 * testBS, cancel: cancel}
-	if _, err := upload.Upload(cctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled upload: err %v, want context.Canceled", err)
+	forStores(t, func(t *testing.T, open func(uint64) store.BlockStore) {
+		ctx := context.Background()
+		data := testkit.RandomBytes(9, 6*testBS)
+		st := open(0)
+		c := put(t, st, data, 4, 2)
+		// Same bytes again, but cancelled before the end: the rollback must not
+		// touch the leaves and blocks the first upload owns.
+		cctx, cancel := context.WithCancel(ctx)
+		r := &cancelAfter{r: bytes.NewReader(data), n: 3 * testBS, cancel: cancel}
+		if _, err := upload.Upload(cctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled upload: err %v, want context.Canceled", err)
+		}
+		if got := readAll(t, st, c); !bytes.Equal(got, data) {
+			t.Fatal("first dataset damaged by a cancelled upload of the same bytes")
+		}
+	})
+}
+
+// An upload whose input stalls has what it read stored soon, not held in
+// a worker's batch until the input resumes or ends: a client that goes
+// away mid-upload leaves its blocks staged, for the owner to sweep should
+// the node stop before the rollback.
+func TestStalledUploadStoresWhatItRead(t *testing.T) {
+	st, err := repo.Open(t.TempDir(), repo.Options{Logger: testkit.Quiet()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := readAll(t, st, c); !bytes.Equal(got, data) {
-		t.Fatal("first dataset damaged by a cancelled upload of the same bytes")
+	defer st.Close()
+	data := testkit.RandomBytes(11, 10*testBS)
+	resume := make(chan struct{})
+	r := io.MultiReader(bytes.NewReader(data[:6*testBS]), waitReader{resume}, bytes.NewReader(data[6*testBS:]))
+	done := make(chan error, 1)
+	go func() {
+		_, err := upload.Upload(context.Background(), st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2})
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		u, err := st.Usage(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Blocks == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%+v stored while the input stalls after 6 blocks", u)
+		}
+		time.Sleep(time.Millisecond)
 	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitReader reads nothing until resume is closed.
+type waitReader struct{ resume chan struct{} }
+
+func (w waitReader) Read([]byte) (int, error) {
+	<-w.resume
+	return 0, io.EOF
 }
 
 type cancelAfter struct {
@@ -205,19 +293,21 @@ func (truncated) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
 // blocks stops, says why, and leaves nothing behind: every worker's put
 // is undone, whichever finished first.
 func TestUploadCancelledMidStreamRollsBack(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st := store.NewMemory(0)
-	r := &cancelAfter{r: bytes.NewReader(testkit.RandomBytes(6, 64*testBS)), n: 20 * testBS, cancel: cancel}
-	_, err := upload.Upload(ctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled upload: err %v, want context.Canceled", err)
-	}
-	u, err := st.Usage(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u.Blocks != 0 || u.UsedBytes != 0 {
-		t.Errorf("cancelled upload left %+v in the store", u)
-	}
+	forStores(t, func(t *testing.T, open func(uint64) store.BlockStore) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		st := open(0)
+		r := &cancelAfter{r: bytes.NewReader(testkit.RandomBytes(6, 64*testBS)), n: 20 * testBS, cancel: cancel}
+		_, err := upload.Upload(ctx, st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled upload: err %v, want context.Canceled", err)
+		}
+		u, err := st.Usage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Blocks != 0 || u.UsedBytes != 0 {
+			t.Errorf("cancelled upload left %+v in the store", u)
+		}
+	})
 }

@@ -22,6 +22,7 @@ func (j *job) run(ctx context.Context, r io.Reader, filename, mimetype string) (
 	if j.bs, r, err = chooseBlockSize(sourceReader{r}, j.forced, j.EcK, j.EcM); err != nil {
 		return cid.Undef, nil, err
 	}
+	j.w = newWriter(j.Store, j.bs)
 	digests, size, err := j.chunk(ctx, r)
 	if err != nil {
 		return cid.Undef, nil, err
@@ -99,10 +100,11 @@ func (s sourceReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// putLeaves records every stored leaf with its proof; padding leaves are
-// synthesised by readers and never stored.
+// putLeaves records every stored leaf with its proof, leafBatch a write;
+// padding leaves are synthesised by readers and never stored.
 func (j *job) putLeaves(ctx context.Context, tree *merkle.Tree, digests []merkle.Digest) error {
 	treeCID := tree.CID()
+	batch := make([]store.Leaf, 0, min(len(digests), leafBatch))
 	for i, d := range digests {
 		if d == erasure.PaddingDigest {
 			continue
@@ -125,19 +127,15 @@ func (j *job) putLeaves(ctx context.Context, tree *merkle.Tree, digests []merkle
 			}
 			j.leaves = append(j.leaves, leaf)
 		}
-		if err := j.Store.PutLeaf(ctx, leaf); err != nil {
-			return fmt.Errorf("store leaf %d: %w", i, err)
+		if batch = append(batch, leaf); len(batch) == leafBatch {
+			if err := j.w.putLeaves(ctx, j.staging, batch); err != nil {
+				return fmt.Errorf("store leaves up to %d: %w", i, err)
+			}
+			batch = batch[:0]
 		}
 	}
+	if err := j.w.putLeaves(ctx, j.staging, batch); err != nil {
+		return fmt.Errorf("store leaves: %w", err)
+	}
 	return nil
-}
-
-// put stores b as a leaf of the staging tree: a reference of this
-// upload's own, whether or not the block was held before. Safe for
-// concurrent use.
-func (j *job) put(ctx context.Context, b store.Block) error {
-	// Blocks are put from several goroutines: each takes the next free
-	// index, in whatever order they come; the staging tree is a set.
-	leaf := store.Leaf{Tree: j.staging, Index: j.staged.Add(1) - 1, Block: b.CID}
-	return j.Store.PutLeafBlock(ctx, leaf, b)
 }
