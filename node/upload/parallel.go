@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -165,7 +166,9 @@ func (j *job) protect(ctx context.Context, layout erasure.Layout, data []merkle.
 	}
 	zero := make([]byte, j.bs)
 	g, gctx := errgroup.WithContext(ctx)
-	cols := make(chan uint64)
+	// The workers take the next codeword themselves: handed out by a
+	// goroutine of its own, each would wait for it to be scheduled.
+	var next atomic.Uint64
 	for range workers() {
 		g.Go(func() error {
 			coder, err := erasure.NewCoder(layout.K, layout.M)
@@ -174,7 +177,10 @@ func (j *job) protect(ctx context.Context, layout erasure.Layout, data []merkle.
 			}
 			shards := make([][]byte, layout.K+layout.M)
 			var batch staged
-			for col := range cols {
+			for col := next.Add(1) - 1; col < layout.Steps(); col = next.Add(1) - 1 {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
 				// Each codeword's parity lands at indices of its own, so
 				// the workers write disjoint elements of out.
 				if err := j.protectOne(gctx, coder, layout, col, data, zero, shards, &batch, out); err != nil {
@@ -187,15 +193,6 @@ func (j *job) protect(ctx context.Context, layout erasure.Layout, data []merkle.
 			return nil
 		})
 	}
-feed:
-	for col := uint64(0); col < layout.Steps(); col++ {
-		select {
-		case cols <- col:
-		case <-gctx.Done():
-			break feed
-		}
-	}
-	close(cols)
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
