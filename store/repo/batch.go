@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/syndtr/goleveldb/leveldb"
+	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"github.com/meshfs/meshfs/store"
 )
@@ -163,6 +165,9 @@ func (s *Store) commitLeafBlocks(leaves []store.Leaf, appended map[cid.Cid]block
 		return false, store.ErrClosed
 	}
 	ch := s.begin(new(change), new(leveldb.Batch))
+	if err := s.readLeaves(ch, leaves); err != nil {
+		return false, err
+	}
 	for _, l := range leaves {
 		_, err := ch.index(s, l.Block)
 		switch {
@@ -186,8 +191,9 @@ func (s *Store) commitLeafBlocks(leaves []store.Leaf, appended map[cid.Cid]block
 }
 
 // MoveLeaves implements store.BatchStore. A leaf whose block the leaf of
-// from names too costs its entry and from's alone: the block's entry gains
-// and loses a reference in the change, and is not written.
+// from names too costs the two leaves' entries alone: the reference passes
+// from one to the other, and the block's entry is neither read nor
+// written.
 func (s *Store) MoveLeaves(ctx context.Context, from cid.Cid, leaves []store.Leaf) error {
 	fail := func(err error) error {
 		return fmt.Errorf("repo: move %d leaves from %s: %w", len(leaves), store.CIDText(from), err)
@@ -201,10 +207,22 @@ func (s *Store) MoveLeaves(ctx context.Context, from cid.Cid, leaves []store.Lea
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ch := s.begin(new(change), new(leveldb.Batch))
+	froms := make([]store.Leaf, len(leaves))
+	for i, l := range leaves {
+		froms[i] = store.Leaf{Tree: from, Index: l.Index}
+	}
+	if err := s.readLeaves(ch, leaves); err != nil {
+		return fail(err)
+	}
+	if err := s.readLeaves(ch, froms); err != nil {
+		return fail(err)
+	}
 	for _, l := range leaves {
-		err := s.addLeaf(ch, l)
-		if err == nil {
-			_, err = s.dropLeaf(ch, from, l.Index)
+		passed, err := s.passLeaf(ch, from, l)
+		if err == nil && !passed {
+			if err = s.addLeaf(ch, l); err == nil {
+				_, err = s.dropLeaf(ch, from, l.Index)
+			}
 		}
 		if err != nil {
 			return fail(fmt.Errorf("leaf %s[%d]: %w", store.CIDText(l.Tree), l.Index, err))
@@ -215,6 +233,73 @@ func (s *Store) MoveLeaves(ctx context.Context, from cid.Cid, leaves []store.Lea
 	}
 	if err := s.commit(ch); err != nil {
 		return fail(err)
+	}
+	return nil
+}
+
+// passLeaf records l in place of from's leaf at its index, when that names
+// l's block and l's own position is free, and reports whether it did. The
+// block is held, as every block a leaf names; its references stay as
+// they are. Callers hold mu.
+func (s *Store) passLeaf(ch *change, from cid.Cid, l store.Leaf) (bool, error) {
+	fk, lk := leafKey(from, l.Index), leafKey(l.Tree, l.Index)
+	if bytes.Equal(fk, lk) {
+		return false, nil
+	}
+	v, err := ch.get(s, fk)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	bc, proof, err := decodeLeaf(v)
+	if err != nil || !bc.Equals(l.Block) {
+		return false, err
+	}
+	if _, err := ch.get(s, lk); !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	ch.del(fk)
+	ch.put(lk, encodeLeaf(l.Block, l.Proof))
+	ch.usage.bytes = ch.usage.bytes - uint64(len(proof)) + uint64(len(l.Proof))
+	return true, nil
+}
+
+// readLeaves reads into ch the entries at the positions of leaves, tree by
+// tree, with an iterator over each tree's range of them rather than a
+// lookup each: a batch's positions lie together, and a lookup that misses
+// (a position not held yet, the usual case) costs as much as one that
+// hits. Positions spread thinly over their range are left to lookups.
+// Callers hold mu.
+func (s *Store) readLeaves(ch *change, leaves []store.Leaf) error {
+	byTree := map[cid.Cid][]uint64{}
+	for _, l := range leaves {
+		byTree[l.Tree] = append(byTree[l.Tree], l.Index)
+	}
+	for tree, idx := range byTree {
+		lo, hi := slices.Min(idx), slices.Max(idx)
+		if hi-lo >= 2*uint64(len(idx)) {
+			continue
+		}
+		last := leafKey(tree, hi)
+		it := s.db.NewIterator(util.BytesPrefix(cidKey(prefixLeaf, tree)), nil)
+		for ok := it.Seek(leafKey(tree, lo)); ok && bytes.Compare(it.Key(), last) <= 0; ok = it.Next() {
+			if e, found := ch.entry(bytes.Clone(it.Key())); !found {
+				v := bytes.Clone(it.Value())
+				e.v, e.was, e.read = v, v, true
+			}
+		}
+		it.Release()
+		if err := it.Error(); err != nil {
+			return dbErr(err)
+		}
+		// What the iterator did not find is not held.
+		for _, i := range idx {
+			if e, found := ch.entry(leafKey(tree, i)); !found {
+				e.read = true
+			}
+		}
 	}
 	return nil
 }

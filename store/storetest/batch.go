@@ -121,6 +121,9 @@ var batchCases = []testCase{
 		for i := range moved {
 			moved[i].Proof = []byte("the real proof")
 		}
+		// Index 1 of the new tree is held already, by the leaf that moves
+		// there: the staging leaf's reference goes, b keeps that one.
+		mustPutLeaf(t, s, moved[1])
 		if err := bs.MoveLeaves(t.Context(), tree(1), moved); err != nil {
 			t.Fatalf("MoveLeaves: %v", err)
 		}
