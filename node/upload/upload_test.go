@@ -211,6 +211,30 @@ func TestUploadTwiceThenFailKeepsFirst(t *testing.T) {
 	})
 }
 
+// The same bytes uploaded twice into one store give one dataset, held
+// once: the second upload's blocks and leaves are the first's, and it
+// leaves nothing of its own behind.
+func TestUploadTwiceKeepsOneCopy(t *testing.T) {
+	forStores(t, func(t *testing.T, open func(uint64) store.BlockStore) {
+		data := testkit.RandomBytes(10, 20*testBS+5)
+		st := open(0)
+		c := put(t, st, data, 4, 2)
+		once, err := st.Usage(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again := put(t, st, data, 4, 2); !again.Equals(c) {
+			t.Fatalf("same bytes gave %s then %s", c, again)
+		}
+		if twice, err := st.Usage(t.Context()); err != nil || twice != once {
+			t.Errorf("usage after the second upload %+v, %v; after the first %+v", twice, err, once)
+		}
+		if got := readAll(t, st, c); !bytes.Equal(got, data) {
+			t.Fatal("read back differs from the upload")
+		}
+	})
+}
+
 // An upload whose input stalls has what it read stored soon, not held in
 // a worker's batch until the input resumes or ends: a client that goes
 // away mid-upload leaves its blocks staged, for the owner to sweep should

@@ -63,66 +63,70 @@ func (k *keeper) config(commit func(context.Context, store.Block, *manifest.Mani
 // tree are both held, and the dataset is the one a bare store gets from
 // the same bytes.
 func TestCommitWhileTreesHeld(t *testing.T) {
-	data := testkit.RandomBytes(40, 5*testBS+3)
-	st := store.NewMemory(0)
-	k := newKeeper(st)
-	var committed *manifest.Manifest
-	u, err := upload.New(k.config(func(ctx context.Context, mb store.Block, m *manifest.Manifest) error {
-		if k.held[m.TreeCID] != 1 || k.holds != 2 || k.releases != 0 {
-			t.Errorf("at commit: tree held %d times, %d holds, %d releases; want the tree and the staging tree held",
-				k.held[m.TreeCID], k.holds, k.releases)
+	forStores(t, func(t *testing.T, open func(uint64) store.BlockStore) {
+		data := testkit.RandomBytes(40, 5*testBS+3)
+		st := open(0)
+		k := newKeeper(st)
+		var committed *manifest.Manifest
+		u, err := upload.New(k.config(func(ctx context.Context, mb store.Block, m *manifest.Manifest) error {
+			if k.held[m.TreeCID] != 1 || k.holds != 2 || k.releases != 0 {
+				t.Errorf("at commit: tree held %d times, %d holds, %d releases; want the tree and the staging tree held",
+					k.held[m.TreeCID], k.holds, k.releases)
+			}
+			committed = m
+			return st.Put(ctx, mb)
+		}))
+		if err != nil {
+			t.Fatal(err)
 		}
-		committed = m
-		return st.Put(ctx, mb)
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, m, err := u.Upload(t.Context(), bytes.NewReader(data), "f", "text/plain")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m != committed || m.Filename != "f" || m.Mimetype != "text/plain" || !m.Protected {
-		t.Errorf("returned manifest %+v; committed %+v", m, committed)
-	}
-	if k.releases != k.holds || len(k.swept) != 0 {
-		t.Errorf("after success: %d of %d holds released, swept %v; want all released, nothing swept", k.releases, k.holds, k.swept)
-	}
-	bare, err := upload.Upload(t.Context(), store.NewMemory(0), bytes.NewReader(data), upload.Options{
-		Filename: "f", Mimetype: "text/plain", BlockSize: testBS, EcK: 2, EcM: 1,
+		c, m, err := u.Upload(t.Context(), bytes.NewReader(data), "f", "text/plain")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m != committed || m.Filename != "f" || m.Mimetype != "text/plain" || !m.Protected {
+			t.Errorf("returned manifest %+v; committed %+v", m, committed)
+		}
+		if k.releases != k.holds || len(k.swept) != 0 {
+			t.Errorf("after success: %d of %d holds released, swept %v; want all released, nothing swept", k.releases, k.holds, k.swept)
+		}
+		bare, err := upload.Upload(t.Context(), store.NewMemory(0), bytes.NewReader(data), upload.Options{
+			Filename: "f", Mimetype: "text/plain", BlockSize: testBS, EcK: 2, EcM: 1,
+		})
+		if err != nil || !bare.Equals(c) {
+			t.Fatalf("bare store: %s, %v; through the hooks: %s", bare, err, c)
+		}
+		if got := readAll(t, st, c); !bytes.Equal(got, data) {
+			t.Fatal("read back differs from the upload")
+		}
 	})
-	if err != nil || !bare.Equals(c) {
-		t.Fatalf("bare store: %s, %v; through the hooks: %s", bare, err, c)
-	}
-	if got := readAll(t, st, c); !bytes.Equal(got, data) {
-		t.Fatal("read back differs from the upload")
-	}
 }
 
 // A failed commit leaves the dataset's tree to the owner's sweep, which
 // frees it, and drops the staging tree itself.
 func TestFailedCommitSweepsTheTree(t *testing.T) {
-	st := store.NewMemory(0)
-	k := newKeeper(st)
-	failed := errors.New("injected commit failure")
-	var tree cid.Cid
-	u, err := upload.New(k.config(func(_ context.Context, _ store.Block, m *manifest.Manifest) error {
-		tree = m.TreeCID
-		return failed
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := u.Upload(t.Context(), bytes.NewReader(testkit.RandomBytes(41, 7*testBS)), "f", ""); !errors.Is(err, failed) {
-		t.Fatalf("upload: %v; want the commit's error", err)
-	}
-	if len(k.swept) != 1 || !k.swept[0].Equals(tree) {
-		t.Errorf("swept %v; want just the dataset's tree %s", k.swept, tree)
-	}
-	if k.releases != k.holds {
-		t.Errorf("%d of %d holds released", k.releases, k.holds)
-	}
-	if u, err := st.Usage(t.Context()); err != nil || u.Blocks != 0 || u.UsedBytes != 0 {
-		t.Errorf("failed upload left %+v, %v", u, err)
-	}
+	forStores(t, func(t *testing.T, open func(uint64) store.BlockStore) {
+		st := open(0)
+		k := newKeeper(st)
+		failed := errors.New("injected commit failure")
+		var tree cid.Cid
+		u, err := upload.New(k.config(func(_ context.Context, _ store.Block, m *manifest.Manifest) error {
+			tree = m.TreeCID
+			return failed
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := u.Upload(t.Context(), bytes.NewReader(testkit.RandomBytes(41, 7*testBS)), "f", ""); !errors.Is(err, failed) {
+			t.Fatalf("upload: %v; want the commit's error", err)
+		}
+		if len(k.swept) != 1 || !k.swept[0].Equals(tree) {
+			t.Errorf("swept %v; want just the dataset's tree %s", k.swept, tree)
+		}
+		if k.releases != k.holds {
+			t.Errorf("%d of %d holds released", k.releases, k.holds)
+		}
+		if u, err := st.Usage(t.Context()); err != nil || u.Blocks != 0 || u.UsedBytes != 0 {
+			t.Errorf("failed upload left %+v, %v", u, err)
+		}
+	})
 }
