@@ -246,15 +246,8 @@ func (s *Store) passLeaf(ch *change, from cid.Cid, l store.Leaf) (bool, error) {
 	if bytes.Equal(fk, lk) {
 		return false, nil
 	}
-	v, err := ch.get(s, fk)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	bc, proof, err := decodeLeaf(v)
-	if err != nil || !bc.Equals(l.Block) {
+	bc, proof, found, err := ch.leaf(s, fk)
+	if err != nil || !found || !bc.Equals(l.Block) {
 		return false, err
 	}
 	if _, err := ch.get(s, lk); !errors.Is(err, store.ErrNotFound) {

@@ -130,6 +130,19 @@ func (ch *change) write() {
 	}
 }
 
+// leaf reads the leaf entry under key as the change has it: the block it
+// names and its proof, found false when there is none.
+func (ch *change) leaf(s *Store, key []byte) (block cid.Cid, proof []byte, found bool, err error) {
+	v, err := ch.get(s, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return cid.Undef, nil, false, nil
+	}
+	if err == nil {
+		block, proof, err = decodeLeaf(v)
+	}
+	return block, proof, err == nil, err
+}
+
 // index reads block c's entry as the change has it.
 func (ch *change) index(s *Store, c cid.Cid) (blockIndex, error) {
 	v, err := ch.get(s, indexKey(c))

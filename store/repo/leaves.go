@@ -158,16 +158,11 @@ const (
 // commit (checkChange).
 func (s *Store) setLeaf(ch *change, leaf store.Leaf) (leafChange, error) {
 	lk := leafKey(leaf.Tree, leaf.Index)
-	old, err := ch.get(s, lk)
+	oldBlock, oldProof, found, err := ch.leaf(s, lk)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		return 0, err
-	default:
-		oldBlock, oldProof, err := decodeLeaf(old)
-		if err != nil {
-			return 0, err
-		}
+	case found:
 		if oldBlock.Equals(leaf.Block) {
 			if bytes.Equal(oldProof, leaf.Proof) {
 				return sameLeaf, nil
@@ -216,15 +211,8 @@ func (s *Store) DeleteLeaf(ctx context.Context, tree cid.Cid, index uint64) erro
 // one. Callers hold mu.
 func (s *Store) dropLeaf(ch *change, tree cid.Cid, index uint64) (bool, error) {
 	lk := leafKey(tree, index)
-	v, err := ch.get(s, lk)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	bc, proof, err := decodeLeaf(v)
-	if err != nil {
+	bc, proof, found, err := ch.leaf(s, lk)
+	if err != nil || !found {
 		return false, err
 	}
 	ch.del(lk)
