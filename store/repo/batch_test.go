@@ -101,14 +101,7 @@ func TestCrashBatchAppendedNotIndexed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns a process")
 	}
-	dir := t.TempDir()
-	runHelper(t, dir, hookBatchAppended, 0)
-	before := diskBytes(t, dir)
-
-	s := openSmall(t, dir, false)
-	checkConsistent(t, s)
-	checkTrimmed(t, s)
-	u, _ := s.Usage(t.Context())
+	s, u, cutOff := reopenAfterCrash(t, hookBatchAppended)
 	if u.Blocks != batchDies*batchBlocks {
 		t.Fatalf("%d blocks held; want the %d of the batches before the crash", u.Blocks, batchDies*batchBlocks)
 	}
@@ -126,8 +119,8 @@ func TestCrashBatchAppendedNotIndexed(t *testing.T) {
 		}
 		cut += (blockIndex{size: 64 << 10}).recordLen(b.CID)
 	}
-	if got := before - diskBytes(t, dir); got != cut {
-		t.Fatalf("%d bytes cut off at Open; want the %d of the batch's records", got, cut)
+	if cutOff != cut {
+		t.Fatalf("%d bytes cut off at Open; want the %d of the batch's records", cutOff, cut)
 	}
 	if got := len(packFiles(t, s)); got != 3 {
 		t.Fatalf("%d packs after Open; want 3, the one the batch started removed", got)

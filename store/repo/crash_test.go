@@ -80,18 +80,11 @@ func TestCrashAppendedNotIndexed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns a process")
 	}
-	dir := t.TempDir()
-	runHelper(t, dir, hookAppended, 0)
-	before := diskBytes(t, dir)
-
-	s := openSmall(t, dir, false)
-	checkConsistent(t, s)
-	checkTrimmed(t, s)
-	u, _ := s.Usage(t.Context())
+	s, u, cut := reopenAfterCrash(t, hookAppended)
 	last := block(crashAt, 64<<10)
-	if u.Blocks != crashAt || before-diskBytes(t, dir) != (blockIndex{size: 64 << 10}).recordLen(last.CID) {
+	if u.Blocks != crashAt || cut != (blockIndex{size: 64 << 10}).recordLen(last.CID) {
 		t.Fatalf("%d blocks held, %d bytes cut off; want %d blocks and the last record cut off",
-			u.Blocks, before-diskBytes(t, dir), crashAt)
+			u.Blocks, cut, crashAt)
 	}
 	// The block whose Put was cut off can be put again.
 	if err := s.Put(t.Context(), last); err != nil {
@@ -99,6 +92,25 @@ func TestCrashAppendedNotIndexed(t *testing.T) {
 	}
 	mustGet(t, s, last)
 	checkConsistent(t, s)
+}
+
+// reopenAfterCrash runs the crash helper until it dies at hook, then opens
+// what it left, checks that it adds up and that Open cut every pack back
+// to its last committed record, and returns the store, its usage and the
+// bytes Open cut off.
+func reopenAfterCrash(t *testing.T, hook string) (*Store, store.Usage, uint64) {
+	t.Helper()
+	dir := t.TempDir()
+	runHelper(t, dir, hook, 0)
+	before := diskBytes(t, dir)
+	s := openSmall(t, dir, false)
+	checkConsistent(t, s)
+	checkTrimmed(t, s)
+	u, err := s.Usage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, u, before - diskBytes(t, dir)
 }
 
 // compactScene is what the compaction crash helper builds before it
