@@ -65,9 +65,9 @@ func (s *Store) PutLeafBlocks(ctx context.Context, leaves []store.Leaf, blocks [
 			s.mu.Unlock()
 		}
 	}()
-	// Twice at most: a block held when looked up may be deleted before
-	// the commit, which then finds it neither held nor appended; the second
-	// round appends it, and nothing appended can go away.
+	// A block held when looked up may be deleted before the commit, which
+	// then finds it neither held nor appended: the next round appends it.
+	// The rounds end, since what is appended stays so.
 	for {
 		recs, err := s.notHeld(blocks, appended)
 		if err != nil {
@@ -134,21 +134,18 @@ func (s *Store) appendBatch(recs []record, appended map[cid.Cid]blockIndex, pack
 	if err := s.appendRecords(recs, at); err != nil {
 		return err
 	}
-	var touched []*pack
+	var synced []*pack
 	for i, r := range recs {
 		p := at[i].p
 		*packs = append(*packs, p)
 		appended[r.c] = blockIndex{size: uint64(len(r.data)), zeros: r.zeros, pack: p.n, off: at[i].off}
-		if !slices.Contains(touched, p) {
-			touched = append(touched, p)
-		}
 	}
-	for _, p := range touched {
-		if !s.sync {
-			break
-		}
-		if err := p.f.Sync(); err != nil {
-			return fmt.Errorf("sync pack: %w", err)
+	for _, a := range at {
+		if s.sync && !slices.Contains(synced, a.p) {
+			if err := a.p.f.Sync(); err != nil {
+				return fmt.Errorf("sync pack: %w", err)
+			}
+			synced = append(synced, a.p)
 		}
 	}
 	if crashHook != nil {

@@ -37,26 +37,39 @@ func checkBatch(t *testing.T, s *Store, n uint64) {
 }
 
 // A batch that spans packs is held whole, before and after a reopen, and
-// each pack counts the records it holds.
+// each pack counts the records it holds; in sync mode too, which syncs
+// every pack a batch went to before its commit.
 func TestBatchAcrossPacks(t *testing.T) {
-	dir := t.TempDir()
-	s := openSmall(t, dir, false)
-	for n := range uint64(5) {
-		leaves, blocks := testBatch(n)
-		if err := s.PutLeafBlocks(t.Context(), leaves, blocks); err != nil {
-			t.Fatalf("batch %d: %v", n, err)
-		}
-	}
-	if got := len(packFiles(t, s)); got != 2 {
-		t.Fatalf("30 blocks in packs of 15 took %d packs", got)
-	}
-	checkConsistent(t, s)
-	s.Close()
-	s = openSmall(t, dir, false)
-	checkConsistent(t, s)
-	checkTrimmed(t, s)
-	for n := range uint64(5) {
-		checkBatch(t, s, n)
+	for _, sync := range []bool{false, true} {
+		t.Run(map[bool]string{false: "nosync", true: "sync"}[sync], func(t *testing.T) {
+			dir := t.TempDir()
+			open := func() *Store {
+				s, err := Open(dir, Options{Logger: testLogger(t), Sync: sync, packBytes: smallPacks, noAutoCompact: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+				return s
+			}
+			s := open()
+			for n := range uint64(5) {
+				leaves, blocks := testBatch(n)
+				if err := s.PutLeafBlocks(t.Context(), leaves, blocks); err != nil {
+					t.Fatalf("batch %d: %v", n, err)
+				}
+			}
+			if got := len(packFiles(t, s)); got != 2 {
+				t.Fatalf("30 blocks in packs of 15 took %d packs", got)
+			}
+			checkConsistent(t, s)
+			s.Close()
+			s = open()
+			checkConsistent(t, s)
+			checkTrimmed(t, s)
+			for n := range uint64(5) {
+				checkBatch(t, s, n)
+			}
+		})
 	}
 }
 
