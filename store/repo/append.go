@@ -66,9 +66,9 @@ func (s *Store) appendRecords(recs []record, at []placed) error {
 		s.hdr = make([]byte, 0, total)
 	}
 	hdrs := s.hdr[:0]
-	iov := s.iov[:0]
+	iov, used := s.iov[:0], 0
 	defer func() {
-		clear(iov[:cap(iov)]) // no hold on the callers' bytes
+		clear(iov[:used]) // no hold on the callers' bytes
 		s.iov = iov[:0]
 	}()
 	start := s.tail // where the records in iov go in the active pack
@@ -78,6 +78,7 @@ func (s *Store) appendRecords(recs []record, at []placed) error {
 			return nil
 		}
 		p := s.active
+		used = max(used, len(iov))
 		if err := writeRecords(p.f, iov, int64(start)); err != nil {
 			// The tail goes back: the next record overwrites whatever
 			// part of these was written, which nothing points at.

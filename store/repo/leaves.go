@@ -112,8 +112,10 @@ func (s *Store) PutLeaf(ctx context.Context, leaf store.Leaf) error {
 }
 
 // putLeafLocked records leaf, whose block must be held. Callers hold mu.
+// It uses the store's own change, as commitPut does: PutLeafBlock tries it
+// first for every block, and finds most not held.
 func (s *Store) putLeafLocked(leaf store.Leaf) error {
-	ch := s.begin(new(change), new(leveldb.Batch))
+	ch := s.begin(&s.change, &s.batch)
 	if err := s.addLeaf(ch, leaf); err != nil {
 		return err
 	}

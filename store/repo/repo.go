@@ -103,8 +103,8 @@ type Store struct {
 	usage usage
 	quota uint64
 	metas map[uint32]packMeta // the pack records, as committed
-	// batch and change are reused by Put's commit under mu: db.Write
-	// copies the batch.
+	// batch and change are reused by Put's and PutLeaf's commits under
+	// mu: db.Write copies the batch.
 	batch    leveldb.Batch
 	change   change
 	dbClosed bool // under mu; closed is set earlier, to turn new calls away
