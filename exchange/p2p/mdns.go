@@ -17,6 +17,10 @@ const MDNSService = "_meshfs._udp"
 // it answers within a second or is not worth waiting for.
 const mdnsDialTimeout = 10 * time.Second
 
+// mdnsDialDefer is how long the node with the larger peer ID waits for a
+// peer found on the LAN to dial it before dialling it itself.
+const mdnsDialDefer = 2 * time.Second
+
 // lanPeers dials the meshfs nodes mDNS finds on the LAN. Once connected,
 // they are in the DHT's routing table like any peer, so datasets they hold
 // are found with no --bootstrap.
@@ -33,6 +37,22 @@ func (l lanPeers) HandlePeerFound(ai peer.AddrInfo) {
 		return
 	}
 	go func() {
+		if h.ID() > ai.ID {
+			// Two nodes that hear each other at once would dial each
+			// other at once, both from their listening port (reuseport),
+			// and the two SYNs can meet as one TCP simultaneous open,
+			// whose security handshake both sides then refuse: neither
+			// connects. The node with the larger ID lets the other dial
+			// first, and dials only if that did not connect them.
+			select {
+			case <-time.After(mdnsDialDefer):
+			case <-l.ctx.Done():
+				return
+			}
+			if len(h.Network().ConnsToPeer(ai.ID)) > 0 {
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(l.ctx, mdnsDialTimeout)
 		defer cancel()
 		if err := h.Connect(ctx, ai); err != nil {
