@@ -109,13 +109,6 @@ const (
 	WantHave WantType = 1
 )
 
-// Empty reports whether m says nothing: no wants (nor a full list, which
-// would replace those sent before), no blocks, no presences, no pending
-// bytes. Such a message opens a stream.
-func (m *Message) Empty() bool {
-	return len(m.WantList.Entries) == 0 && !m.WantList.Full && len(m.Blocks) == 0 && len(m.Presences) == 0 && m.PendingBytes == 0
-}
-
 var wantTypeNames = []string{WantBlock: "want-block", WantHave: "want-have"}
 
 func (t WantType) String() string { return enumName(wantTypeNames, int(t), "want-type") }

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -84,8 +83,6 @@ type Network struct {
 	heard   map[peer.ID]*atomic.Int64 // unix nanoseconds of the last bytes read; see LastHeard
 	relayed map[peer.ID]bool          // peers reached only through a relay (relayed.go)
 	closed  bool
-	// identified is the subscription to identify's events (warm.go).
-	identified event.Subscription
 
 	limits   netLimits
 	up, down *shaper // nil: no cap
@@ -152,7 +149,6 @@ func (n *Network) Start(handler Handler) {
 	n.handler = handler
 	n.h.SetStreamHandler(protocol.ID(message.ProtocolID), n.handleStream)
 	n.h.Network().Notify(&notifee{n})
-	n.watchIdentify()
 }
 
 // Close stops every sender and the protocol handler.
@@ -162,11 +158,7 @@ func (n *Network) Close() {
 	n.closed = true
 	senders := n.senders
 	n.senders = map[peer.ID]*sender{}
-	identified := n.identified
 	n.mu.Unlock()
-	if identified != nil {
-		identified.Close()
-	}
 	for _, s := range senders {
 		s.stop()
 	}
@@ -328,9 +320,6 @@ func (n *Network) handleStream(st network.Stream) {
 				st.Reset()
 			}
 			return
-		}
-		if m.Empty() {
-			continue // a stream's first message, opening it (warm.go)
 		}
 		n.handler.HandleMessage(p, m)
 	}
