@@ -79,10 +79,6 @@ func (e *Engine) Progress(tree cid.Cid) (time.Time, uint64) { return e.client.Pr
 // Delivered is how many of tree's blocks have arrived (client.Client.Delivered).
 func (e *Engine) Delivered(tree cid.Cid) uint64 { return e.client.Delivered(tree) }
 
-// Settle waits until the blocks of tree handed to readers are stored too
-// (client.Client.Settle).
-func (e *Engine) Settle(ctx context.Context, tree cid.Cid) error { return e.client.Settle(ctx, tree) }
-
 // ClientStats and ServerStats expose the counters of each side.
 func (e *Engine) ClientStats() client.Stats { return e.client.Stats() }
 func (e *Engine) ServerStats() server.Stats { return e.server.Stats() }

@@ -93,7 +93,6 @@ func (n *Node) checkListing(ctx context.Context, c cid.Cid, m *manifest.Manifest
 		_, err = dirlist.Open(ctx, d, d.Size())
 		d.Close()
 	}
-	n.settle(m.TreeCID) // or a block read would be stored after the sweep
 	releaseTree()
 	if err == nil {
 		return nil

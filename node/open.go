@@ -131,28 +131,11 @@ func (o *opened) hold(ctx context.Context) (func(), error) {
 		return nil, err
 	}
 	o.accessed(ctx)
-	return func() { o.settle(); rt(); r() }, nil
-}
-
-func (o *opened) settle() {
-	if o.network {
-		o.n.settle(o.m.TreeCID)
-	}
-}
-
-// settle waits, before a hold on tree goes, until the blocks of it that
-// the exchange handed to readers are stored too: one stored after could
-// land in a dataset a collection is removing, or be missing when the
-// dataset is checked whole. Storing a block is bounded by its own timeout.
-func (n *Node) settle(tree cid.Cid) {
-	if n.engine != nil {
-		_ = n.engine.Settle(n.ctx, tree)
-	}
+	return func() { rt(); r() }, nil
 }
 
 // close is the reader's Config.Release.
 func (o *opened) close() {
-	o.settle()
 	o.releaseTree()
 	o.release()
 	if o.network {

@@ -131,9 +131,8 @@ type Client struct {
 	trees       *treeTracker // providers and lookups of each tree (trees.go)
 	ledger      *ledger      // offences, asks and bans (ledger.go)
 	stats       Stats
-	scanned     time.Time            // last prune of bans and asked records
-	sendRefused *limit.Reporter      // want lists a peer's full queue refused
-	storing     map[cid.Cid]*storing // trees with blocks being stored (verify.go)
+	scanned     time.Time       // last prune of bans and asked records
+	sendRefused *limit.Reporter // want lists a peer's full queue refused
 }
 
 // Stats counts what the client has done.
@@ -179,7 +178,6 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 		// waits, and the peer's stream with it.
 		verifyQ:     make(chan delivery, 64),
 		wants:       newWantManager(now),
-		storing:     map[cid.Cid]*storing{},
 		pm:          newPeerManager(now, snd, opts),
 		ledger:      newLedger(opts.MaxOffences, opts.BanFor, lateGrace(opts.BlockTimeout)),
 		trees:       newTreeTracker(now, opts.RediscoverAfter),
@@ -288,22 +286,9 @@ func (c *Client) request(ctx context.Context, a message.Address, root merkle.Dig
 	c.mu.Unlock()
 	c.poke()
 
-	// A reader takes the block as soon as it is verified; background
-	// work waits until it is stored too.
-	ready := w.ready
-	if prio != store.Read {
-		ready = nil
-	}
 	select {
-	case <-ready:
-		return w, nil
 	case <-w.done:
 		if w.err != nil {
-			select {
-			case <-ready: // verified, then not stored: a reader has it all the same
-				return w, nil
-			default:
-			}
 			c.abandon(w)
 			return nil, w.err
 		}

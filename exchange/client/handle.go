@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -86,40 +87,26 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 	c.mu.Unlock()
 
 	leaf, block, err := verify(d, root)
-	if err != nil {
+	tree := manifestTree(leaf, block, err)
+	if err == nil {
+		// Stored before waiters are woken: whoever reads next finds it
+		// locally. Peers only ever cause blocks we asked for to be stored.
+		err = c.keep(leaf, block)
+		if err != nil {
+			c.log.Warn("exchange: storing a fetched block failed", "addr", d.Address, "err", err)
+		}
+	} else {
 		c.log.Warn("exchange: peer sent a bad block", "peer", p, "addr", d.Address, "err", err)
 	}
-	c.mu.Lock()
-	cancelAt, ok := c.account(p, w, key, leaf, block, err, now)
-	if ok {
-		// Readers have it as soon as it is verified: storing it is not
-		// their wait. Background waiters are woken only once it is
-		// stored. Peers only ever cause blocks we asked for to be stored.
-		c.wants.arrive(w, leaf, block)
-		c.storeStarted(leaf.Tree)
-	}
-	c.mu.Unlock()
-	if cancelAt != "" {
-		c.send(cancelAt, []message.Entry{{Address: w.addr, Cancel: true}})
-	}
-	if !ok {
-		return
-	}
-	err = c.keep(leaf, block)
-	c.storeEnded(leaf.Tree)
-	if err != nil {
-		c.log.Warn("exchange: storing a fetched block failed", "addr", d.Address, "err", err)
-	}
-	c.mu.Lock()
-	c.resolve(w, err)
-	c.mu.Unlock()
-}
 
-// account records what p's delivery for w says of p, and reports whether
-// the block is the answer w waits for: verified (err nil) and the first
-// to come. cancelAt is a peer still asked for it, to be told to stop.
-// Callers hold mu.
-func (c *Client) account(p peer.ID, w *want, key message.Key, leaf store.Leaf, block store.Block, err error, now time.Time) (cancelAt peer.ID, ok bool) {
+	var cancelAt peer.ID
+	defer func() {
+		if cancelAt != "" {
+			c.send(cancelAt, []message.Entry{{Address: w.addr, Cancel: true}})
+		}
+	}()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	st := c.pm.get(p)
 	c.ledger.answered(p, key, now)
 	if w.sentTo == p {
@@ -133,34 +120,33 @@ func (c *Client) account(p peer.ID, w *want, key message.Key, leaf store.Leaf, b
 		}
 		w.sentTo = ""
 	}
-	if err != nil {
+	if errors.Is(err, errBadBlock) {
 		c.stats.BadBlocks++
 		w.dontHaves[p] = true
 		delete(w.haves, p)
 		c.offend(p, now)
-		return "", false
+		return
 	}
-	if w.resolved || w.arrived {
+	if w.resolved {
 		c.stats.DuplicateBlocks++
-		return "", false
+		return
 	}
-	if w.sentTo != "" {
+	if w.sentTo != "" && err == nil {
 		// Another peer was asked for it and is still sending: tell it to
 		// stop. Its copy, if already on the way, is a late answer.
 		cancelAt = w.sentTo
-		c.pm.release(w.sentTo)
-		w.sentTo = ""
 	}
 	c.stats.BlocksReceived++
 	c.stats.BytesReceived += uint64(len(block.Data))
 	c.stats.BlocksFrom[p]++
 	st.haveTrees[target(w.addr)] = true
-	if tree := manifestTree(leaf, block); tree.Defined() {
+	if tree.Defined() {
 		st.haveTrees[tree] = true
 		c.trees.get(tree) // so that it is forgotten once idle, as others are
 	}
 	c.trees.delivered(target(w.addr), now)
-	return cancelAt, true
+	w.leaf, w.block = leaf, block
+	c.resolve(w, err)
 }
 
 // forget drops what we know of p: its presences, the wants sent to it
@@ -208,8 +194,8 @@ func (c *Client) PeerGone(p peer.ID) {
 // which a cold open paid every time (about 1 ms of the 3 ms of a mount's
 // first read here). Should it not hold the tree, its DontHave sends the
 // want to the others, one round trip later, as before.
-func manifestTree(leaf store.Leaf, b store.Block) cid.Cid {
-	if leaf.Tree.Defined() || b.CID.Prefix().Codec != store.CodecManifest {
+func manifestTree(leaf store.Leaf, b store.Block, err error) cid.Cid {
+	if err != nil || leaf.Tree.Defined() || b.CID.Prefix().Codec != store.CodecManifest {
 		return cid.Undef
 	}
 	m, err := manifest.FromBlock(b)

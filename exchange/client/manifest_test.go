@@ -43,24 +43,26 @@ func TestManifestDelivererIsAskedForItsTreeFirst(t *testing.T) {
 	net.expect(t, p, message.LeafAddress(tree, 0), "want-block")
 }
 
-// A manifest's tree is taken from manifests only (and only verified ones
-// reach it): a block of another codec, or one that does not decode, names
-// no tree.
+// A manifest's tree is taken from verified manifests only: a block of
+// another codec, or one that does not decode, names no tree.
 func TestManifestTreeOnlyFromManifests(t *testing.T) {
 	tree := testTree("t")
 	mb, err := manifest.New(tree, 4096, 4096).Block()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := manifestTree(store.Leaf{}, mb); !got.Equals(tree) {
+	if got := manifestTree(store.Leaf{}, mb, nil); !got.Equals(tree) {
 		t.Errorf("tree of a manifest: %v, want %v", got, tree)
 	}
+	if got := manifestTree(store.Leaf{}, mb, errBadBlock); got.Defined() {
+		t.Errorf("tree of a block that failed verification: %v", got)
+	}
 	raw := store.NewBlock(store.CodecBlock, mb.Data)
-	if got := manifestTree(store.Leaf{}, raw); got.Defined() {
+	if got := manifestTree(store.Leaf{}, raw, nil); got.Defined() {
 		t.Errorf("tree of a data block: %v", got)
 	}
 	junk := store.NewBlock(store.CodecManifest, []byte("not a manifest"))
-	if got := manifestTree(store.Leaf{}, junk); got.Defined() {
+	if got := manifestTree(store.Leaf{}, junk, nil); got.Defined() {
 		t.Errorf("tree of an undecodable manifest: %v", got)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshfs/meshfs/exchange/message"
@@ -57,59 +56,6 @@ func (c *Client) keep(leaf store.Leaf, b store.Block) error {
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
 	return c.st.PutLeafBlock(ctx, leaf, b)
-}
-
-// storing counts the blocks of one tree being stored after their readers
-// were handed them; done is closed when the count is back to zero.
-type storing struct {
-	n    int
-	done chan struct{}
-}
-
-// storeStarted counts a block of tree going to the store. Callers hold mu.
-func (c *Client) storeStarted(tree cid.Cid) {
-	if !tree.Defined() {
-		return // a manifest: not stored here
-	}
-	s := c.storing[tree]
-	if s == nil {
-		s = &storing{done: make(chan struct{})}
-		c.storing[tree] = s
-	}
-	s.n++
-}
-
-func (c *Client) storeEnded(tree cid.Cid) {
-	if !tree.Defined() {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.storing[tree]
-	s.n--
-	if s.n == 0 {
-		delete(c.storing, tree)
-		close(s.done)
-	}
-}
-
-// Settle returns once no block of tree that a reader was handed is still
-// being stored, or when ctx ends. A reader lets go of its hold on a
-// dataset only after this: a block stored once the hold is gone could
-// land in a dataset that a collection is removing.
-func (c *Client) Settle(ctx context.Context, tree cid.Cid) error {
-	c.mu.Lock()
-	s := c.storing[tree]
-	c.mu.Unlock()
-	if s == nil {
-		return nil
-	}
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("settle %s: %w", store.CIDText(tree), ctx.Err())
-	}
 }
 
 // errBadBlock marks deliveries that fail verification: the peer's fault.

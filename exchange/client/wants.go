@@ -18,11 +18,6 @@ type want struct {
 	root    merkle.Digest // tree root, for leaf addresses
 	waiters int
 	done    chan struct{}
-	// ready is closed once a verified block is in leaf and block, before
-	// it is stored: readers take it then, and only background waiters,
-	// which count on the block being stored, wait for done.
-	ready   chan struct{}
-	arrived bool // ready is closed
 	leaf    store.Leaf
 	block   store.Block
 	err     error
@@ -74,7 +69,7 @@ func (wm *wantManager) add(a message.Address, root merkle.Digest, urgent bool) (
 	key := a.Key()
 	w = wm.byKey[key]
 	if w == nil {
-		w = &want{addr: a, key: key, root: root, done: make(chan struct{}), ready: make(chan struct{}), created: wm.now(),
+		w = &want{addr: a, key: key, root: root, done: make(chan struct{}), created: wm.now(),
 			haves: map[peer.ID]bool{}, dontHaves: map[peer.ID]bool{}, slow: map[peer.ID]time.Time{}, askedHave: map[peer.ID]time.Time{}}
 		wm.byKey[key] = w
 		wm.order = append(wm.order, w)
@@ -123,18 +118,6 @@ func (wm *wantManager) resolve(w *want, err error) (held peer.ID) {
 	return held
 }
 
-// arrive hands w's verified block to its readers before it is stored
-// (see want.ready). The want stays pending until resolve, so that a read
-// of it meanwhile is answered at once instead of fetching it again, and
-// is left out of scheduling.
-func (wm *wantManager) arrive(w *want, leaf store.Leaf, b store.Block) {
-	if w.resolved || w.arrived {
-		return
-	}
-	w.leaf, w.block, w.arrived = leaf, b, true
-	close(w.ready)
-}
-
 // pending is the wants not done, those first picks before the others,
 // each in arrival order. The slice is reused by the next call.
 func (wm *wantManager) pending(first func(*want) bool) []*want {
@@ -149,7 +132,7 @@ func (wm *wantManager) pending(first func(*want) bool) []*want {
 	q := wm.queue[:0]
 	for _, pass := range []bool{true, false} {
 		for _, w := range live {
-			if !w.arrived && first(w) == pass {
+			if first(w) == pass {
 				q = append(q, w)
 			}
 		}
