@@ -105,6 +105,7 @@ func (j *job) chunk(ctx context.Context, r io.Reader) ([]merkle.Digest, uint64, 
 		select {
 		case work <- numbered{n, buf}:
 		case <-gctx.Done():
+			j.w.release(buf) // no worker will take it
 		}
 		if err != nil { // short read: that was the last block
 			break
