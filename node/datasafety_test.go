@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -135,11 +134,7 @@ func TestCrashMidUploadReclaimedAtStart(t *testing.T) {
 	<-r.reached
 	// The workers store blocks a batch at a time, and what they have
 	// batched once the input has stalled a moment: wait for that.
-	for deadline := time.Now().Add(10 * time.Second); used(t, n) <= want; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the upload stored nothing before the crash")
-		}
-	}
+	testkit.Eventually(t, "the upload to store something before the crash", func() bool { return used(t, n) > want })
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -253,20 +252,14 @@ func TestStalledUploadStoresWhatItRead(t *testing.T) {
 		_, err := upload.Upload(context.Background(), st, r, upload.Options{BlockSize: testBS, EcK: 4, EcM: 2})
 		done <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		u, err := st.Usage(t.Context())
-		if err != nil {
+	var u store.Usage
+	testkit.Eventually(t, "the 6 blocks read before the input stalled to be stored", func() bool {
+		var err error
+		if u, err = st.Usage(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if u.Blocks == 6 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%+v stored while the input stalls after 6 blocks", u)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return u.Blocks == 6
+	})
 	close(resume)
 	if err := <-done; err != nil {
 		t.Fatal(err)
