@@ -422,13 +422,20 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 		return rows, fmt.Errorf("random reads: %w", err)
 	}
 	rows = append(rows, row{"4 KiB random reads on a cold mount, p50 / p99", fmt.Sprintf("%s / %s", p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond)), "", "<= 500µs / 2ms"})
-	floorRows, err := randomReadFloorRows(p50, p99)
+	floorRows, readFloor, err := randomReadFloorRows(p50, p99)
 	if err != nil {
 		return rows, fmt.Errorf("random-read floor: %w", err)
 	}
 	rows = append(rows, floorRows...)
 
-	erasureRows, err := erasureRead(work, a, boot, size, start, apiT)
+	// The steps are timed on a's store while the erasure read has a stopped.
+	var stepRows []row
+	erasureRows, err := erasureRead(work, a, boot, size, start, apiT, func(repoDir string) error {
+		var err error
+		stepRows, err = blockStepRows(repoDir, work, c, p50, readFloor)
+		return err
+	})
+	rows = append(rows, stepRows...)
 	if err != nil {
 		return rows, fmt.Errorf("erasure read: %w", err)
 	}

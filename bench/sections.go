@@ -54,7 +54,8 @@ type starter func(name string, mount bool, extra ...string) (*cluster.Daemon, er
 // codeword away from a's store (the only holder), and times a cold read of
 // it from a fresh node, which must decode every codeword on demand,
 // against the intact cold read measured before (intactT for the same size).
-func erasureRead(work string, a *cluster.Daemon, boot string, size int64, start starter, intactT time.Duration) ([]row, error) {
+// stopped is called with a's store directory while a is stopped.
+func erasureRead(work string, a *cluster.Daemon, boot string, size int64, start starter, intactT time.Duration, stopped func(repoDir string) error) ([]row, error) {
 	file := filepath.Join(work, "data2")
 	if err := cluster.WriteNoiseFile(file, size, 2); err != nil {
 		return nil, err
@@ -65,6 +66,9 @@ func erasureRead(work string, a *cluster.Daemon, boot string, size int64, start 
 	}
 	if err := a.Stop(30 * time.Second); err != nil {
 		return nil, fmt.Errorf("stop a: %w", err)
+	}
+	if err := stopped(filepath.Join(a.DataDir, "repo")); err != nil {
+		return nil, err
 	}
 	if err := dropFirstRow(filepath.Join(a.DataDir, "repo"), c); err != nil {
 		return nil, err
