@@ -24,7 +24,7 @@ import (
 
 var quiet = testkit.Quiet()
 
-func newTestHost(t *testing.T) *p2p.Host {
+func newTestHost(t testing.TB) *p2p.Host {
 	t.Helper()
 	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
