@@ -247,7 +247,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 // on loopback: the plain defaults carried a 256 MiB stream at about 450
 // MB/s where these limits and infinite ones both gave 650-770 MB/s.
 func newResourceManager() (network.ResourceManager, error) {
-	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limitConfig()))
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limitConfig()), rcmgr.WithMetricsDisabled())
 }
 
 // limitConfig computes the limits newResourceManager explains.
