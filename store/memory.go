@@ -174,6 +174,19 @@ func (m *Memory) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (Leaf,
 	return leaf, Block{CID: l.block, Data: b.data}, nil
 }
 
+// LoadLeaf implements LeafLoader: GetLeaf with the bytes copied into buf
+// when it has the capacity.
+func (m *Memory) LoadLeaf(ctx context.Context, tree cid.Cid, index uint64, buf []byte) (Leaf, Block, error) {
+	leaf, b, err := m.GetLeaf(ctx, tree, index)
+	if err != nil {
+		return Leaf{}, Block{}, err
+	}
+	if cap(buf) >= len(b.Data) {
+		b.Data = append(buf[:0], b.Data...)
+	}
+	return leaf, b, nil
+}
+
 // ReadLeaf copies the bytes of the block at position index of tree, from
 // byte off of the block on, into p, as far as the block goes.
 func (m *Memory) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error) {

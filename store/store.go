@@ -140,6 +140,18 @@ type LeafReader interface {
 	ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error)
 }
 
+// LeafLoader is what a store may offer beside BlockStore: GetLeaf with the
+// block's bytes read into buf, the caller's, when it has the capacity (a
+// buffer of the store's own otherwise). A server sending blocks to peers
+// loads them so into buffers it takes back once they are sent, where
+// GetLeaf would cost it a fresh buffer per block: an allocation the size
+// of the block, zeroed, then collected. The block's Data aliases buf, so
+// the caller must not reuse buf while it uses the block. Like LeafReader
+// it is handed to its user explicitly, not found by a type assertion.
+type LeafLoader interface {
+	LoadLeaf(ctx context.Context, tree cid.Cid, index uint64, buf []byte) (Leaf, Block, error)
+}
+
 // BatchStore is what a store may offer beside BlockStore: many blocks or
 // leaves written in one call, and held blocks read into the caller's
 // buffers. An upload writes through it: where a call per block costs a

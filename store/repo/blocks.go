@@ -33,7 +33,17 @@ func (s *Store) Get(ctx context.Context, c cid.Cid) (store.Block, error) {
 // read returns the bytes of block c, whose index entry was x: one pread,
 // and no copy; the zeros past what is stored are the new buffer's own.
 func (s *Store) read(c cid.Cid, x blockIndex) ([]byte, error) {
-	data := make([]byte, x.length())
+	return s.readInto(c, x, nil)
+}
+
+// readInto is read into buf when it has the capacity.
+func (s *Store) readInto(c cid.Cid, x blockIndex, buf []byte) ([]byte, error) {
+	var data []byte
+	if uint64(cap(buf)) >= x.length() {
+		data = buf[:x.length()]
+	} else {
+		data = make([]byte, x.length())
+	}
 	if _, err := s.readAt(c, x, data, 0); err != nil {
 		return nil, err
 	}

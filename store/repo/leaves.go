@@ -19,11 +19,24 @@ func (s *Store) GetLeaf(ctx context.Context, tree cid.Cid, index uint64) (store.
 	fail := func(err error) (store.Leaf, store.Block, error) {
 		return store.Leaf{}, store.Block{}, fmt.Errorf("repo: get leaf %s[%d]: %w", store.CIDText(tree), index, err)
 	}
+	return s.getLeaf(ctx, tree, index, nil, fail)
+}
+
+// LoadLeaf implements store.LeafLoader.
+func (s *Store) LoadLeaf(ctx context.Context, tree cid.Cid, index uint64, buf []byte) (store.Leaf, store.Block, error) {
+	fail := func(err error) (store.Leaf, store.Block, error) {
+		return store.Leaf{}, store.Block{}, fmt.Errorf("repo: load leaf %s[%d]: %w", store.CIDText(tree), index, err)
+	}
+	return s.getLeaf(ctx, tree, index, buf, fail)
+}
+
+// getLeaf is GetLeaf reading the block into buf if it has the capacity.
+func (s *Store) getLeaf(ctx context.Context, tree cid.Cid, index uint64, buf []byte, fail func(error) (store.Leaf, store.Block, error)) (store.Leaf, store.Block, error) {
 	bc, proof, x, err := s.findLeaf(ctx, tree, index)
 	if err != nil {
 		return fail(err)
 	}
-	data, err := s.read(bc, x)
+	data, err := s.readInto(bc, x, buf)
 	if err != nil {
 		return fail(fmt.Errorf("block %s: %w", store.CIDText(bc), err))
 	}

@@ -106,6 +106,38 @@ var leafCases = []testCase{
 			t.Fatalf("ReadLeaf with a cancelled context: %v; want context.Canceled", err)
 		}
 	}},
+	{name: "LoadLeafReadsIntoTheBuffer", run: func(t *testing.T, s store.BlockStore) {
+		l, ok := s.(store.LeafLoader)
+		if !ok {
+			t.Skip("the store has no LoadLeaf")
+		}
+		b := newBlock(store.CodecBlock, 1)
+		mustPut(t, s, b)
+		want := store.Leaf{Tree: tree(1), Index: 5, Block: b.CID, Proof: []byte("proof of 5")}
+		mustPutLeaf(t, s, want)
+		for _, size := range []int{len(b.Data), len(b.Data) + 100, len(b.Data) - 1, 0} {
+			buf := bytes.Repeat([]byte{0xEE}, size)
+			leaf, got, err := l.LoadLeaf(t.Context(), tree(1), 5, buf)
+			if err != nil {
+				t.Fatalf("LoadLeaf into %d bytes: %v", size, err)
+			}
+			if !got.CID.Equals(b.CID) || !bytes.Equal(got.Data, b.Data) {
+				t.Fatalf("LoadLeaf into %d bytes: not the block", size)
+			}
+			if !leaf.Block.Equals(b.CID) || !bytes.Equal(leaf.Proof, want.Proof) || leaf.Index != 5 || !leaf.Tree.Equals(tree(1)) {
+				t.Fatalf("LoadLeaf into %d bytes: leaf %+v, want %+v", size, leaf, want)
+			}
+			if inBuf := size >= len(b.Data) && &got.Data[0] == &buf[0]; inBuf != (size >= len(b.Data)) {
+				t.Fatalf("LoadLeaf into %d bytes: data in the caller's buffer is %v", size, inBuf)
+			}
+		}
+		if _, _, err := l.LoadLeaf(t.Context(), tree(1), 6, make([]byte, len(b.Data))); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("LoadLeaf of a position not held: %v; want ErrNotFound", err)
+		}
+		if _, _, err := l.LoadLeaf(cancelled(), tree(1), 5, nil); !errors.Is(err, context.Canceled) {
+			t.Fatalf("LoadLeaf with a cancelled context: %v; want context.Canceled", err)
+		}
+	}},
 	{name: "LeafProofIsUpdated", run: func(t *testing.T, s store.BlockStore) {
 		b := newBlock(store.CodecBlock, 1)
 		mustPut(t, s, b)
