@@ -168,7 +168,16 @@ func (n *Network) Close() {
 // in bytes), until ctx ends: a slow peer slows down whoever sends to it
 // instead of growing memory.
 func (n *Network) Send(ctx context.Context, p peer.ID, m *message.Message) error {
-	return n.send(ctx, p, m, true)
+	return n.send(ctx, p, item{m: m}, true)
+}
+
+// SendThen is Send that calls done once m has been written to p's stream
+// or dropped, so that the caller may reuse the buffers m's blocks are in.
+// done is called only if SendThen returns nil, at most once, and maybe
+// never (the peer went away with m still queued): buffers it would have
+// given back are then left to the garbage collector.
+func (n *Network) SendThen(ctx context.Context, p peer.ID, m *message.Message, done func()) error {
+	return n.send(ctx, p, item{m: m, done: done}, true)
 }
 
 // WaitRoom waits until p's queue could take size more bytes (or is empty),
@@ -206,15 +215,16 @@ func (n *Network) LastHeard(p peer.ID) time.Time {
 // from one goroutine use it so that one peer that does not read cannot
 // hold them up.
 func (n *Network) TrySend(p peer.ID, m *message.Message) error {
-	return n.send(context.Background(), p, m, false)
+	return n.send(context.Background(), p, item{m: m}, false)
 }
 
-func (n *Network) send(ctx context.Context, p peer.ID, m *message.Message, wait bool) error {
+func (n *Network) send(ctx context.Context, p peer.ID, it item, wait bool) error {
 	s, err := n.sender(p)
 	if err != nil {
 		return err
 	}
-	it := item{m: m, size: m.Size()}
+	m := it.m
+	it.size = m.Size()
 	if err := s.reserve(ctx, it.size, wait); err != nil {
 		return fmt.Errorf("send to %s: %w", p, err)
 	}

@@ -20,6 +20,14 @@ import (
 type item struct {
 	m    *message.Message
 	size int
+	done func() // nil, or told once m has been written or dropped (SendThen)
+}
+
+// finish tells whoever sent it that the message is done with.
+func (it item) finish() {
+	if it.done != nil {
+		it.done()
+	}
 }
 
 // sender carries one peer's queue over up to Options.Lanes outbound streams
@@ -83,8 +91,10 @@ func (s *sender) stall() {
 		select {
 		case it := <-s.queue:
 			s.release(it.size)
+			it.finish()
 		case it := <-s.control:
 			s.release(it.size)
+			it.finish()
 		default:
 			s.release(0) // wake senders waiting for room: they fail now
 			return
@@ -251,6 +261,8 @@ func (s *sender) lane(q chan item, first bool) {
 			s.bytes += it.size
 			s.mu.Unlock()
 		}
+		// Written or given up: either way its bytes are not read again.
+		it.finish()
 	}
 }
 
@@ -280,10 +292,15 @@ func (s *sender) write(st network.Stream, w *bufio.Writer, q chan item, it item)
 		return ErrClosed
 	}
 	written := 0
-	for {
+	for n := 0; ; n++ {
 		err := message.WriteMessage(w, it.m)
 		written += it.size
 		s.release(it.size)
+		if n > 0 {
+			// Taken here, so never retried: its bytes are in w or gone.
+			// The first is the caller's to retry, and to finish.
+			it.finish()
+		}
 		if err != nil {
 			return err
 		}
