@@ -190,6 +190,8 @@ func New(cfg Config) (n *Node, err error) {
 	xopts.Logger = cfg.Logger
 	xopts.Network.UpBytesPerSec, xopts.Network.DownBytesPerSec = cfg.BandwidthUp, cfg.BandwidthDown
 	xopts.Client.ObserveLatency = n.metrics.ObserveLatency
+	// Blocks served to peers are read into buffers reused once sent.
+	xopts.Server.Loader = st
 	// Blocks from peers, blocks rebuilt by decoding and uploads are all
 	// written through n.full, so a full store makes room by collecting.
 	n.engine = exchange.New(n.host.Host(), n.full, n.disc, xopts)

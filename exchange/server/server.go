@@ -33,7 +33,10 @@ type Store interface {
 
 // Sender delivers messages to peers.
 type Sender interface {
-	Send(ctx context.Context, p peer.ID, m *message.Message) error
+	// SendThen queues m for p, waiting for room, and once it returned nil
+	// calls done (when not nil), at most once, when m has been written or
+	// dropped: the buffers m's blocks are in may then be reused.
+	SendThen(ctx context.Context, p peer.ID, m *message.Message, done func()) error
 	// WaitRoom waits until p could take size more bytes, without taking
 	// them (see batch).
 	WaitRoom(ctx context.Context, p peer.ID, size int) error
@@ -57,7 +60,11 @@ type Options struct {
 	// once (default 64), so that many peers wanting at once cost at most
 	// MaxWorkers batches of memory; the others wait their turn.
 	MaxWorkers int
-	Logger     *slog.Logger
+	// Loader, when set, loads dataset blocks into buffers the server
+	// reuses once they are sent, where Store.GetLeaf would cost a fresh
+	// buffer per block (and the collector's work to take it back).
+	Loader store.LeafLoader
+	Logger *slog.Logger
 
 	// rampAfter: a peer that wanted nothing for this long has its next
 	// burst answered with one block first (see work). Tests set it and
@@ -91,6 +98,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	slots chan struct{} // MaxWorkers tokens: a worker holds one per batch
+	bufs  buffers       // what blocks are loaded into, with Loader
 
 	// busy counts the workers and the want lists being answered, which
 	// Close waits for: once it returns the store is not read again, and
@@ -238,7 +246,7 @@ func (s *Server) HandleWants(p peer.ID, wl message.WantList) {
 		}
 	}
 	if len(presences) > 0 {
-		s.send(p, &message.Message{Presences: presences})
+		s.send(p, &message.Message{Presences: presences}, nil)
 		s.presencesSent.Add(uint64(len(presences)))
 	}
 	if start {
@@ -406,10 +414,28 @@ func (s *Server) batch(p peer.ID, entries []message.Entry, perBatch *int) bool {
 		return false
 	}
 	defer func() { <-s.slots }()
-	m := &message.Message{}
-	size := 0
+	m, size, bufs := s.assemble(entries)
+	if size > 0 {
+		*perBatch = max(1, s.opts.BatchBytes/max(1, size/len(m.Blocks)))
+	}
+	if m == nil {
+		return s.ctx.Err() == nil
+	}
+	if !s.send(p, m, bufs) {
+		return false
+	}
+	s.blocksSent.Add(uint64(len(m.Blocks)))
+	s.bytesSent.Add(uint64(size))
+	return s.ctx.Err() == nil
+}
+
+// assemble loads entries into one message, with a DontHave for each
+// missing one that asked for it; nil if there is nothing to send. size is
+// the blocks' bytes, bufs the pooled buffers they are in.
+func (s *Server) assemble(entries []message.Entry) (m *message.Message, size int, bufs [][]byte) {
+	m = &message.Message{}
 	for _, e := range entries {
-		d, err := s.load(e.Address)
+		d, buf, err := s.load(e.Address)
 		if err != nil {
 			if !errors.Is(err, store.ErrNotFound) {
 				s.log.Warn("exchange: loading a wanted block failed", "addr", e.Address, "err", err)
@@ -421,39 +447,65 @@ func (s *Server) batch(p peer.ID, entries []message.Entry, perBatch *int) bool {
 		}
 		size += len(d.Data)
 		m.Blocks = append(m.Blocks, d)
-	}
-	if size > 0 {
-		*perBatch = max(1, s.opts.BatchBytes/max(1, size/len(m.Blocks)))
-	}
-	if len(m.Blocks) > 0 || len(m.Presences) > 0 {
-		if !s.send(p, m) {
-			return false
+		if buf != nil {
+			bufs = append(bufs, buf)
 		}
-		s.blocksSent.Add(uint64(len(m.Blocks)))
-		s.bytesSent.Add(uint64(size))
 	}
-	return s.ctx.Err() == nil
+	if len(m.Blocks) == 0 && len(m.Presences) == 0 {
+		return nil, 0, nil
+	}
+	return m, size, bufs
 }
 
-func (s *Server) load(a message.Address) (message.Delivery, error) {
+// load reads the block at a, into one of bufs when it is a dataset block
+// and there is a Loader; buf is that buffer, to be given back once the
+// block is sent, or nil.
+func (s *Server) load(a message.Address) (d message.Delivery, buf []byte, err error) {
 	if a.Leaf {
-		leaf, b, err := s.st.GetLeaf(s.ctx, a.Tree, a.Index)
-		if err != nil {
-			return message.Delivery{}, err
+		var leaf store.Leaf
+		var b store.Block
+		if s.opts.Loader != nil {
+			buf = s.bufs.get()
+			leaf, b, err = s.opts.Loader.LoadLeaf(s.ctx, a.Tree, a.Index, buf)
+			if err == nil {
+				s.bufs.loaded(len(b.Data))
+			}
+			if err != nil || !within(b.Data, buf) {
+				s.bufs.put(buf) // unused: failed, or too small for the block
+				buf = nil
+			}
+		} else {
+			leaf, b, err = s.st.GetLeaf(s.ctx, a.Tree, a.Index)
 		}
-		return message.Delivery{CID: b.CID, Data: b.Data, Address: a, Proof: leaf.Proof}, nil
+		if err != nil {
+			return message.Delivery{}, nil, err
+		}
+		return message.Delivery{CID: b.CID, Data: b.Data, Address: a, Proof: leaf.Proof}, buf, nil
 	}
 	b, err := s.st.Get(s.ctx, a.CID)
 	if err != nil {
-		return message.Delivery{}, err
+		return message.Delivery{}, nil, err
 	}
-	return message.Delivery{CID: b.CID, Data: b.Data, Address: a}, nil
+	return message.Delivery{CID: b.CID, Data: b.Data, Address: a}, nil, nil
 }
 
-func (s *Server) send(p peer.ID, m *message.Message) bool {
+// send queues m for p; bufs, the pooled buffers of m's blocks, go back to
+// the pool once m is written, or at once if it could not be queued.
+func (s *Server) send(p peer.ID, m *message.Message, bufs [][]byte) bool {
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.SendTimeout)
 	defer cancel()
-	if err := s.snd.Send(ctx, p, m); err != nil {
+	var done func()
+	if len(bufs) > 0 {
+		done = func() {
+			for _, b := range bufs {
+				s.bufs.put(b)
+			}
+		}
+	}
+	if err := s.snd.SendThen(ctx, p, m, done); err != nil {
+		if done != nil {
+			done()
+		}
 		s.log.Debug("exchange: answer not sent", "peer", p, "err", err)
 		return false
 	}

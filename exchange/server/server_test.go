@@ -18,7 +18,7 @@ import (
 // not read.
 type blockingSender struct{ sent chan struct{} }
 
-func (b blockingSender) Send(ctx context.Context, _ peer.ID, _ *message.Message) error {
+func (b blockingSender) SendThen(ctx context.Context, _ peer.ID, _ *message.Message, _ func()) error {
 	select {
 	case b.sent <- struct{}{}:
 	default:
@@ -103,7 +103,9 @@ func (recordingSender) WaitRoom(context.Context, peer.ID, int) error { return ni
 // recordingSender keeps every message it is handed.
 type recordingSender struct{ msgs chan *message.Message }
 
-func (r recordingSender) Send(_ context.Context, _ peer.ID, m *message.Message) error {
+// SendThen never calls done: the messages are kept, so their buffers must
+// not be reused.
+func (r recordingSender) SendThen(_ context.Context, _ peer.ID, m *message.Message, _ func()) error {
 	r.msgs <- m
 	return nil
 }
@@ -176,7 +178,7 @@ type slowSender struct {
 
 func (slowSender) WaitRoom(context.Context, peer.ID, int) error { return nil }
 
-func (s slowSender) Send(_ context.Context, _ peer.ID, m *message.Message) error {
+func (s slowSender) SendThen(_ context.Context, _ peer.ID, m *message.Message, _ func()) error {
 	s.now.Add(int64(s.delay))
 	s.msgs <- m
 	return nil
