@@ -23,7 +23,12 @@ type progressWriter struct {
 }
 
 // progressChunk is what must leave within WriteTimeout: 4 s at 128 kbit/s.
-const progressChunk = 64 << 10
+// It is the most one yamux frame carries (64 KiB less its 12-byte header),
+// so that each chunk leaves as one frame and four full TLS records. A
+// 64 KiB chunk left as a full frame and a frame of 12 bytes, each its own
+// TLS record and write, and one more wake-up of the reader's stream for
+// every 64 KiB.
+const progressChunk = 64<<10 - 12
 
 func (w progressWriter) Write(p []byte) (int, error) {
 	n := 0
