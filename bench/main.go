@@ -371,6 +371,7 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 		return rows, fmt.Errorf("cat through the mount: %w", err)
 	}
 	rows = append(rows, row{"cold cat through the mount", mbps(size, catT), ratio(ceiling, catT), ""})
+	rows = append(rows, row{"cold cat through the mount against the cold API download", mbps(size, catT), ratio(apiT, catT), ">= 0.9"})
 	warmT, err := timed(func() error { return shell(fmt.Sprintf("cat %q > /dev/null", filepath.Join(m.Mount, c))) })
 	if err != nil {
 		return rows, err
