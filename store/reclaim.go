@@ -48,6 +48,19 @@ func (s reclaiming) PutLeaf(ctx context.Context, leaf Leaf) error {
 	return s.fit(ctx, len(leaf.Proof), func() error { return s.BlockStore.PutLeaf(ctx, leaf) })
 }
 
+// quotaNeed is what writing blocks and leaves takes of the quota: the
+// blocks' bytes and the leaves' proofs, as for PutLeafBlock.
+func quotaNeed(leaves []Leaf, blocks []Block) int {
+	n := 0
+	for _, b := range blocks {
+		n += len(b.Data)
+	}
+	for _, l := range leaves {
+		n += len(l.Proof)
+	}
+	return n
+}
+
 func (s reclaiming) fit(ctx context.Context, need int, put func() error) error {
 	err := put()
 	if errors.Is(err, ErrQuotaExceeded) && s.r.Reclaim(ctx, uint64(need)) {
@@ -62,22 +75,11 @@ type reclaimingBatch struct {
 }
 
 func (s reclaimingBatch) PutLeafBlocks(ctx context.Context, leaves []Leaf, blocks []Block) error {
-	need := 0
-	for _, b := range blocks {
-		need += len(b.Data)
-	}
-	for _, l := range leaves {
-		need += len(l.Proof)
-	}
-	return s.fit(ctx, need, func() error { return s.b.PutLeafBlocks(ctx, leaves, blocks) })
+	return s.fit(ctx, quotaNeed(leaves, blocks), func() error { return s.b.PutLeafBlocks(ctx, leaves, blocks) })
 }
 
 func (s reclaimingBatch) MoveLeaves(ctx context.Context, from cid.Cid, leaves []Leaf) error {
-	need := 0
-	for _, l := range leaves {
-		need += len(l.Proof)
-	}
-	return s.fit(ctx, need, func() error { return s.b.MoveLeaves(ctx, from, leaves) })
+	return s.fit(ctx, quotaNeed(leaves, nil), func() error { return s.b.MoveLeaves(ctx, from, leaves) })
 }
 
 func (s reclaimingBatch) ReadLeaf(ctx context.Context, tree cid.Cid, index uint64, p []byte, off int64) (int, error) {

@@ -139,13 +139,13 @@ func (s *Store) appendBatch(recs []record, appended map[cid.Cid]blockIndex, pack
 		p := at[i].p
 		*packs = append(*packs, p)
 		appended[r.c] = blockIndex{size: uint64(len(r.data)), zeros: r.zeros, pack: p.n, off: at[i].off}
+		if s.sync && !slices.Contains(synced, p) {
+			synced = append(synced, p)
+		}
 	}
-	for _, a := range at {
-		if s.sync && !slices.Contains(synced, a.p) {
-			if err := a.p.f.Sync(); err != nil {
-				return fmt.Errorf("sync pack: %w", err)
-			}
-			synced = append(synced, a.p)
+	for _, p := range synced {
+		if err := p.f.Sync(); err != nil {
+			return fmt.Errorf("sync pack: %w", err)
 		}
 	}
 	if crashHook != nil {

@@ -149,11 +149,7 @@ func (ch *change) index(s *Store, c cid.Cid) (blockIndex, error) {
 	if err != nil {
 		return blockIndex{}, err
 	}
-	x, err := decodeIndex(v)
-	if err != nil {
-		return blockIndex{}, fmt.Errorf("index of %s: %w", store.CIDText(c), err)
-	}
-	return x, nil
+	return indexOf(c, v)
 }
 
 // setIndex writes block c's entry x.
@@ -235,6 +231,11 @@ func (s *Store) index(c cid.Cid) (blockIndex, error) {
 	if err != nil {
 		return blockIndex{}, dbErr(err)
 	}
+	return indexOf(c, v)
+}
+
+// indexOf decodes v, block c's entry.
+func indexOf(c cid.Cid, v []byte) (blockIndex, error) {
 	x, err := decodeIndex(v)
 	if err != nil {
 		return blockIndex{}, fmt.Errorf("index of %s: %w", store.CIDText(c), err)
