@@ -16,6 +16,9 @@ func cpuPerMiB(cpu time.Duration, n int64) string {
 
 func msString(d time.Duration) string { return fmt.Sprintf("%.2f ms", ms(d)) }
 
+// usString is a latency to the nearest 10 µs.
+func usString(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }
+
 // processCPUs reads the CPU time used so far by each process (0: this one).
 func processCPUs(pids []int) ([]time.Duration, error) {
 	out := make([]time.Duration, len(pids))

@@ -422,8 +422,8 @@ func baseSection(bin, work, file string, size int64) (rows []row, err error) {
 	if err != nil {
 		return rows, fmt.Errorf("random reads: %w", err)
 	}
-	rows = append(rows, row{"4 KiB random reads on a cold mount, p50 / p99", fmt.Sprintf("%s / %s", p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond)), "", "<= 500µs / 2ms"})
-	floorRows, readFloor, err := randomReadFloorRows(p50, p99)
+	rows = append(rows, row{"4 KiB random reads on a cold mount, p50 / p99", usString(p50) + " / " + usString(p99), "", "<= 500µs / 2ms"})
+	floorRows, readFloor, err := randomReadFloorRows(p50)
 	if err != nil {
 		return rows, fmt.Errorf("random-read floor: %w", err)
 	}

@@ -83,12 +83,11 @@ func blockStepRows(repoDir, dir, c string, p50, floor time.Duration) ([]row, err
 	if err != nil {
 		return nil, fmt.Errorf("a random read's steps: %w", err)
 	}
-	us := func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }
 	rest := p50 - floor - load - keep
 	return []row{
-		{"the provider's step: one block and its proof loaded from its store (index lookups + pack read), p50", us(load), "", ""},
-		{"the reader's step: that block stored with its leaf (pack write + index commit), p50", us(keep), "", ""},
+		{"the provider's step: one block and its proof loaded from its store (index lookups + pack read), p50", usString(load), "", ""},
+		{"the reader's step: that block stored with its leaf (pack write + index commit), p50", usString(keep), "", ""},
 		{"4 KiB random read p50 less the floor and both steps: goroutine hand-offs beyond the floor's, and the exchange's framing",
-			us(rest), fmt.Sprintf("%.2f of the read", float64(rest)/float64(p50)), ""},
+			usString(rest), fmt.Sprintf("%.2f of the read", float64(rest)/float64(p50)), ""},
 	}, nil
 }

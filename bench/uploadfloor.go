@@ -112,7 +112,10 @@ func receiveFloor(ctx context.Context, body io.Reader, out *os.File) error {
 		k, err := io.ReadFull(body, buf)
 		if k > 0 {
 			clear(buf[k:])
-			work <- block{n, buf}
+			select {
+			case work <- block{n, buf}:
+			case <-gctx.Done(): // a worker failed: Wait says why
+			}
 			n++
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
