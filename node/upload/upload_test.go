@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -129,8 +130,9 @@ func testUploadRoundTrip(t *testing.T, open func(uint64) store.BlockStore) {
 					t.Errorf("same bytes gave %s then %s", c, again)
 				}
 				u, err := st.Usage(t.Context())
-				if want, _ := fresh.Usage(t.Context()); err != nil || u != want {
-					t.Errorf("usage %+v, %v; an in-memory store of the same upload %+v", u, err, want)
+				want, werr := fresh.Usage(t.Context())
+				if err != nil || werr != nil || u != want {
+					t.Errorf("usage %+v (%v); an in-memory store of the same upload %+v (%v)", u, err, want, werr)
 				}
 			})
 		}
@@ -246,6 +248,9 @@ func TestStalledUploadStoresWhatItRead(t *testing.T) {
 	defer st.Close()
 	data := testkit.RandomBytes(11, 10*testBS)
 	resume := make(chan struct{})
+	// Resumed on failure too, so that the upload does not wait forever.
+	release := sync.OnceFunc(func() { close(resume) })
+	t.Cleanup(release)
 	r := io.MultiReader(bytes.NewReader(data[:6*testBS]), waitReader{resume}, bytes.NewReader(data[6*testBS:]))
 	done := make(chan error, 1)
 	go func() {
@@ -260,7 +265,7 @@ func TestStalledUploadStoresWhatItRead(t *testing.T) {
 		}
 		return u.Blocks == 6
 	})
-	close(resume)
+	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
