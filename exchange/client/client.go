@@ -58,6 +58,14 @@ type Store interface {
 	PutLeafBlock(ctx context.Context, l store.Leaf, b store.Block) error
 }
 
+// BatchStore is a Store that also keeps many blocks in one write, all of
+// them or none (store.BatchStore): a verifier given several deliveries at
+// once stores them with one index commit instead of one each.
+type BatchStore interface {
+	Store
+	PutLeafBlocks(ctx context.Context, leaves []store.Leaf, blocks []store.Block) error
+}
+
 // ErrNotFound is wrapped when no peer could provide a block before the
 // caller's deadline; it also wraps store.ErrNotFound so that callers that
 // only know the store's error treat both alike.
@@ -108,6 +116,7 @@ type Client struct {
 	disc  Discoverer
 	peers Peers
 	st    Store
+	batch BatchStore // st, when it is one; else nil
 	opts  Options
 	log   *slog.Logger
 	// now is the one clock of the client and all its parts: Options.Clock,
@@ -184,6 +193,7 @@ func New(snd Sender, disc Discoverer, peers Peers, st Store, opts Options) *Clie
 		stats:       Stats{BlocksFrom: map[peer.ID]uint64{}},
 		sendRefused: limit.New(opts.Logger, "want_send_refused", "messages queued to one peer (its send queue)"),
 	}
+	c.batch, _ = st.(BatchStore)
 	c.bg.Add(1 + opts.Verifiers)
 	go func() {
 		defer c.bg.Done()

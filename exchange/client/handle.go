@@ -59,14 +59,57 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 }
 
 func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
-	key := d.Address.Key()
-	now := c.now()
-	c.mu.Lock()
-	if c.ledger.isBanned(p, now) {
-		c.mu.Unlock() // the rest of a banned peer's message is ignored
-		return
+	c.handleBlocks([]delivery{{p, d}})
+}
+
+// checked is a delivery that answers a want, through verify.
+type checked struct {
+	delivery
+	w     *want
+	now   time.Time
+	leaf  store.Leaf
+	block store.Block
+	tree  cid.Cid // of a verified manifest, else cid.Undef
+	err   error
+}
+
+// handleBlocks verifies a verifier's deliveries, stores those that pass
+// and are still wanted in one write (store.go), then hands each out.
+// Stored before waiters are woken: whoever reads next finds it locally.
+// Peers only ever cause blocks we asked for to be stored.
+func (c *Client) handleBlocks(ds []delivery) {
+	batch := make([]checked, 0, len(ds))
+	for _, j := range ds {
+		w, now, ok := c.accept(j.from, j.d)
+		if !ok {
+			continue
+		}
+		k := checked{delivery: j, w: w, now: now}
+		// A want's root is set when it is made, and never changes.
+		k.leaf, k.block, k.err = verify(j.d, w.root)
+		k.tree = manifestTree(k.leaf, k.block, k.err)
+		if k.err != nil {
+			c.log.Warn("exchange: peer sent a bad block", "peer", j.from, "addr", j.d.Address, "err", k.err)
+		}
+		batch = append(batch, k)
 	}
-	w := c.wants.get(key)
+	c.keepAll(batch)
+	for i := range batch {
+		c.finish(&batch[i])
+	}
+}
+
+// accept finds the want a delivery from p answers. A delivery that answers
+// none is dropped, and an offence unless p had been asked for it.
+func (c *Client) accept(p peer.ID, d message.Delivery) (w *want, now time.Time, ok bool) {
+	key := d.Address.Key()
+	now = c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ledger.isBanned(p, now) {
+		return nil, now, false // the rest of a banned peer's message is ignored
+	}
+	w = c.wants.get(key)
 	if w == nil || w.resolved {
 		// Nothing pending: never stored. If we had asked p for it, it is a
 		// late answer (we cancelled, timed out, or got it elsewhere). If
@@ -80,32 +123,29 @@ func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
 			c.log.Warn("exchange: peer sent a block nobody asked it for", "peer", p, "addr", d.Address)
 			c.offend(p, now)
 		}
+		return nil, now, false
+	}
+	return w, now, true
+}
+
+// finish settles the want k answers: the sender's load and pace, its
+// offence if the block was bad, and the want resolved for every waiter.
+func (c *Client) finish(k *checked) {
+	p, w, now, err, leaf, block, tree := k.from, k.w, k.now, k.err, k.leaf, k.block, k.tree
+	key := k.d.Address.Key()
+	c.mu.Lock()
+	if c.ledger.isBanned(p, now) {
+		// Banned by a block before this one: the rest of its message is
+		// ignored, as it would have been had it come alone.
 		c.mu.Unlock()
 		return
 	}
-	root := w.root
-	c.mu.Unlock()
-
-	leaf, block, err := verify(d, root)
-	tree := manifestTree(leaf, block, err)
-	if err == nil {
-		// Stored before waiters are woken: whoever reads next finds it
-		// locally. Peers only ever cause blocks we asked for to be stored.
-		err = c.keep(leaf, block)
-		if err != nil {
-			c.log.Warn("exchange: storing a fetched block failed", "addr", d.Address, "err", err)
-		}
-	} else {
-		c.log.Warn("exchange: peer sent a bad block", "peer", p, "addr", d.Address, "err", err)
-	}
-
 	var cancelAt peer.ID
 	defer func() {
 		if cancelAt != "" {
 			c.send(cancelAt, []message.Entry{{Address: w.addr, Cancel: true}})
 		}
 	}()
-	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.pm.get(p)
 	c.ledger.answered(p, key, now)

@@ -36,12 +36,31 @@ func (c *Client) HandleBlocks(p peer.ID, ds []message.Delivery) {
 	}
 }
 
-// verifier checks and stores deliveries until the client closes.
+// maxBatch bounds the deliveries one verifier takes at once, and so the
+// wait of the first for the hashing of the others.
+const maxBatch = 16
+
+// verifier checks and stores deliveries until the client closes. What is
+// queued behind the delivery it takes is shared out: it takes its part of
+// the queue, the others theirs, so that every core still hashes while each
+// verifier stores its part in one write. A block read alone (a random
+// read, the queue empty) is stored alone, without waiting for any other.
 func (c *Client) verifier() {
+	batch := make([]delivery, 0, maxBatch)
 	for {
 		select {
 		case j := <-c.verifyQ:
-			c.handleBlock(j.from, j.d)
+			batch = append(batch[:0], j)
+			for more := min(maxBatch-1, len(c.verifyQ)/c.opts.Verifiers); more > 0; more-- {
+				select {
+				case j := <-c.verifyQ:
+					batch = append(batch, j)
+				default:
+					more = 1 // another verifier took the rest
+				}
+			}
+			c.handleBlocks(batch)
+			clear(batch) // no hold on blocks handed out
 			c.poke()
 		case <-c.ctx.Done():
 			return
@@ -49,13 +68,45 @@ func (c *Client) verifier() {
 	}
 }
 
-func (c *Client) keep(leaf store.Leaf, b store.Block) error {
-	if !leaf.Tree.Defined() {
-		return nil // a manifest: see Get
+// keepAll stores the verified dataset blocks of batch whose wants are
+// still pending, and marks in each the error of storing it. A want
+// resolved since its delivery was accepted (another peer's copy came
+// first, or every waiter gave up) no longer has its block stored: nobody
+// waits for it, and a dataset being removed must not find it stored after
+// its sweep.
+func (c *Client) keepAll(batch []checked) {
+	keep := make([]*checked, 0, len(batch))
+	c.mu.Lock()
+	for i := range batch {
+		k := &batch[i]
+		// A manifest has no tree: see Get.
+		if k.err == nil && k.leaf.Tree.Defined() && !k.w.resolved {
+			keep = append(keep, k)
+		}
+	}
+	c.mu.Unlock()
+	if len(keep) == 0 {
+		return
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
-	return c.st.PutLeafBlock(ctx, leaf, b)
+	if c.batch != nil && len(keep) > 1 {
+		leaves, blocks := make([]store.Leaf, len(keep)), make([]store.Block, len(keep))
+		for i, k := range keep {
+			leaves[i], blocks[i] = k.leaf, k.block
+		}
+		if c.batch.PutLeafBlocks(ctx, leaves, blocks) == nil {
+			return
+		}
+		// A batch fails whole: one at a time, those that fit are kept
+		// and each of the others has its own error.
+	}
+	for _, k := range keep {
+		if err := c.st.PutLeafBlock(ctx, k.leaf, k.block); err != nil {
+			c.log.Warn("exchange: storing a fetched block failed", "addr", k.d.Address, "err", err)
+			k.err = err
+		}
+	}
 }
 
 // errBadBlock marks deliveries that fail verification: the peer's fault.
