@@ -2,6 +2,7 @@ package dataset
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/meshfs/meshfs/store"
@@ -45,24 +46,40 @@ func (d *Reader) readAhead(off, n int64, last uint64, held bool) {
 			todo = append(todo, i)
 		}
 	}
-	if len(todo) > 0 {
-		d.ahead.Add(1) // under pmu: Close, past closing, waits for no more
+	if len(todo) == 0 {
+		d.pmu.Unlock()
+		return
 	}
+	// The context of the fetches ahead lives only while some run: a
+	// reader the mount keeps for as long as the kernel knows its inode,
+	// and never closes, leaves nothing tied to Config.Life in between.
+	if d.aheadRuns == 0 {
+		d.aheadCtx, d.stopAhead = context.WithCancel(d.cfg.Life)
+	}
+	d.aheadRuns++
+	life := d.aheadCtx
+	d.ahead.Add(1) // under pmu: Close, past closing, waits for no more
 	d.pmu.Unlock()
-	if len(todo) > 0 {
-		go func() {
-			defer d.ahead.Done()
-			d.prefetch(todo)
-		}()
-	}
+	go func() {
+		defer d.ahead.Done()
+		d.prefetch(life, todo)
+		d.pmu.Lock()
+		if d.aheadRuns--; d.aheadRuns == 0 {
+			d.stopAhead()
+			d.aheadCtx, d.stopAhead = nil, nil
+		}
+		d.pmu.Unlock()
+	}()
 }
 
 // prefetch looks up, in order, which of todo are held already and fetches
 // the others, each in a goroutine of its own. For a local dataset it is one
 // goroutine and an index lookup per block: the mount's warm reads pay no
-// more. It runs until Close, within Config.Life.
-func (d *Reader) prefetch(todo []uint64) {
-	life := d.aheadCtx
+// more. It returns once its fetches have ended, which life (ended by
+// Close, and within Config.Life) cuts short.
+func (d *Reader) prefetch(life context.Context, todo []uint64) {
+	var fetches sync.WaitGroup
+	defer fetches.Wait()
 	done := func(i uint64) {
 		d.pmu.Lock()
 		delete(d.inflight, i)
@@ -73,9 +90,9 @@ func (d *Reader) prefetch(todo []uint64) {
 			done(i)
 			continue
 		}
-		d.ahead.Add(1)
+		fetches.Add(1)
 		go func() {
-			defer d.ahead.Done()
+			defer fetches.Done()
 			defer done(i)
 			ctx, cancel := context.WithTimeout(life, max(d.cfg.BlockTimeout, 10*time.Second))
 			defer cancel()

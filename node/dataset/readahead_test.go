@@ -125,3 +125,48 @@ func TestCloseEndsReadAhead(t *testing.T) {
 		t.Errorf("%d holds on the dataset after Close; want none", n)
 	}
 }
+
+// Release ends the open's claim on the dataset at once and only once, and
+// leaves the reader reading ahead: the mount releases each reader it keeps,
+// and its sequential readers still have the blocks after them fetched.
+func TestReleasedReaderReadsAhead(t *testing.T) {
+	src := store.NewMemory(0)
+	data := randomBytes(9, 12*testBS)
+	c := upload(t, src, data, 4, 0)
+	local := store.NewMemory(0)
+	f := &sourceFetcher{src: src, local: local, fetched: map[uint64]bool{}}
+	var released atomic.Int32
+	ctx := context.Background()
+	d, err := Open(ctx, c, Config{Store: store.NewNetworkStore(local, f), Local: local, Prefetch: 4,
+		Release: func() { released.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Release()
+	if n := released.Load(); n != 1 {
+		t.Fatalf("Release released the open %d times; want once", n)
+	}
+	p := make([]byte, testBS)
+	if n, err := d.ReadAt(ctx, p, 0); n != testBS || err != nil || !bytes.Equal(p, data[:testBS]) {
+		t.Fatalf("ReadAt 0 after Release: %d, %v; want the first block", n, err)
+	}
+	d.ahead.Wait()
+	for i := uint64(1); i <= 4; i++ {
+		if has, err := local.HasLeaf(ctx, d.Manifest.TreeCID, i); err != nil || !has {
+			t.Errorf("block %d after a read of block 0: held %v, %v; want it fetched ahead", i, has, err)
+		}
+	}
+	d.pmu.Lock()
+	idle := d.aheadCtx == nil
+	d.pmu.Unlock()
+	if !idle {
+		t.Error("the fetches ahead have ended, but their context is still tied to Config.Life")
+	}
+	d.Release()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := released.Load(); n != 1 {
+		t.Fatalf("Release, Release and Close released the open %d times; want once", n)
+	}
+}

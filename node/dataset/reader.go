@@ -115,10 +115,13 @@ type Reader struct {
 	closing    bool                // Close has begun: no more fetches ahead
 	ahead      sync.WaitGroup      // the goroutines fetching them
 	// aheadCtx ends the fetches ahead: at Close (nobody reads on), or
-	// with Config.Life.
+	// with Config.Life. It is made for aheadRuns, the prefetch passes
+	// running, and ended with the last of them (readahead.go).
 	aheadCtx  context.Context
 	stopAhead context.CancelFunc
+	aheadRuns int
 	closed    sync.Once
+	released  sync.Once // of Config.Release
 }
 
 // Open reads the manifest of c through cfg.Store and makes a reader of it.
@@ -146,7 +149,6 @@ func New(c cid.Cid, m *manifest.Manifest, cfg Config) (*Reader, error) {
 		cfg.Counters = new(Counters)
 	}
 	d := &Reader{CID: c, Manifest: m, cfg: cfg, cache: cfg.Cache.tree(m.TreeCID), inflight: map[uint64]struct{}{}}
-	d.aheadCtx, d.stopAhead = context.WithCancel(cfg.Life)
 	if m.Protected {
 		var err error
 		if d.layout, err = erasure.NewLayout(m.EcK, m.EcM, m.DataBlocks()); err != nil {
@@ -169,7 +171,8 @@ const ownCacheBytes = 2 << 20
 
 // Close ends the reader's claim on the dataset: a dataset the node opened
 // is not garbage collected until it is closed. Reads still work after
-// Close (each holds the dataset while it runs). Close is idempotent.
+// Close (each holds the dataset while it runs), but read ahead no more.
+// Close is idempotent.
 func (d *Reader) Close() error {
 	d.closed.Do(func() {
 		// Fetches ahead hold the dataset (Hold) while they run: stopped
@@ -177,14 +180,30 @@ func (d *Reader) Close() error {
 		// reader keeps it from garbage collection.
 		d.pmu.Lock()
 		d.closing = true
+		if d.stopAhead != nil {
+			d.stopAhead()
+		}
 		d.pmu.Unlock()
-		d.stopAhead()
 		d.ahead.Wait()
+		d.Release()
+	})
+	return nil
+}
+
+// Release ends the claim the open took on the dataset (Config.Release)
+// and leaves the reader working, read-ahead and all: each read and each
+// fetch ahead holds the dataset while it runs, and none starts without a
+// read. It is for a reader kept for as long as something may read through
+// it, with nothing to say when that ends (the mount keeps one per inode
+// the kernel knows), which must not keep the dataset from collection in
+// between. Fetches ahead end at the latest with their timeouts or
+// Config.Life. Release is idempotent, and Close releases too.
+func (d *Reader) Release() {
+	d.released.Do(func() {
 		if d.cfg.Release != nil {
 			d.cfg.Release()
 		}
 	})
-	return nil
 }
 
 // Size is the original file size.
