@@ -143,8 +143,10 @@ func (s source) Open(ctx context.Context, c cid.Cid) (fusefs.Dataset, error) {
 	// The mount keeps a dataset for as long as the kernel keeps its
 	// inode, which says nothing about open files: it does not hold it
 	// against garbage collection in between, only while each read runs
-	// (a read of a dataset collected meanwhile fetches it again).
-	d.Close()
+	// (a read of a dataset collected meanwhile fetches it again). Released,
+	// not closed: a closed reader no longer reads ahead, and a sequential
+	// read through the mount would wait for every block it asks for.
+	d.Release()
 	return d, nil
 }
 
