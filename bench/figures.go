@@ -39,3 +39,32 @@ func mbps(n int64, d time.Duration) string {
 func ratio(base, took time.Duration) string {
 	return fmt.Sprintf("%.2f", base.Seconds()/took.Seconds())
 }
+
+// machineUse is what the whole machine spent while something ran.
+type machineUse struct{ busy, idle time.Duration }
+
+// during runs f and records the machine's busy and idle CPU time over it.
+func (u *machineUse) during(f func() error) (time.Duration, error) {
+	busy0, idle0, err := cluster.MachineCPU()
+	if err != nil {
+		return 0, err
+	}
+	took, err := timed(f)
+	if err != nil {
+		return took, err
+	}
+	busy1, idle1, err := cluster.MachineCPU()
+	if err != nil {
+		return took, err
+	}
+	u.busy, u.idle = busy1-busy0, idle1-idle0
+	return took, nil
+}
+
+// idleShare is the part of the cores' time left idle.
+func (u *machineUse) idleShare() string {
+	if u.busy+u.idle <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f%%", 100*u.idle.Seconds()/(u.busy+u.idle).Seconds())
+}

@@ -94,3 +94,33 @@ func ProcessCPU(pid int) (time.Duration, error) {
 	}
 	return time.Duration(ticks) * clockTick, nil
 }
+
+// MachineCPU is the CPU time all CPUs have spent busy since boot, and the
+// time they have spent idle (waiting for I/O included), from /proc/stat:
+// every process's and the kernel's own work (interrupts, softirqs,
+// kernel threads), which per-process figures leave out.
+func MachineCPU() (busy, idle time.Duration, err error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	// user nice system idle iowait irq softirq steal: guest time is
+	// counted in user already.
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		if i == 3 || i == 4 {
+			idle += time.Duration(n) * clockTick
+		} else {
+			busy += time.Duration(n) * clockTick
+		}
+	}
+	return busy, idle, nil
+}
