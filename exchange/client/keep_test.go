@@ -97,6 +97,21 @@ func (f *keepFixture) want(t *testing.T, ctx context.Context, i int) <-chan erro
 	return errc
 }
 
+// deliverAll asks for every block, then has one verifier take all their
+// deliveries at once; it returns where each answer comes.
+func (f *keepFixture) deliverAll(t *testing.T) []<-chan error {
+	var errcs []<-chan error
+	for i := range f.ds {
+		errcs = append(errcs, f.want(t, t.Context(), i))
+	}
+	batch := make([]delivery, len(f.ds))
+	for i, d := range f.ds {
+		batch[i] = delivery{"provider", d}
+	}
+	f.c.handleBlocks(batch)
+	return errcs
+}
+
 // held reports whether the repository holds block i with its leaf.
 func (f *keepFixture) held(t *testing.T, i int) bool {
 	_, b, err := f.st.Store.GetLeaf(t.Context(), f.tree, uint64(i))
@@ -113,15 +128,7 @@ func (f *keepFixture) held(t *testing.T, i int) bool {
 // waiter gets its own block, held once it has it.
 func TestDeliveriesTakenTogetherAreStoredInOneWrite(t *testing.T) {
 	f := newKeepFixture(t, 8, 4096, 0)
-	var errcs []<-chan error
-	for i := range f.ds {
-		errcs = append(errcs, f.want(t, t.Context(), i))
-	}
-	batch := make([]delivery, len(f.ds))
-	for i, d := range f.ds {
-		batch[i] = delivery{"provider", d}
-	}
-	f.c.handleBlocks(batch)
+	errcs := f.deliverAll(t)
 	for i, errc := range errcs {
 		if err := <-errc; err != nil {
 			t.Fatalf("block %d: %v", i, err)
@@ -140,15 +147,7 @@ func TestDeliveriesTakenTogetherAreStoredInOneWrite(t *testing.T) {
 func TestBatchOverQuotaKeepsWhatFits(t *testing.T) {
 	const size = 4096
 	f := newKeepFixture(t, 6, size, 3*size+1024) // room for three blocks and their proofs
-	var errcs []<-chan error
-	for i := range f.ds {
-		errcs = append(errcs, f.want(t, t.Context(), i))
-	}
-	batch := make([]delivery, len(f.ds))
-	for i, d := range f.ds {
-		batch[i] = delivery{"provider", d}
-	}
-	f.c.handleBlocks(batch)
+	errcs := f.deliverAll(t)
 	got, refused := 0, 0
 	for i, errc := range errcs {
 		switch err := <-errc; {
