@@ -58,10 +58,6 @@ func (c *Client) HandlePresences(p peer.ID, ps []message.Presence) {
 	c.poke()
 }
 
-func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
-	c.handleBlocks([]delivery{{p, d}})
-}
-
 // checked is a delivery that answers a want, through verify.
 type checked struct {
 	delivery
@@ -74,7 +70,7 @@ type checked struct {
 }
 
 // handleBlocks verifies a verifier's deliveries, stores those that pass
-// and are still wanted in one write (store.go), then hands each out.
+// and are still wanted in one write (keepAll), then hands each out.
 // Stored before waiters are woken: whoever reads next finds it locally.
 // Peers only ever cause blocks we asked for to be stored.
 func (c *Client) handleBlocks(ds []delivery) {

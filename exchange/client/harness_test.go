@@ -111,3 +111,9 @@ func newTestClient(t *testing.T, opts Options) (*Client, *testNet, *testkit.Cloc
 }
 
 func testTree(name string) cid.Cid { return store.NewBlock(store.CodecRoot, []byte(name)).CID }
+
+// handleBlock hands one delivery from p to the verifying path, as a
+// verifier that took it alone would.
+func (c *Client) handleBlock(p peer.ID, d message.Delivery) {
+	c.handleBlocks([]delivery{{p, d}})
+}

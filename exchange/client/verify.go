@@ -51,12 +51,13 @@ func (c *Client) verifier() {
 		select {
 		case j := <-c.verifyQ:
 			batch = append(batch[:0], j)
-			for more := min(maxBatch-1, len(c.verifyQ)/c.opts.Verifiers); more > 0; more-- {
+		share:
+			for range min(maxBatch-1, len(c.verifyQ)/c.opts.Verifiers) {
 				select {
 				case j := <-c.verifyQ:
 					batch = append(batch, j)
 				default:
-					more = 1 // another verifier took the rest
+					break share // another verifier took the rest
 				}
 			}
 			c.handleBlocks(batch)
